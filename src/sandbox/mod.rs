@@ -1,0 +1,1 @@
+//! A local emulator of the Procore API (issue 3).
