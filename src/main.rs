@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(jcsync::cli::run(jcsync::cli::Cli::parse()))
+}

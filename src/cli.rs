@@ -1,0 +1,91 @@
+//! The command line: argument definitions and the commands they run.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Pipeline;
+use crate::pipeline::{sync, SyncOptions};
+
+/// Exit status of a run that failed (bad pipeline file, missing table, I/O error, failed stage).
+pub const EXIT_FAILED: u8 = 1;
+
+/// jcsync: Sage 300 CRE job cost transactions → Procore direct costs.
+#[derive(Debug, Parser)]
+#[command(name = "jcsync", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a deep or incremental sync as the pipeline file says.
+    Sync {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Plan only: write the requests that would be sent to requests.ndjson.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify a run directory's checksums and summarize it.
+    Inspect {
+        /// A `runs/<run-id>` directory.
+        run_dir: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JCSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run the parsed command; returns the process exit status.
+pub fn run(cli: Cli) -> u8 {
+    init_logging();
+    match cli.command {
+        Command::Sync { pipeline, dry_run } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let result = Pipeline::load(&pipeline)
+                .and_then(|p| runtime.block_on(sync(&p, &SyncOptions { dry_run })));
+            match result {
+                Ok(outcome) => {
+                    println!(
+                        "{}",
+                        crate::run::summary_text(&outcome.report, &outcome.run_dir)
+                    );
+                    outcome.exit_code
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Inspect { run_dir } => match crate::run::inspect(&run_dir) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        },
+    }
+}

@@ -1,0 +1,465 @@
+//! The pipeline file: where the Sage tables come from, what is excluded, how far back to sync,
+//! where staged files go and where the load goes.
+//!
+//! Every section denies unknown keys, so a typo is an error that names the key, never a silently
+//! ignored setting. Relative paths are resolved against the pipeline file's own directory.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::schema::{EXCLUDED_TRANSACTION_COLUMNS, TRANSACTION_SOURCE_COLUMNS};
+
+/// A parsed, validated pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The Sage company id; part of every origin_id, so two companies never collide in Procore.
+    pub company: String,
+    /// Where the Sage tables are read from.
+    pub source: SourceConfig,
+    /// Sage table names (StandardMode=1 names by default).
+    #[serde(default)]
+    pub tables: TableNames,
+    /// Column mappings (the hh2 "Advanced Mappings" step).
+    #[serde(default)]
+    pub mappings: Mappings,
+    /// Deep or incremental, and how far back.
+    #[serde(default)]
+    pub sync: SyncConfig,
+    /// Where and how the staged Parquet snapshot is written.
+    #[serde(default)]
+    pub stage: StageConfig,
+    /// Where the direct costs go.
+    pub target: TargetConfig,
+    /// Batch size and channel capacities.
+    #[serde(default)]
+    pub pipeline: ChannelConfig,
+    /// How the run reports its outcome.
+    #[serde(default)]
+    pub report: ReportConfig,
+}
+
+/// Source of the Sage tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// One file per table in a directory, named after the table (`JCT_CURRENT__TRANSACTION.csv`).
+    Files(FilesSource),
+}
+
+/// `[source] kind = "files"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSource {
+    /// Directory holding one file per table.
+    pub dir: PathBuf,
+    /// `csv` or `parquet`.
+    pub format: FileFormat,
+}
+
+/// Format of exported table files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Parquet,
+}
+
+impl FileFormat {
+    /// The file extension for this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// Sage table names. Older installs use names like `CURRENT_JCT_TRANSACTION`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableNames {
+    pub transaction: String,
+    pub job: String,
+    pub account_prefix: String,
+    pub account: String,
+    pub invoice: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        TableNames {
+            transaction: "JCT_CURRENT__TRANSACTION".into(),
+            job: "JCM_MASTER__JOB".into(),
+            account_prefix: "GLM_MASTER__ACCOUNT_PREFIX_A".into(),
+            account: "GLM_MASTER__ACCOUNT".into(),
+            invoice: "APM_MASTER__INVOICE".into(),
+        }
+    }
+}
+
+/// `[mappings]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mappings {
+    pub transaction_jc: TransactionMapping,
+}
+
+/// `[mappings.transaction_jc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionMapping {
+    /// Columns of Transaction (JC) that must never reach a staged file, a log or Procore.
+    pub exclude: Vec<String>,
+}
+
+impl Default for TransactionMapping {
+    fn default() -> Self {
+        TransactionMapping {
+            exclude: EXCLUDED_TRANSACTION_COLUMNS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    #[serde(rename = "type")]
+    pub kind: SyncKind,
+    /// Lower bound on Accounting_Date.
+    pub since: Since,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            kind: SyncKind::Deep,
+            since: Since::BeginningOfTime,
+        }
+    }
+}
+
+/// Deep (everything in the window) or incremental (what changed since the last watermark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncKind {
+    Deep,
+    Incremental,
+}
+
+/// `since = "beginning-of-time" | "YYYY-MM-DD"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    BeginningOfTime,
+    Date(NaiveDate),
+}
+
+impl<'de> Deserialize<'de> for Since {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "beginning-of-time" {
+            return Ok(Since::BeginningOfTime);
+        }
+        NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .map(Since::Date)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "expected \"beginning-of-time\" or a date YYYY-MM-DD, found {s:?}"
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Since {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Since::BeginningOfTime => f.write_str("beginning-of-time"),
+            Since::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
+        }
+    }
+}
+
+/// `[stage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageConfig {
+    /// Directory that receives one `<run-id>/` folder per run.
+    pub dir: PathBuf,
+    pub compression: Compression,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// Rows per staged part file before a new `part-*.parquet` is started.
+    pub part_rows: usize,
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        StageConfig {
+            dir: PathBuf::from("runs"),
+            compression: Compression::Zstd,
+            row_group_rows: default_row_group_rows(),
+            part_rows: default_part_rows(),
+        }
+    }
+}
+
+const fn default_row_group_rows() -> usize {
+    65_536
+}
+
+const fn default_part_rows() -> usize {
+    1_000_000
+}
+
+/// Parquet compression codec of staged files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// `[target]`: where the planned direct costs go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum TargetConfig {
+    /// Plan only: write the requests that would be sent to `requests.ndjson`.
+    DryRun(DryRunTarget),
+}
+
+/// `[target] kind = "dry-run"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunTarget {}
+
+/// `[pipeline]`: batch size and bounded channel capacity between stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// Rows per Arrow batch read from the transaction table.
+    pub batch_rows: usize,
+    /// Capacity (in batches) of every channel between two stages.
+    pub channel_capacity: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            batch_rows: default_batch_rows(),
+            channel_capacity: default_channel_capacity(),
+        }
+    }
+}
+
+const fn default_batch_rows() -> usize {
+    8192
+}
+
+const fn default_channel_capacity() -> usize {
+    4
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Exit status of a run that completed but quarantined rows.
+    pub quarantine_exit_code: u8,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            quarantine_exit_code: 2,
+        }
+    }
+}
+
+/// A pipeline file as loaded from disk: the config, where it came from and its hash.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub config: PipelineConfig,
+    /// sha256 of the file's bytes, recorded in every manifest.
+    pub sha256: String,
+}
+
+impl Pipeline {
+    /// Read, parse and validate a pipeline file; relative paths in it are resolved against its
+    /// directory.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|_| Error::Config {
+            path: path.to_path_buf(),
+            message: "not UTF-8 text".into(),
+        })?;
+        let mut config = PipelineConfig::parse(&text).map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+        config.resolve_paths(&base);
+        Ok(Pipeline {
+            path: path.to_path_buf(),
+            config,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+}
+
+impl PipelineConfig {
+    /// Parse and validate pipeline TOML text; the error names the key and what was expected.
+    pub fn parse(text: &str) -> std::result::Result<PipelineConfig, String> {
+        let config: PipelineConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.company.trim().is_empty() {
+            return Err("key `company`: expected a non-empty Sage company id".into());
+        }
+        let exclude = &self.mappings.transaction_jc.exclude;
+        for required in EXCLUDED_TRANSACTION_COLUMNS {
+            if !exclude.iter().any(|c| c == required) {
+                return Err(format!(
+                    "key `mappings.transaction_jc.exclude`: must contain {required:?} \
+                     (the eight hh2-excluded columns always stay excluded; Employee and Pay_ID are personal data)"
+                ));
+            }
+        }
+        for column in exclude {
+            if TRANSACTION_SOURCE_COLUMNS.contains(&column.as_str()) {
+                return Err(format!(
+                    "key `mappings.transaction_jc.exclude`: {column:?} is needed to build direct costs and cannot be excluded"
+                ));
+            }
+        }
+        if self.stage.row_group_rows == 0 || self.stage.part_rows == 0 {
+            return Err(
+                "keys `stage.row_group_rows` and `stage.part_rows`: expected a positive number"
+                    .into(),
+            );
+        }
+        if self.pipeline.batch_rows == 0 || self.pipeline.channel_capacity == 0 {
+            return Err("keys `pipeline.batch_rows` and `pipeline.channel_capacity`: expected a positive number".into());
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match &mut self.source {
+            SourceConfig::Files(f) => resolve(&mut f.dir),
+        }
+        resolve(&mut self.stage.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+company = "DEMO"
+[source]
+kind = "files"
+dir = "fixtures/sage"
+format = "csv"
+[target]
+kind = "dry-run"
+"#;
+
+    #[test]
+    fn minimal_file_gets_documented_defaults() {
+        let c = PipelineConfig::parse(MINIMAL).expect("parses");
+        assert_eq!(c.tables.transaction, "JCT_CURRENT__TRANSACTION");
+        assert_eq!(c.mappings.transaction_jc.exclude.len(), 8);
+        assert_eq!(c.sync.kind, SyncKind::Deep);
+        assert_eq!(c.sync.since, Since::BeginningOfTime);
+        assert_eq!(c.stage.compression, Compression::Zstd);
+        assert_eq!(c.pipeline.channel_capacity, 4);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("format = \"csv\"", "format = \"csv\"\nfromat = 1");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("fromat"), "{err}");
+    }
+
+    #[test]
+    fn unknown_source_kind_is_named() {
+        let text = MINIMAL.replace("kind = \"files\"", "kind = \"ftp\"");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("ftp") && err.contains("files"), "{err}");
+    }
+
+    #[test]
+    fn bad_since_says_what_was_expected() {
+        let text = format!("{MINIMAL}\n[sync]\nsince = \"last tuesday\"\n");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(
+            err.contains("beginning-of-time") && err.contains("since"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn since_date_parses() {
+        let text = format!("{MINIMAL}\n[sync]\ntype = \"deep\"\nsince = \"2024-01-01\"\n");
+        let c = PipelineConfig::parse(&text).expect("parses");
+        assert_eq!(c.sync.since.to_string(), "2024-01-01");
+    }
+
+    #[test]
+    fn dropping_a_personal_data_column_from_exclude_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[mappings.transaction_jc]\nexclude = [\"Commitment_CO\", \"Credit_Account\"]\n"
+        );
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("Debit_Account"), "{err}");
+    }
+
+    #[test]
+    fn excluding_a_needed_column_is_refused() {
+        let mut ex: Vec<String> = EXCLUDED_TRANSACTION_COLUMNS
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        ex.push("\"Amount\"".into());
+        let text = format!(
+            "{MINIMAL}\n[mappings.transaction_jc]\nexclude = [{}]\n",
+            ex.join(", ")
+        );
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("Amount"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_inside_source_variant_is_refused() {
+        let text = MINIMAL.replace("dir = ", "directory = \"x\"\ndir = ");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("directory"), "{err}");
+    }
+}

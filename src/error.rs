@@ -1,0 +1,83 @@
+//! One error type for the library. Variants carry the context a person needs to act:
+//! the file, the key, the column, the line.
+
+use std::path::PathBuf;
+
+/// Result with jcsync's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a run. Row-level problems never become an `Error`: they become
+/// quarantine rows (see [`crate::quarantine`]) and the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline file could not be read or did not parse.
+    #[error("pipeline file {path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    /// A source table file is missing.
+    #[error("source table {table}: file {path} not found")]
+    MissingTable { table: String, path: PathBuf },
+
+    /// A source table lacks a column the pipeline needs.
+    #[error("source table {table} ({path}): required column {column} is missing (found: {found})")]
+    MissingColumn {
+        table: String,
+        path: PathBuf,
+        column: String,
+        found: String,
+    },
+
+    /// A source file could not be read at all (not a single bad row: the file itself).
+    #[error("source file {path}: {message}")]
+    Source { path: PathBuf, message: String },
+
+    /// A dimension table row that makes the table unusable (e.g. an empty key).
+    #[error("{table} ({path}) line {line}: {message}")]
+    Dimension {
+        table: String,
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
+    /// A run directory failed verification (missing file, checksum mismatch, bad manifest).
+    #[error("run {path}: {message}")]
+    RunVerification { path: PathBuf, message: String },
+
+    /// Filesystem error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Arrow compute or schema error (a bug or an unexpected schema, never bad data).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Parquet encoding or decoding error.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// JSON encoding error.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// A pipeline stage ended early (its peer stopped or panicked).
+    #[error("pipeline stage {stage} failed: {message}")]
+    Stage {
+        stage: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

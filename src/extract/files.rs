@@ -1,0 +1,479 @@
+//! Sage tables exported as files: one file per table, named after the table, CSV or Parquet.
+//!
+//! Readers yield [`RawBatch`]es: the source columns renamed to their Arrow names but not yet typed
+//! (CSV gives text, Parquet whatever the export wrote), plus the excluded columns under their Sage
+//! names, plus per-row problems found while reading. [`super::type_batch`] does the typing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringBuilder, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+
+use super::convert::CellProblem;
+use super::RawBatch;
+use crate::config::FileFormat;
+use crate::error::{Error, Result};
+use crate::quarantine::ReasonCode;
+use crate::schema::{ColumnSpec, TableRole, SOURCE_LINE};
+
+/// Path of a table's file in an export directory.
+pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
+    dir.join(format!("{table}.{}", format.extension()))
+}
+
+/// Where each wanted column is found in the file.
+struct ColumnPlan {
+    /// For each spec column, its index in the file, or None when the file lacks an optional column.
+    spec_index: Vec<Option<usize>>,
+    /// Excluded columns the file carries: (Sage name, index).
+    excluded: Vec<(String, usize)>,
+}
+
+fn plan_columns(
+    role: TableRole,
+    table: &str,
+    path: &Path,
+    header: &[String],
+    excluded: &[String],
+) -> Result<ColumnPlan> {
+    let by_name: HashMap<String, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.trim().to_ascii_lowercase(), i))
+        .collect();
+    let find = |name: &str| by_name.get(&name.to_ascii_lowercase()).copied();
+    let mut spec_index = Vec::with_capacity(role.columns().len());
+    for spec in role.columns() {
+        let found = find(spec.source);
+        if found.is_none() {
+            if spec.required {
+                return Err(Error::MissingColumn {
+                    table: table.to_string(),
+                    path: path.to_path_buf(),
+                    column: spec.source.to_string(),
+                    found: header.join(", "),
+                });
+            }
+            tracing::warn!(
+                table,
+                column = spec.source,
+                "optional column missing from {}; it is read as NULL",
+                path.display()
+            );
+        }
+        spec_index.push(found);
+    }
+    let excluded = excluded
+        .iter()
+        .filter_map(|name| find(name).map(|i| (name.clone(), i)))
+        .collect();
+    Ok(ColumnPlan {
+        spec_index,
+        excluded,
+    })
+}
+
+fn raw_schema(role: TableRole, excluded: &[(String, usize)], types: &[DataType]) -> Arc<Schema> {
+    let mut fields = vec![Field::new(SOURCE_LINE, DataType::UInt64, false)];
+    fields.extend(
+        role.columns()
+            .iter()
+            .zip(types)
+            .map(|(c, t)| Field::new(c.name, t.clone(), true)),
+    );
+    fields.extend(
+        excluded
+            .iter()
+            .map(|(name, _)| Field::new(name, DataType::Utf8, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// Open a table file and check it has every required column. Nothing is read past the header.
+pub fn open_table(
+    dir: &Path,
+    table: &str,
+    format: FileFormat,
+    role: TableRole,
+    excluded: &[String],
+    batch_rows: usize,
+) -> Result<TableReader> {
+    let path = table_path(dir, table, format);
+    if !path.is_file() {
+        return Err(Error::MissingTable {
+            table: table.to_string(),
+            path,
+        });
+    }
+    match format {
+        FileFormat::Csv => {
+            CsvTableReader::open(path, table, role, excluded, batch_rows).map(TableReader::Csv)
+        }
+        FileFormat::Parquet => ParquetTableReader::open(path, table, role, excluded, batch_rows)
+            .map(TableReader::Parquet),
+    }
+}
+
+/// A table file being read in batches.
+pub enum TableReader {
+    Csv(CsvTableReader),
+    Parquet(ParquetTableReader),
+}
+
+impl TableReader {
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        match self {
+            TableReader::Csv(r) => &r.path,
+            TableReader::Parquet(r) => &r.path,
+        }
+    }
+
+    /// Sage names of the excluded columns this file carries.
+    pub fn excluded_present(&self) -> Vec<String> {
+        let plan = match self {
+            TableReader::Csv(r) => &r.plan,
+            TableReader::Parquet(r) => &r.plan,
+        };
+        plan.excluded.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+impl Iterator for TableReader {
+    type Item = Result<RawBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            TableReader::Csv(r) => r.next_batch().transpose(),
+            TableReader::Parquet(r) => r.next_batch().transpose(),
+        }
+    }
+}
+
+/// CSV table reader. Records with the wrong number of fields or invalid UTF-8 become row problems.
+pub struct CsvTableReader {
+    path: PathBuf,
+    role: TableRole,
+    reader: csv::Reader<File>,
+    plan: ColumnPlan,
+    header_len: usize,
+    batch_rows: usize,
+    record: csv::ByteRecord,
+    done: bool,
+}
+
+impl CsvTableReader {
+    fn open(
+        path: PathBuf,
+        table: &str,
+        role: TableRole,
+        excluded: &[String],
+        batch_rows: usize,
+    ) -> Result<Self> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(true)
+            .from_path(&path)
+            .map_err(|e| Error::Source {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let header: Vec<String> = reader
+            .byte_headers()
+            .map_err(|e| Error::Source {
+                path: path.clone(),
+                message: format!("cannot read the header: {e}"),
+            })?
+            .iter()
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim_start_matches('\u{feff}')
+                    .to_string()
+            })
+            .collect();
+        let plan = plan_columns(role, table, &path, &header, excluded)?;
+        Ok(CsvTableReader {
+            path,
+            role,
+            reader,
+            plan,
+            header_len: header.len(),
+            batch_rows,
+            record: csv::ByteRecord::new(),
+            done: false,
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RawBatch>> {
+        if self.done {
+            return Ok(None);
+        }
+        let n_spec = self.plan.spec_index.len();
+        let n_cols = n_spec + self.plan.excluded.len();
+        let mut builders: Vec<StringBuilder> = (0..n_cols).map(|_| StringBuilder::new()).collect();
+        let mut lines = Vec::with_capacity(self.batch_rows);
+        let mut problems = Vec::new();
+        while lines.len() < self.batch_rows {
+            let more = match self.reader.read_byte_record(&mut self.record) {
+                Ok(more) => more,
+                Err(e) => {
+                    // An I/O error or a broken quote: the rest of the file cannot be trusted.
+                    return Err(Error::Source {
+                        path: self.path.clone(),
+                        message: format!("cannot read a record: {e}"),
+                    });
+                }
+            };
+            if !more {
+                self.done = true;
+                break;
+            }
+            let row = lines.len();
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            lines.push(line);
+            if self.record.len() != self.header_len {
+                problems.push(CellProblem {
+                    row,
+                    code: ReasonCode::MalformedRecord,
+                    message: format!(
+                        "line {line}: expected {} fields, found {}",
+                        self.header_len,
+                        self.record.len()
+                    ),
+                });
+            }
+            let indices = self
+                .plan
+                .spec_index
+                .iter()
+                .copied()
+                .chain(self.plan.excluded.iter().map(|(_, i)| Some(*i)));
+            for (b, idx) in builders.iter_mut().zip(indices) {
+                match idx.and_then(|i| self.record.get(i)) {
+                    Some(bytes) => match std::str::from_utf8(bytes) {
+                        Ok(s) => b.append_value(s),
+                        Err(_) => {
+                            b.append_null();
+                            problems.push(CellProblem {
+                                row,
+                                code: ReasonCode::MalformedRecord,
+                                message: format!("line {line}: a field is not valid UTF-8"),
+                            });
+                        }
+                    },
+                    None => b.append_null(),
+                }
+            }
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(lines))];
+        columns.extend(
+            builders
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        let types = vec![DataType::Utf8; n_spec];
+        let schema = raw_schema(self.role, &self.plan.excluded, &types);
+        Ok(Some(RawBatch {
+            batch: RecordBatch::try_new(schema, columns)?,
+            problems,
+        }))
+    }
+}
+
+/// Parquet table reader: reads only the wanted columns, in batches.
+pub struct ParquetTableReader {
+    path: PathBuf,
+    role: TableRole,
+    reader: ParquetRecordBatchReader,
+    plan: ColumnPlan,
+    /// Position of each planned file column within the projected batches.
+    projected_pos: HashMap<usize, usize>,
+    next_line: u64,
+}
+
+impl ParquetTableReader {
+    fn open(
+        path: PathBuf,
+        table: &str,
+        role: TableRole,
+        excluded: &[String],
+        batch_rows: usize,
+    ) -> Result<Self> {
+        let source_err = |e: parquet::errors::ParquetError| Error::Source {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(source_err)?;
+        let header: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let plan = plan_columns(role, table, &path, &header, excluded)?;
+        let mut wanted: Vec<usize> = plan
+            .spec_index
+            .iter()
+            .flatten()
+            .copied()
+            .chain(plan.excluded.iter().map(|(_, i)| *i))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let projected_pos = wanted.iter().enumerate().map(|(p, i)| (*i, p)).collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(source_err)?;
+        Ok(ParquetTableReader {
+            path,
+            role,
+            reader,
+            plan,
+            projected_pos,
+            next_line: 1,
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RawBatch>> {
+        let Some(batch) = self.reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| Error::Source {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let n = batch.num_rows();
+        let first = self.next_line;
+        self.next_line += n as u64;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+            first..first + n as u64,
+        ))];
+        let mut types = Vec::with_capacity(self.plan.spec_index.len());
+        for idx in &self.plan.spec_index {
+            let col = match idx.and_then(|i| self.projected_pos.get(&i)) {
+                Some(p) => batch.column(*p).clone(),
+                None => new_null_array(&DataType::Utf8, n),
+            };
+            types.push(col.data_type().clone());
+            columns.push(col);
+        }
+        for (_, i) in &self.plan.excluded {
+            let col = match self.projected_pos.get(i) {
+                Some(p) => batch.column(*p).clone(),
+                None => new_null_array(&DataType::Utf8, n),
+            };
+            columns.push(if col.data_type() == &DataType::Utf8 {
+                col
+            } else {
+                arrow::compute::cast(&col, &DataType::Utf8)?
+            });
+        }
+        let schema = raw_schema(self.role, &self.plan.excluded, &types);
+        Ok(Some(RawBatch {
+            batch: RecordBatch::try_new(schema, columns)?,
+            problems: Vec::new(),
+        }))
+    }
+}
+
+/// The spec column of a raw batch column name, for tests and messages.
+pub fn spec_by_name(role: TableRole, name: &str) -> Option<&'static ColumnSpec> {
+    role.columns().iter().find(|c| c.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let mut f = File::create(dir.join(name)).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = open_table(
+            dir.path(),
+            "JCM_MASTER__JOB",
+            FileFormat::Csv,
+            TableRole::Job,
+            &[],
+            10,
+        )
+        .err()
+        .expect("error");
+        let msg = err.to_string();
+        assert!(msg.contains("JCM_MASTER__JOB.csv"), "{msg}");
+    }
+
+    #[test]
+    fn missing_required_column_is_named_with_what_was_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "JCM_MASTER__JOB.csv",
+            "Jobb,Description\n1001,x\n",
+        );
+        let err = open_table(
+            dir.path(),
+            "JCM_MASTER__JOB",
+            FileFormat::Csv,
+            TableRole::Job,
+            &[],
+            10,
+        )
+        .err()
+        .expect("error");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("required column Job") && msg.contains("Jobb"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn csv_rows_carry_their_line_and_short_records_are_flagged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "JCM_MASTER__JOB.csv",
+            "Job,Description,Status,Cost_Account_Prefix,Cost_Account\n1001 ,A,Closed,01,01-5000\n1002,B\n",
+        );
+        let mut r = open_table(
+            dir.path(),
+            "JCM_MASTER__JOB",
+            FileFormat::Csv,
+            TableRole::Job,
+            &[],
+            10,
+        )
+        .expect("opens");
+        let raw = r.next().expect("a batch").expect("ok");
+        assert_eq!(raw.batch.num_rows(), 2);
+        let lines = raw
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .expect("u64");
+        assert_eq!(lines.values().to_vec(), vec![2, 3]);
+        assert_eq!(raw.problems.len(), 1);
+        assert_eq!(raw.problems[0].row, 1);
+        assert!(raw.problems[0].message.contains("line 3"));
+        assert!(r.next().is_none());
+    }
+}

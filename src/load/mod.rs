@@ -1,0 +1,4 @@
+//! Load: plan direct costs from staged rows and send them to the target.
+
+pub mod dry_run;
+pub mod plan;

@@ -1,0 +1,492 @@
+//! Wires the stages: extract → project → enrich → stage → plan, each on its own thread, joined by
+//! bounded channels. Rejected rows flow on a separate bounded channel to the quarantine writer.
+//!
+//! Backpressure: a stage reserves a slot in its output channel *before* it takes an input batch,
+//! so no stage ever holds a batch while blocked. With a stalled consumer the source can therefore
+//! produce at most (sum of channel capacities + 1) batches: one per slot, plus the one it is
+//! blocked sending.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::config::{Pipeline, SourceConfig, SyncKind, TargetConfig};
+use crate::enrich::{Dimensions, Enricher};
+use crate::error::{Error, Result};
+use crate::extract::SageSource;
+use crate::load::dry_run::DryRunSink;
+use crate::load::plan::{format_decimal, Planner, MAX_SYNC_RECORDS};
+use crate::project::Projector;
+use crate::quarantine::{quarantine_schema, QuarantineBatch};
+use crate::run::{self, CountsReport, Manifest, Report, StageReport, TotalRow};
+use crate::schema::{enriched_schema, TableRole};
+use crate::stage::{
+    quarantine_name, staged_part_name, writer_properties, HashedFile, ParquetFileSet,
+};
+
+/// Time a stage spent working (not waiting on its channels) and the rows it handled.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StageTiming {
+    pub busy: Duration,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
+/// Rows in a batch, for stage timing.
+pub trait Rows {
+    fn rows(&self) -> u64;
+}
+
+impl Rows for RecordBatch {
+    fn rows(&self) -> u64 {
+        self.num_rows() as u64
+    }
+}
+
+fn downstream_gone(stage: &'static str) -> Error {
+    Error::Stage {
+        stage,
+        message: "the next stage stopped".into(),
+    }
+}
+
+/// Run one stage on the current (blocking) thread: reserve an output slot, then take an input,
+/// then process it. `f` returns None when a batch produced no output rows.
+pub fn run_stage<I: Rows + Send, O: Rows + Send>(
+    stage: &'static str,
+    mut rx: mpsc::Receiver<I>,
+    tx: mpsc::Sender<O>,
+    mut f: impl FnMut(I) -> Result<Option<O>>,
+) -> Result<StageTiming> {
+    let handle = Handle::current();
+    let mut timing = StageTiming::default();
+    loop {
+        let permit = handle
+            .block_on(tx.reserve())
+            .map_err(|_| downstream_gone(stage))?;
+        let Some(item) = rx.blocking_recv() else {
+            break;
+        };
+        let started = Instant::now();
+        timing.rows_in += item.rows();
+        let out = f(item)?;
+        timing.busy += started.elapsed();
+        if let Some(o) = out {
+            timing.rows_out += o.rows();
+            permit.send(o);
+        }
+    }
+    Ok(timing)
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Plan only, whatever the target says.
+    pub dry_run: bool,
+}
+
+/// What a finished sync left.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub run_dir: PathBuf,
+    pub report: Report,
+    /// Process exit status: 0 clean, `report.quarantine_exit_code` when rows were quarantined.
+    pub exit_code: u8,
+}
+
+/// Results of the quarantine writer.
+struct QuarantineTally {
+    files: Vec<crate::stage::FileEntry>,
+    /// (table, reason) → rows.
+    counts: BTreeMap<(String, String), u64>,
+}
+
+fn join_error(stage: &'static str, e: tokio::task::JoinError) -> Error {
+    Error::Stage {
+        stage,
+        message: format!("task ended abnormally: {e}"),
+    }
+}
+
+/// Pick the error that explains a failure: a stage's own error beats "the next stage stopped".
+fn first_real_error(errors: Vec<Error>) -> Option<Error> {
+    let (gone, real): (Vec<Error>, Vec<Error>) = errors.into_iter().partition(
+        |e| matches!(e, Error::Stage { message, .. } if message == "the next stage stopped"),
+    );
+    real.into_iter().next().or_else(|| gone.into_iter().next())
+}
+
+/// Run a sync as the pipeline file says. Every table is checked before anything is written.
+pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutcome> {
+    let config = Arc::new(pipeline.config.clone());
+    if config.sync.kind == SyncKind::Incremental {
+        return Err(Error::Config {
+            path: pipeline.path.clone(),
+            message: "key `sync.type`: \"incremental\" needs a source with change stamps and the ledger's \
+                      watermark, which this build does not have yet; use type = \"deep\" (optionally with since = \"YYYY-MM-DD\")"
+                .into(),
+        });
+    }
+    let TargetConfig::DryRun(_) = &config.target;
+    let _ = options.dry_run; // every target of this build plans only
+
+    let started_at = chrono::Utc::now();
+    let wall = Instant::now();
+    let source = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || SageSource::open(&config))
+            .await
+            .map_err(|e| join_error("extract", e))??
+    };
+    let (run_id, run_dir) = run::create_run_dir(&config.stage.dir)?;
+    tracing::info!(run_id, dir = %run_dir.display(), "run started");
+    let props = writer_properties(&config.stage)?;
+    let cap = config.pipeline.channel_capacity;
+
+    // Quarantine writer: every stage may send rejected rows here.
+    let (qtx, mut qrx) = mpsc::channel::<QuarantineBatch>(cap);
+    let quarantine_task = {
+        let run_dir = run_dir.clone();
+        let props = props.clone();
+        tokio::task::spawn_blocking(move || -> Result<QuarantineTally> {
+            let mut set = ParquetFileSet::new(
+                &run_dir,
+                quarantine_name,
+                quarantine_schema(),
+                props,
+                usize::MAX,
+            );
+            let mut counts = BTreeMap::new();
+            while let Some(q) = qrx.blocking_recv() {
+                for code in &q.codes {
+                    *counts
+                        .entry((q.table.clone(), code.as_str().to_string()))
+                        .or_insert(0) += 1;
+                }
+                set.write(&q.batch)?;
+            }
+            Ok(QuarantineTally {
+                files: set.finish()?,
+                counts,
+            })
+        })
+    };
+
+    // Dimensions first: they are the build side of the joins.
+    let dims_started = Instant::now();
+    let source = Arc::new(source);
+    let (dims, dim_reports) = {
+        let source = source.clone();
+        let qtx = qtx.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Dimensions, Vec<run::DimensionReport>)> {
+            let mut tables = Vec::new();
+            for role in [
+                TableRole::Job,
+                TableRole::AccountPrefix,
+                TableRole::Account,
+                TableRole::Invoice,
+            ] {
+                tables.push(source.read_dimension(role)?);
+            }
+            let (dims, set_aside) =
+                Dimensions::build(&tables[0], &tables[1], &tables[2], &tables[3])?;
+            let mut reports = Vec::new();
+            for t in &tables {
+                let quarantined = t.quarantine.iter().map(|q| q.len() as u64).sum::<u64>()
+                    + set_aside
+                        .iter()
+                        .filter(|q| q.table == t.table)
+                        .map(|q| q.len() as u64)
+                        .sum::<u64>();
+                reports.push(run::DimensionReport {
+                    table: t.table.clone(),
+                    rows_read: t.rows_read as u64,
+                    quarantined,
+                });
+            }
+            for q in tables
+                .into_iter()
+                .flat_map(|t| t.quarantine)
+                .chain(set_aside)
+            {
+                qtx.blocking_send(q)
+                    .map_err(|_| downstream_gone("extract"))?;
+            }
+            Ok((dims, reports))
+        })
+        .await
+        .map_err(|e| join_error("extract", e))??
+    };
+    let dims_elapsed = dims_started.elapsed();
+    tracing::info!(jobs = dims.job_count(), "dimensions indexed");
+    let dims = Arc::new(dims);
+
+    let (extract_tx, extract_rx) = mpsc::channel::<RecordBatch>(cap);
+    let (project_tx, project_rx) = mpsc::channel::<RecordBatch>(cap);
+    let (enrich_tx, enrich_rx) = mpsc::channel::<RecordBatch>(cap);
+    let (staged_tx, mut staged_rx) = mpsc::channel::<RecordBatch>(cap);
+
+    let extracted = Arc::new(AtomicU64::new(0));
+    let extract_task = {
+        let source = source.clone();
+        let qtx = qtx.clone();
+        let extracted = extracted.clone();
+        tokio::task::spawn_blocking(move || -> Result<StageTiming> {
+            let mut timing = StageTiming::default();
+            let mut last_log = Instant::now();
+            let mut batches = source.transactions()?;
+            loop {
+                let started = Instant::now();
+                let Some(typed) = batches.next() else { break };
+                let typed = typed?;
+                timing.busy += started.elapsed();
+                let total = extracted.fetch_add(typed.rows_read as u64, Ordering::Relaxed)
+                    + typed.rows_read as u64;
+                timing.rows_in += typed.rows_read as u64;
+                timing.rows_out += typed.batch.num_rows() as u64;
+                if let Some(q) = typed.quarantine {
+                    qtx.blocking_send(q)
+                        .map_err(|_| downstream_gone("extract"))?;
+                }
+                if typed.batch.num_rows() > 0 {
+                    extract_tx
+                        .blocking_send(typed.batch)
+                        .map_err(|_| downstream_gone("extract"))?;
+                }
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    tracing::info!(rows = total, "extracting");
+                    last_log = Instant::now();
+                }
+            }
+            Ok(timing)
+        })
+    };
+
+    let projector = Arc::new(std::sync::Mutex::new(Projector::new(&config)));
+    let project_task = {
+        let qtx = qtx.clone();
+        let projector = projector.clone();
+        tokio::task::spawn_blocking(move || {
+            run_stage("project", extract_rx, project_tx, |batch| {
+                let mut p = projector.lock().map_err(|_| Error::Stage {
+                    stage: "project",
+                    message: "state poisoned".into(),
+                })?;
+                let out = p.process(&batch)?;
+                if let Some(q) = out.quarantine {
+                    qtx.blocking_send(q)
+                        .map_err(|_| downstream_gone("project"))?;
+                }
+                Ok((out.batch.num_rows() > 0).then_some(out.batch))
+            })
+        })
+    };
+
+    let enrich_task = {
+        let qtx = qtx.clone();
+        let enricher = Enricher::new(dims.clone(), &config.company, &config.tables.transaction);
+        tokio::task::spawn_blocking(move || {
+            run_stage("enrich", project_rx, enrich_tx, |batch| {
+                let out = enricher.process(&batch)?;
+                if let Some(q) = out.quarantine {
+                    qtx.blocking_send(q)
+                        .map_err(|_| downstream_gone("enrich"))?;
+                }
+                Ok((out.batch.num_rows() > 0).then_some(out.batch))
+            })
+        })
+    };
+    drop(qtx);
+
+    let stage_task = {
+        let run_dir = run_dir.clone();
+        let props = props.clone();
+        let part_rows = config.stage.part_rows;
+        tokio::task::spawn_blocking(
+            move || -> Result<(StageTiming, Vec<crate::stage::FileEntry>)> {
+                let mut set = ParquetFileSet::new(
+                    &run_dir,
+                    staged_part_name,
+                    enriched_schema(),
+                    props,
+                    part_rows,
+                );
+                let timing = run_stage("stage", enrich_rx, staged_tx, |batch| {
+                    set.write(&batch)?;
+                    Ok(Some(batch))
+                })?;
+                Ok((timing, set.finish()?))
+            },
+        )
+    };
+
+    let plan_task = {
+        let run_dir = run_dir.clone();
+        tokio::task::spawn_blocking(
+            move || -> Result<(StageTiming, Planner, crate::stage::FileEntry)> {
+                let mut sink = DryRunSink::new(HashedFile::create(&run_dir, "requests.ndjson")?);
+                let mut planner = Planner::new(MAX_SYNC_RECORDS);
+                let mut timing = StageTiming::default();
+                while let Some(batch) = staged_rx.blocking_recv() {
+                    let started = Instant::now();
+                    timing.rows_in += batch.rows();
+                    planner.process(&batch, &mut sink)?;
+                    timing.busy += started.elapsed();
+                }
+                let started = Instant::now();
+                planner.finish(&mut sink)?;
+                timing.busy += started.elapsed();
+                timing.rows_out = planner.stats.lines;
+                Ok((timing, planner, sink.finish()?))
+            },
+        )
+    };
+
+    // Join everything; on failure report the error that explains it.
+    let mut errors = Vec::new();
+    let extract = extract_task
+        .await
+        .map_err(|e| join_error("extract", e))
+        .and_then(|r| r);
+    let project = project_task
+        .await
+        .map_err(|e| join_error("project", e))
+        .and_then(|r| r);
+    let enrich = enrich_task
+        .await
+        .map_err(|e| join_error("enrich", e))
+        .and_then(|r| r);
+    let stage = stage_task
+        .await
+        .map_err(|e| join_error("stage", e))
+        .and_then(|r| r);
+    let plan = plan_task
+        .await
+        .map_err(|e| join_error("plan", e))
+        .and_then(|r| r);
+    let quarantine = quarantine_task
+        .await
+        .map_err(|e| join_error("quarantine", e))
+        .and_then(|r| r);
+    let extract = extract.map_err(|e| errors.push(e)).ok();
+    let project = project.map_err(|e| errors.push(e)).ok();
+    let enrich = enrich.map_err(|e| errors.push(e)).ok();
+    let stage = stage.map_err(|e| errors.push(e)).ok();
+    let plan = plan.map_err(|e| errors.push(e)).ok();
+    let quarantine = quarantine.map_err(|e| errors.push(e)).ok();
+    let (
+        Some(extract),
+        Some(project),
+        Some(enrich),
+        Some((stage, staged_files)),
+        Some((plan, planner, requests)),
+        Some(quarantine),
+    ) = (extract, project, enrich, stage, plan, quarantine)
+    else {
+        return Err(first_real_error(errors).unwrap_or_else(|| Error::Stage {
+            stage: "pipeline",
+            message: "a stage failed without an error".into(),
+        }));
+    };
+
+    let filtered = projector
+        .lock()
+        .map_err(|_| Error::Stage {
+            stage: "project",
+            message: "state poisoned".into(),
+        })?
+        .filtered
+        .clone();
+    let transaction_table = config.tables.transaction.clone();
+    let mut quarantined = BTreeMap::new();
+    for ((table, reason), n) in &quarantine.counts {
+        if *table == transaction_table {
+            *quarantined.entry(reason.clone()).or_insert(0) += n;
+        }
+    }
+    let counts = CountsReport {
+        extracted: extracted.load(Ordering::Relaxed),
+        filtered: filtered.total(),
+        filtered_by_type: filtered.not_cost_type.clone(),
+        filtered_before_window: filtered.before_window,
+        quarantined_total: quarantined.values().sum(),
+        quarantined,
+        staged: stage.rows_out,
+        planned: planner.stats.lines,
+    };
+    let elapsed = wall.elapsed();
+    let stages = vec![
+        StageReport::new(
+            "dimensions",
+            dims_elapsed,
+            dim_reports.iter().map(|d| d.rows_read).sum(),
+            dims.job_count() as u64,
+        ),
+        StageReport::from_timing("extract", extract),
+        StageReport::from_timing("project", project),
+        StageReport::from_timing("enrich", enrich),
+        StageReport::from_timing("stage", stage),
+        StageReport::from_timing("plan", plan),
+    ];
+    let totals = planner
+        .totals
+        .iter()
+        .map(|((job, extra, cost_code, category), cents)| TotalRow {
+            job: job.clone(),
+            extra: extra.clone(),
+            cost_code: cost_code.clone(),
+            category: category.clone(),
+            amount: format_decimal(*cents, 2),
+        })
+        .collect();
+    let dim_quarantined: u64 = quarantine
+        .counts
+        .iter()
+        .filter(|((t, _), _)| *t != transaction_table)
+        .map(|(_, n)| n)
+        .sum();
+    let report = Report {
+        run_id: run_id.clone(),
+        company: config.company.clone(),
+        target: "dry-run".into(),
+        sync_type: config.sync.kind,
+        since: config.sync.since.to_string(),
+        started_at: started_at.to_rfc3339(),
+        elapsed_ms: elapsed.as_millis() as u64,
+        reconciled: counts.extracted == counts.filtered + counts.quarantined_total + counts.planned,
+        counts,
+        dimensions: dim_reports,
+        dimension_rows_quarantined: dim_quarantined,
+        stages,
+        plan: planner.stats.clone(),
+        planned_amount: format_decimal(planner.stats.amount_cents, 2),
+        totals,
+    };
+    let mut files = staged_files;
+    files.extend(quarantine.files);
+    files.push(requests);
+    files.push(crate::stage::write_json(&run_dir, "report.json", &report)?);
+    let source_desc = match &config.source {
+        SourceConfig::Files(f) => format!("files:{}:{}", f.format.extension(), f.dir.display()),
+    };
+    let manifest = Manifest::new(&run_id, pipeline, source_desc, &report, files);
+    crate::stage::write_json(&run_dir, run::MANIFEST, &manifest)?;
+    let quarantined_any = report.counts.quarantined_total + report.dimension_rows_quarantined > 0;
+    let exit_code = if quarantined_any {
+        config.report.quarantine_exit_code
+    } else {
+        0
+    };
+    Ok(RunOutcome {
+        run_dir,
+        report,
+        exit_code,
+    })
+}

@@ -1,0 +1,203 @@
+//! Project: drop the excluded columns, keep only cost transactions inside the sync window, and
+//! quarantine repeats of the natural key.
+//!
+//! The output schema is an allow-list (`schema::typed_schema(Transaction)`): a column that is not
+//! in it, excluded or not, cannot reach a later stage.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::config::{PipelineConfig, Since};
+use crate::error::Result;
+use crate::extract::convert::date_to_days;
+use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
+use crate::schema::{typed_schema, TableRole, COST_TRANSACTION_TYPES, NATURAL_KEY, SOURCE_LINE};
+
+/// What projecting one batch produced.
+#[derive(Debug)]
+pub struct Projected {
+    /// Cost transactions in the window, first occurrence of each natural key; no excluded column.
+    pub batch: RecordBatch,
+    /// Repeated natural keys.
+    pub quarantine: Option<QuarantineBatch>,
+}
+
+/// Rows filtered out (not errors: they are not direct costs), by reason.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FilterCounts {
+    /// Non-cost transactions, by Transaction_Type.
+    pub not_cost_type: BTreeMap<String, u64>,
+    /// Cost transactions whose Accounting_Date is before `since`.
+    pub before_window: u64,
+}
+
+impl FilterCounts {
+    /// All filtered rows.
+    pub fn total(&self) -> u64 {
+        self.not_cost_type.values().sum::<u64>() + self.before_window
+    }
+}
+
+/// The project stage. Keeps the natural keys seen so far (16 bytes of hash each, plus the line
+/// that first used the key) to find repeats across the whole run.
+pub struct Projector {
+    output: SchemaRef,
+    since_days: Option<i32>,
+    table: String,
+    seen: HashMap<u128, u64>,
+    /// Running filter counts.
+    pub filtered: FilterCounts,
+}
+
+impl Projector {
+    /// A projector for the pipeline's window and table names.
+    pub fn new(config: &PipelineConfig) -> Projector {
+        Projector {
+            output: typed_schema(TableRole::Transaction),
+            since_days: match config.sync.since {
+                Since::BeginningOfTime => None,
+                Since::Date(d) => Some(date_to_days(d)),
+            },
+            table: config.tables.transaction.clone(),
+            seen: HashMap::new(),
+            filtered: FilterCounts::default(),
+        }
+    }
+
+    /// Project one extracted batch.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Projected> {
+        // Allow-list projection: only the columns of the projected schema, by name.
+        let columns = self
+            .output
+            .fields()
+            .iter()
+            .map(|f| {
+                batch.column_by_name(f.name()).cloned().ok_or_else(|| {
+                    arrow::error::ArrowError::SchemaError(format!(
+                        "extracted batch lacks column {}",
+                        f.name()
+                    ))
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.output.clone(), columns)?;
+
+        let types = batch
+            .column_by_name("transaction_type")
+            .map(|c| c.as_string::<i32>().clone())
+            .ok_or_else(|| missing("transaction_type"))?;
+        let dates = batch
+            .column_by_name("accounting_date")
+            .map(|c| c.as_primitive::<Date32Type>().clone())
+            .ok_or_else(|| missing("accounting_date"))?;
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let ty = if types.is_null(row) {
+                ""
+            } else {
+                types.value(row)
+            };
+            if !COST_TRANSACTION_TYPES.contains(&ty) {
+                *self
+                    .filtered
+                    .not_cost_type
+                    .entry(ty.to_string())
+                    .or_default() += 1;
+                keep.push(false);
+                continue;
+            }
+            if let Some(since) = self.since_days {
+                if dates.is_null(row) || dates.value(row) < since {
+                    self.filtered.before_window += 1;
+                    keep.push(false);
+                    continue;
+                }
+            }
+            keep.push(true);
+        }
+        let costs = filter_record_batch(&batch, &BooleanArray::from(keep))?;
+        self.dedup(costs)
+    }
+
+    fn dedup(&mut self, batch: RecordBatch) -> Result<Projected> {
+        let lines = batch
+            .column_by_name(SOURCE_LINE)
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned())
+            .ok_or_else(|| missing(SOURCE_LINE))?;
+        let keys = natural_key_hashes(&batch)?;
+        let mut rejections = Vec::new();
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for (row, key) in keys.into_iter().enumerate() {
+            let line = lines.value(row);
+            match self.seen.get(&key) {
+                Some(first) => {
+                    rejections.push(Rejection {
+                        row,
+                        code: ReasonCode::DuplicateKey,
+                        reason: format!(
+                            "{} line {line}: natural key (Job, Extra, Cost_Code, Category, Transaction_Type, Run, Sequence, Dist_Sequence) repeats line {first}",
+                            self.table
+                        ),
+                    });
+                    keep.push(false);
+                }
+                None => {
+                    self.seen.insert(key, line);
+                    keep.push(true);
+                }
+            }
+        }
+        if rejections.is_empty() {
+            return Ok(Projected {
+                batch,
+                quarantine: None,
+            });
+        }
+        let quarantine =
+            QuarantineBatch::from_rejections(StageName::Project, &self.table, &batch, &rejections)?;
+        Ok(Projected {
+            batch: filter_record_batch(&batch, &BooleanArray::from(keep))?,
+            quarantine: Some(quarantine),
+        })
+    }
+}
+
+fn missing(name: &str) -> arrow::error::ArrowError {
+    arrow::error::ArrowError::SchemaError(format!("projected batch lacks column {name}"))
+}
+
+/// 128-bit hash of each row's natural key (trimmed values; NULL distinct from empty).
+pub fn natural_key_hashes(batch: &RecordBatch) -> Result<Vec<u128>> {
+    let n = batch.num_rows();
+    let mut hashers: Vec<Xxh3> = (0..n).map(|_| Xxh3::new()).collect();
+    for name in NATURAL_KEY {
+        let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+        if let Some(s) = col.as_string_opt::<i32>() {
+            for (row, h) in hashers.iter_mut().enumerate() {
+                feed(h, (!s.is_null(row)).then(|| s.value(row).as_bytes()));
+            }
+        } else {
+            let ints = col.as_primitive::<Int64Type>();
+            for (row, h) in hashers.iter_mut().enumerate() {
+                let bytes = ints.value(row).to_le_bytes();
+                feed(h, (!ints.is_null(row)).then_some(&bytes[..]));
+            }
+        }
+    }
+    Ok(hashers.into_iter().map(|h| h.digest128()).collect())
+}
+
+fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            h.update(&[1]);
+            h.update(&(v.len() as u32).to_le_bytes());
+            h.update(v);
+        }
+        None => h.update(&[0]),
+    }
+}

@@ -1,0 +1,240 @@
+//! Rows that leave the pipeline early with a reason: the quarantine edge and its Parquet file.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::error::Result;
+use crate::schema::SOURCE_LINE;
+
+/// Why a row was quarantined. The code is stable (it is a column of `quarantine.parquet` and a
+/// key of the report); the message beside it says the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// A value that does not parse as its column's type (bad date, non-numeric amount).
+    BadValue,
+    /// A required value is empty.
+    MissingValue,
+    /// A CSV record that cannot be read (wrong number of fields, not UTF-8).
+    MalformedRecord,
+    /// The natural key was already seen earlier in this run.
+    DuplicateKey,
+    /// The transaction's Job is not in Job (JC).
+    UnknownJob,
+}
+
+impl ReasonCode {
+    /// The stable code string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::BadValue => "bad_value",
+            ReasonCode::MissingValue => "missing_value",
+            ReasonCode::MalformedRecord => "malformed_record",
+            ReasonCode::DuplicateKey => "duplicate_key",
+            ReasonCode::UnknownJob => "unknown_job",
+        }
+    }
+}
+
+/// Pipeline stage that rejected a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageName {
+    Extract,
+    Project,
+    Enrich,
+    Stage,
+    Plan,
+}
+
+impl StageName {
+    /// The stage name as written in files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageName::Extract => "extract",
+            StageName::Project => "project",
+            StageName::Enrich => "enrich",
+            StageName::Stage => "stage",
+            StageName::Plan => "plan",
+        }
+    }
+}
+
+/// Row data kept with a quarantined row (as text, as the source had it or as parsed). Never an
+/// excluded column.
+pub const QUARANTINE_DATA_COLUMNS: [&str; 13] = [
+    "job",
+    "extra",
+    "cost_code",
+    "category",
+    "transaction_type",
+    "accounting_date",
+    "amount",
+    "vendor",
+    "invoice",
+    "run",
+    "sequence",
+    "dist_sequence",
+    "description",
+];
+
+/// Schema of `quarantine.parquet`.
+pub fn quarantine_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("reason_code", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("source_table", DataType::Utf8, false),
+        Field::new(SOURCE_LINE, DataType::UInt64, true),
+    ];
+    fields.extend(
+        QUARANTINE_DATA_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// One rejected row, by index into a batch.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub row: usize,
+    pub code: ReasonCode,
+    pub reason: String,
+}
+
+/// A batch of quarantined rows plus their counts, ready for the quarantine writer.
+#[derive(Debug, Clone)]
+pub struct QuarantineBatch {
+    pub stage: StageName,
+    pub table: String,
+    pub batch: RecordBatch,
+    pub codes: Vec<ReasonCode>,
+}
+
+impl QuarantineBatch {
+    /// Build quarantine rows from rejected rows of `batch`. Any column of `batch` named in
+    /// [`QUARANTINE_DATA_COLUMNS`] is carried as text; others are NULL.
+    pub fn from_rejections(
+        stage: StageName,
+        table: &str,
+        batch: &RecordBatch,
+        rejections: &[Rejection],
+    ) -> Result<QuarantineBatch> {
+        let n = rejections.len();
+        let indices = UInt32Array::from_iter_values(rejections.iter().map(|r| r.row as u32));
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                stage.as_str(),
+                n,
+            ))),
+            Arc::new(StringArray::from_iter_values(
+                rejections.iter().map(|r| r.code.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejections.iter().map(|r| r.reason.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(table, n))),
+        ];
+        columns.push(match batch.column_by_name(SOURCE_LINE) {
+            Some(lines) => take(lines.as_ref(), &indices, None)?,
+            None => Arc::new(UInt64Array::new_null(n)),
+        });
+        for name in QUARANTINE_DATA_COLUMNS {
+            columns.push(match batch.column_by_name(name) {
+                Some(col) => {
+                    let picked = take(col.as_ref(), &indices, None)?;
+                    if picked.data_type() == &DataType::Utf8 {
+                        picked
+                    } else {
+                        cast(&picked, &DataType::Utf8)?
+                    }
+                }
+                None => Arc::new(StringArray::new_null(n)),
+            });
+        }
+        Ok(QuarantineBatch {
+            stage,
+            table: table.to_string(),
+            batch: RecordBatch::try_new(quarantine_schema(), columns)?,
+            codes: rejections.iter().map(|r| r.code).collect(),
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.batch.num_rows() == 0
+    }
+}
+
+/// Quote a value for a message, shortening it so that one bad cell cannot flood a log.
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 60;
+    if value.chars().count() > MAX {
+        let cut: String = value.chars().take(MAX).collect();
+        format!("{cut:?}…")
+    } else {
+        format!("{value:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    #[test]
+    fn rejection_keeps_line_reason_and_key_as_text() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(SOURCE_LINE, DataType::UInt64, false),
+            Field::new("job", DataType::Utf8, true),
+            Field::new("run", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(vec![2, 3])),
+                Arc::new(StringArray::from(vec!["1001", "9999"])),
+                Arc::new(Int64Array::from(vec![7, 8])),
+            ],
+        )
+        .expect("batch");
+        let q = QuarantineBatch::from_rejections(
+            StageName::Enrich,
+            "JCT_CURRENT__TRANSACTION",
+            &batch,
+            &[Rejection {
+                row: 1,
+                code: ReasonCode::UnknownJob,
+                reason: "job \"9999\" is not in Job (JC)".into(),
+            }],
+        )
+        .expect("quarantine");
+        assert_eq!(q.len(), 1);
+        let line = q.batch.column_by_name(SOURCE_LINE).expect("line");
+        let line = line.as_any().downcast_ref::<UInt64Array>().expect("u64");
+        assert_eq!(line.value(0), 3);
+        let run = q.batch.column_by_name("run").expect("run");
+        let run = run.as_any().downcast_ref::<StringArray>().expect("utf8");
+        assert_eq!(run.value(0), "8");
+        let code = q.batch.column_by_name("reason_code").expect("code");
+        let code = code.as_any().downcast_ref::<StringArray>().expect("utf8");
+        assert_eq!(code.value(0), "unknown_job");
+        assert!(q.batch.column_by_name("vendor").expect("vendor").is_null(0));
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let long = "x".repeat(500);
+        assert!(shown(&long).len() < 80);
+        assert_eq!(shown("2024-02-30"), "\"2024-02-30\"");
+    }
+}

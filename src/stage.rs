@@ -1,0 +1,285 @@
+//! Stage: Parquet snapshots of exactly what the load consumes, and the run's other files.
+//!
+//! Every file is written under `<name>.tmp`, hashed while it is written, and renamed into place
+//! only when complete, so a crash never leaves a file that looks finished. The manifest, written
+//! last, lists every file with its rows, size and sha256.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Compression, StageConfig};
+use crate::error::{Error, Result};
+
+/// A run file as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the run directory, `/`-separated.
+    pub path: String,
+    /// Rows (Parquet), records (NDJSON), or none (JSON documents).
+    pub rows: Option<u64>,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A file being written under a temporary name, hashed as it goes.
+pub struct HashedFile {
+    run_dir: PathBuf,
+    relative: String,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl HashedFile {
+    /// Start `run_dir/relative` (written as `relative.tmp` until [`HashedFile::finish`]).
+    pub fn create(run_dir: &Path, relative: &str) -> Result<HashedFile> {
+        let final_path = run_dir.join(relative);
+        if let Some(parent) = final_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let tmp = tmp_path(&final_path);
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(HashedFile {
+            run_dir: run_dir.to_path_buf(),
+            relative: relative.to_string(),
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Append one line (a newline is added).
+    pub fn write_line(&mut self, line: &[u8]) -> Result<()> {
+        self.write_all(line)
+            .and_then(|_| self.write_all(b"\n"))
+            .map_err(|e| Error::io(&self.tmp, e))
+    }
+
+    /// Flush, sync and rename into place.
+    pub fn finish(mut self, rows: Option<u64>) -> Result<FileEntry> {
+        self.out.flush().map_err(|e| Error::io(&self.tmp, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        let final_path = self.run_dir.join(&self.relative);
+        std::fs::rename(&self.tmp, &final_path).map_err(|e| Error::io(&final_path, e))?;
+        Ok(FileEntry {
+            path: self.relative,
+            rows,
+            bytes: self.bytes,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+impl Write for HashedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn tmp_path(final_path: &Path) -> PathBuf {
+    let mut name = final_path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Write a JSON document into the run directory atomically.
+pub fn write_json(
+    run_dir: &Path,
+    relative: &str,
+    value: &impl serde::Serialize,
+) -> Result<FileEntry> {
+    let mut f = HashedFile::create(run_dir, relative)?;
+    serde_json::to_writer_pretty(&mut f, value)?;
+    f.write_line(b"")?;
+    f.finish(None)
+}
+
+/// Parquet writer properties from the `[stage]` section.
+pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
+    let compression = match config.compression {
+        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(3)?),
+        Compression::Snappy => ParquetCompression::SNAPPY,
+        Compression::None => ParquetCompression::UNCOMPRESSED,
+    };
+    Ok(WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_created_by(format!("jcsync {}", env!("CARGO_PKG_VERSION")))
+        .build())
+}
+
+/// A set of Parquet files named by a pattern, rolling to a new file every `part_rows` rows.
+pub struct ParquetFileSet {
+    run_dir: PathBuf,
+    name: fn(usize) -> String,
+    schema: SchemaRef,
+    props: WriterProperties,
+    part_rows: usize,
+    current: Option<(ArrowWriter<HashedFile>, u64)>,
+    entries: Vec<FileEntry>,
+}
+
+impl ParquetFileSet {
+    /// A file set in `run_dir`, file `i` named `name(i)`.
+    pub fn new(
+        run_dir: &Path,
+        name: fn(usize) -> String,
+        schema: SchemaRef,
+        props: WriterProperties,
+        part_rows: usize,
+    ) -> ParquetFileSet {
+        ParquetFileSet {
+            run_dir: run_dir.to_path_buf(),
+            name,
+            schema,
+            props,
+            part_rows: part_rows.max(1),
+            current: None,
+            entries: Vec::new(),
+        }
+    }
+
+    fn open(&mut self) -> Result<()> {
+        let file = HashedFile::create(&self.run_dir, &(self.name)(self.entries.len()))?;
+        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
+        self.current = Some((writer, 0));
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((writer, rows)) = self.current.take() {
+            let file = writer.into_inner()?;
+            self.entries.push(file.finish(Some(rows))?);
+        }
+        Ok(())
+    }
+
+    /// Append a batch (its schema must be the set's schema).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            self.open()?;
+        }
+        if let Some((writer, rows)) = self.current.as_mut() {
+            writer.write(batch)?;
+            *rows += batch.num_rows() as u64;
+            if *rows >= self.part_rows as u64 {
+                self.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Close the last file and return every file written. A set that received no rows still
+    /// writes one empty file, so readers always find the schema.
+    pub fn finish(mut self) -> Result<Vec<FileEntry>> {
+        if self.current.is_none() && self.entries.is_empty() {
+            self.open()?;
+        }
+        self.close()?;
+        Ok(self.entries)
+    }
+}
+
+/// Name of staged part `i`.
+pub fn staged_part_name(i: usize) -> String {
+    format!("staged/part-{i:05}.parquet")
+}
+
+/// Name of the quarantine file (one file whatever its size).
+pub fn quarantine_name(_: usize) -> String {
+    "quarantine.parquet".to_string()
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut f, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok((hex::encode(hasher.finalize()), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))])
+            .expect("batch")
+    }
+
+    #[test]
+    fn parts_roll_and_hash_matches_the_file_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let b = batch(10);
+        let props = writer_properties(&StageConfig::default()).expect("props");
+        let mut set = ParquetFileSet::new(dir.path(), staged_part_name, b.schema(), props, 25);
+        for _ in 0..6 {
+            set.write(&b).expect("write");
+        }
+        let entries = set.finish().expect("finish");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].rows, Some(30));
+        assert_eq!(entries[1].rows, Some(30));
+        for e in &entries {
+            let (sha, bytes) = sha256_file(&dir.path().join(&e.path)).expect("hash");
+            assert_eq!(sha, e.sha256);
+            assert_eq!(bytes, e.bytes);
+        }
+        // No temporary file is left behind.
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join("staged"))
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(staged.iter().all(|n| n.ends_with(".parquet")), "{staged:?}");
+    }
+
+    #[test]
+    fn an_unfinished_file_only_exists_under_its_tmp_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f = HashedFile::create(dir.path(), "requests.ndjson").expect("create");
+        f.write_line(b"{}").expect("write");
+        assert!(!dir.path().join("requests.ndjson").exists());
+        assert!(dir.path().join("requests.ndjson.tmp").exists());
+        let entry = f.finish(Some(1)).expect("finish");
+        assert!(dir.path().join("requests.ndjson").exists());
+        assert_eq!(entry.bytes, 3);
+    }
+
+    #[test]
+    fn an_empty_set_still_writes_a_file_with_the_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let props = writer_properties(&StageConfig::default()).expect("props");
+        let set = ParquetFileSet::new(dir.path(), quarantine_name, batch(0).schema(), props, 10);
+        let entries = set.finish().expect("finish");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].rows, Some(0));
+    }
+}
