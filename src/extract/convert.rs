@@ -100,8 +100,7 @@ pub fn parse_integer(text: &str) -> Result<i64, String> {
     }
     let d = Decimal::from_str(t).map_err(|_| "not a whole number".to_string())?;
     if d.fract().is_zero() {
-        i64::try_from(d.trunc().mantissa() / 10i128.pow(d.scale()))
-            .map_err(|_| "out of range".to_string())
+        i64::try_from(d.trunc()).map_err(|_| "out of range".to_string())
     } else {
         Err("not a whole number".to_string())
     }
