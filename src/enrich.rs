@@ -314,3 +314,91 @@ impl Enricher {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::SageSource;
+    use crate::project::Projector;
+    use crate::schema::TableRole;
+    use crate::test_support::fixture_config;
+    use arrow::array::AsArray;
+
+    fn dims(source: &SageSource) -> Dimensions {
+        let t: Vec<DimensionTable> = [
+            TableRole::Job,
+            TableRole::AccountPrefix,
+            TableRole::Account,
+            TableRole::Invoice,
+        ]
+        .into_iter()
+        .map(|r| source.read_dimension(r).expect("dimension"))
+        .collect();
+        Dimensions::build(&t[0], &t[1], &t[2], &t[3])
+            .expect("build")
+            .0
+    }
+
+    fn enriched() -> (RecordBatch, Option<QuarantineBatch>) {
+        let config = fixture_config();
+        let source = SageSource::open(&config).expect("source");
+        let dims = Arc::new(dims(&source));
+        let batch = source
+            .transactions()
+            .expect("tx")
+            .next()
+            .expect("batch")
+            .expect("typed")
+            .batch;
+        let projected = Projector::new(&config)
+            .process(&batch)
+            .expect("project")
+            .batch;
+        let out = Enricher::new(dims, "DEMO", "JCT_CURRENT__TRANSACTION")
+            .process(&projected)
+            .expect("enrich");
+        (out.batch, out.quarantine)
+    }
+
+    #[test]
+    fn template_invoice_is_not_indexed() {
+        let config = fixture_config();
+        let source = SageSource::open(&config).expect("source");
+        let d = dims(&source);
+        assert!(!d.invoices.contains_key(TEMPLATE_INVOICE));
+        assert_eq!(d.invoices.values().map(|m| m.len()).sum::<usize>(), 6);
+    }
+
+    #[test]
+    fn unknown_job_is_quarantined_and_the_rest_keep_their_rows() {
+        let (batch, q) = enriched();
+        let q = q.expect("quarantine");
+        assert_eq!(q.codes, vec![ReasonCode::UnknownJob]);
+        assert_eq!(batch.num_rows(), 35);
+        assert_eq!(batch.schema(), enriched_schema());
+    }
+
+    #[test]
+    fn invoice_columns_only_join_on_ap_cost_rows() {
+        let (batch, _) = enriched();
+        let types = batch.column_by_name("transaction_type").expect("t");
+        let types = types.as_string::<i32>();
+        let inv = batch.column_by_name("invoice_date").expect("d");
+        for r in 0..batch.num_rows() {
+            if types.value(r) != "AP cost" {
+                assert!(inv.is_null(r), "row {r} is not AP but got an invoice date");
+            }
+        }
+        assert!((0..batch.num_rows()).any(|r| inv.is_valid(r)));
+    }
+
+    #[test]
+    fn missing_gl_account_is_a_left_join_not_a_rejection() {
+        let (batch, _) = enriched();
+        let acct = batch.column_by_name("job_cost_account").expect("a");
+        let gl = batch.column_by_name("gl_account").expect("g");
+        // Some job's Cost_Account is not in GLM_MASTER__ACCOUNT: its rows load with a NULL gl_account.
+        assert!((0..batch.num_rows()).any(|r| acct.is_valid(r) && gl.is_null(r)));
+        assert!((0..batch.num_rows()).any(|r| gl.is_valid(r)));
+    }
+}

@@ -19,3 +19,18 @@ pub mod schema;
 pub mod stage;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Fixture access for unit tests.
+    use crate::config::PipelineConfig;
+
+    /// A pipeline config reading the bundled CSV fixtures.
+    pub fn fixture_config() -> PipelineConfig {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sage");
+        PipelineConfig::parse(&format!(
+            "company = \"DEMO\"\n[source]\nkind = \"files\"\ndir = {dir:?}\nformat = \"csv\"\n[target]\nkind = \"dry-run\"\n"
+        ))
+        .expect("fixture config")
+    }
+}

@@ -201,3 +201,79 @@ fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
         None => h.update(&[0]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::SageSource;
+    use crate::schema::EXCLUDED_TRANSACTION_COLUMNS;
+    use crate::test_support::fixture_config;
+    use arrow::array::AsArray;
+
+    fn extracted() -> RecordBatch {
+        let source = SageSource::open(&fixture_config()).expect("source");
+        let mut batches = source.transactions().expect("transactions");
+        let typed = batches.next().expect("one batch").expect("typed");
+        assert!(batches.next().is_none());
+        typed.batch
+    }
+
+    #[test]
+    fn excluded_columns_arrive_from_extract_and_leave_at_project() {
+        let batch = extracted();
+        assert!(
+            batch.column_by_name("Employee").is_some(),
+            "the file source reads them"
+        );
+        let out = Projector::new(&fixture_config())
+            .process(&batch)
+            .expect("project");
+        for c in EXCLUDED_TRANSACTION_COLUMNS {
+            assert!(
+                out.batch.column_by_name(c).is_none(),
+                "{c} survived projection"
+            );
+        }
+        assert_eq!(out.batch.schema(), typed_schema(TableRole::Transaction));
+    }
+
+    #[test]
+    fn non_cost_types_are_filtered_and_counted_by_type() {
+        let mut p = Projector::new(&fixture_config());
+        let out = p.process(&extracted()).expect("project");
+        let types = out.batch.column_by_name("transaction_type").expect("type");
+        let types = types.as_string::<i32>();
+        assert!((0..types.len()).all(|r| COST_TRANSACTION_TYPES.contains(&types.value(r))));
+        assert_eq!(p.filtered.not_cost_type.get("Original estimate"), Some(&4));
+        assert_eq!(p.filtered.total(), 11);
+    }
+
+    #[test]
+    fn a_repeat_of_the_natural_key_is_quarantined_even_across_batches() {
+        let batch = extracted();
+        let mut p = Projector::new(&fixture_config());
+        let first = p.process(&batch).expect("first");
+        let first_q = first.quarantine.map(|q| q.len()).unwrap_or(0);
+        assert_eq!(first_q, 1, "the fixture repeats one key");
+        // The same batch again: every cost row is now a repeat.
+        let again = p.process(&batch).expect("again");
+        assert_eq!(again.batch.num_rows(), 0);
+        let q = again.quarantine.expect("quarantine");
+        assert_eq!(q.len(), first.batch.num_rows() + first_q);
+        assert!(q.codes.iter().all(|c| *c == ReasonCode::DuplicateKey));
+    }
+
+    #[test]
+    fn padding_does_not_make_a_key_new() {
+        let batch = extracted();
+        let keys = natural_key_hashes(
+            &Projector::new(&fixture_config())
+                .process(&batch)
+                .expect("p")
+                .batch,
+        )
+        .expect("hashes");
+        let unique: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+    }
+}
