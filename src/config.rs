@@ -463,3 +463,39 @@ kind = "dry-run"
         assert!(err.contains("directory"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod pipeline_file_tests {
+    use super::*;
+
+    fn load(name: &str) -> Pipeline {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("pipelines")
+            .join(name);
+        Pipeline::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    #[test]
+    fn bundled_pipeline_files_parse() {
+        let demo = load("demo.toml");
+        assert_eq!(demo.config.company, "DEMO");
+        assert!(
+            demo.config.stage.dir.is_absolute(),
+            "resolved against the file's directory"
+        );
+        assert_eq!(demo.sha256.len(), 64);
+        assert_eq!(load("deep-sync.toml").config.sync.kind, SyncKind::Deep);
+        assert_eq!(
+            load("incremental.toml").config.sync.kind,
+            SyncKind::Incremental
+        );
+    }
+
+    #[test]
+    fn unreadable_pipeline_names_the_file() {
+        let err = Pipeline::load(Path::new("/nonexistent/p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/p.toml"), "{err}");
+    }
+}

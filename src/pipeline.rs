@@ -147,6 +147,31 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     };
     let (run_id, run_dir) = run::create_run_dir(&config.stage.dir)?;
     tracing::info!(run_id, dir = %run_dir.display(), "run started");
+    let result = execute(
+        pipeline, config, source, &run_id, &run_dir, started_at, wall,
+    )
+    .await;
+    if let Err(e) = &result {
+        // No manifest is written for a failed run; say why beside the partial files.
+        let note = serde_json::json!({ "run_id": run_id, "error": e.to_string() });
+        if let Err(w) = crate::stage::write_json(&run_dir, run::FAILED, &note) {
+            tracing::warn!("cannot record the failure in {}: {w}", run_dir.display());
+        }
+    }
+    result
+}
+
+async fn execute(
+    pipeline: &Pipeline,
+    config: Arc<crate::config::PipelineConfig>,
+    source: SageSource,
+    run_id: &str,
+    run_dir: &std::path::Path,
+    started_at: chrono::DateTime<chrono::Utc>,
+    wall: Instant,
+) -> Result<RunOutcome> {
+    let run_id = run_id.to_string();
+    let run_dir = run_dir.to_path_buf();
     let props = writer_properties(&config.stage)?;
     let cap = config.pipeline.channel_capacity;
 

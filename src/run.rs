@@ -15,6 +15,8 @@ use crate::stage::{sha256_file, FileEntry};
 
 /// File name of the manifest, written last: a run without it is incomplete.
 pub const MANIFEST: &str = "manifest.json";
+/// Written instead of the manifest when a run fails: the error, for the person who finds the folder.
+pub const FAILED: &str = "failed.json";
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
 
