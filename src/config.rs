@@ -41,6 +41,17 @@ pub struct PipelineConfig {
     /// How the run reports its outcome.
     #[serde(default)]
     pub report: ReportConfig,
+    /// Where state that survives runs is kept.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// SQLite file; default `<stage.dir>/ledger.sqlite`.
+    pub path: Option<PathBuf>,
 }
 
 /// Source of the Sage tables.
@@ -363,6 +374,14 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// The ledger file of this pipeline.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.ledger
+            .path
+            .clone()
+            .unwrap_or_else(|| self.stage.dir.join("ledger.sqlite"))
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -373,6 +392,9 @@ impl PipelineConfig {
             SourceConfig::Files(f) => resolve(&mut f.dir),
         }
         resolve(&mut self.stage.dir);
+        if let Some(p) = self.ledger.path.as_mut() {
+            resolve(p);
+        }
     }
 }
 

@@ -44,6 +44,10 @@ pub enum Error {
     #[error("run {path}: {message}")]
     RunVerification { path: PathBuf, message: String },
 
+    /// The ledger database could not be read or written.
+    #[error("ledger {path}: {message}")]
+    Ledger { path: PathBuf, message: String },
+
     /// Filesystem error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

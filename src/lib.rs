@@ -9,6 +9,7 @@ pub mod config;
 pub mod enrich;
 pub mod error;
 pub mod extract;
+pub mod ledger;
 pub mod load;
 pub mod pipeline;
 pub mod project;
