@@ -44,6 +44,9 @@ pub struct PipelineConfig {
     /// Where state that survives runs is kept.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// How the load resolves ids and sends requests.
+    #[serde(default)]
+    pub load: LoadConfig,
 }
 
 /// `[ledger]`.
@@ -245,12 +248,119 @@ pub enum Compression {
 pub enum TargetConfig {
     /// Plan only: write the requests that would be sent to `requests.ndjson`.
     DryRun(DryRunTarget),
+    /// The embedded Procore sandbox, seeded from a directory, started for the run.
+    Sandbox(SandboxTarget),
+    /// A Procore company (or a running `jcsync sandbox`).
+    Procore(ProcoreTarget),
 }
 
 /// `[target] kind = "dry-run"`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DryRunTarget {}
+
+/// `[target] kind = "sandbox"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxTarget {
+    /// Seed directory (projects, vendors, budget codes, credentials).
+    pub seed: PathBuf,
+    /// Keep the sandbox's data in this file across runs (so a second run sees the first's costs).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
+}
+
+/// `[target] kind = "procore"`. Secrets are read from the environment variables named here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcoreTarget {
+    /// e.g. `https://api.procore.com` (or `https://sandbox.procore.com`).
+    pub api_url: String,
+    /// e.g. `https://login.procore.com`.
+    pub login_url: String,
+    /// The Procore company id (may exceed 32 bits).
+    pub company_id: i64,
+    /// Name of the environment variable holding the OAuth client id.
+    pub client_id_env: String,
+    /// Name of the environment variable holding the OAuth client secret.
+    pub client_secret_env: String,
+}
+
+/// `[load]`: how planned direct costs are resolved and sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadConfig {
+    /// How a Sage job finds its Procore project: by `project_number` or by `origin_id`.
+    pub project_match: ProjectMatch,
+    /// Flat budget code of a line without Extra.
+    pub budget_code_format: String,
+    /// Flat budget code of a line with an Extra (sub job).
+    pub budget_code_format_with_extra: String,
+    /// Create budget codes missing from a project (bulk_create); otherwise quarantine the rows.
+    pub create_missing_budget_codes: bool,
+    /// Status of created direct costs.
+    pub status: String,
+    /// Requests allowed per hour (the app's Procore limit).
+    pub hourly_limit: u32,
+    /// Requests allowed per spike window.
+    pub spike_limit: u32,
+    /// Length of the spike window, seconds.
+    pub spike_window_secs: u64,
+    /// Projects loaded at once (writes to one project are always serialized).
+    pub max_projects_in_flight: usize,
+    /// Timeout of one HTTP request, seconds.
+    pub request_timeout_secs: u64,
+    /// Give up after retrying one request for this long, seconds.
+    pub max_retry_secs: u64,
+    /// First backoff step, milliseconds.
+    pub backoff_base_ms: u64,
+    /// Longest backoff step, milliseconds.
+    pub backoff_cap_ms: u64,
+    /// Send everything again as updates, even what the ledger says is unchanged.
+    pub force: bool,
+}
+
+/// `[load] project_match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectMatch {
+    ProjectNumber,
+    OriginId,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            project_match: ProjectMatch::ProjectNumber,
+            budget_code_format: "{cost_code}.{category}".into(),
+            budget_code_format_with_extra: "{extra}.{cost_code}.{category}".into(),
+            create_missing_budget_codes: false,
+            status: "approved".into(),
+            hourly_limit: default_hourly_limit(),
+            spike_limit: default_spike_limit(),
+            spike_window_secs: 10,
+            max_projects_in_flight: 4,
+            request_timeout_secs: 60,
+            max_retry_secs: default_max_retry_secs(),
+            backoff_base_ms: 250,
+            backoff_cap_ms: 30_000,
+            force: false,
+        }
+    }
+}
+
+const fn default_hourly_limit() -> u32 {
+    3600
+}
+
+const fn default_spike_limit() -> u32 {
+    100
+}
+
+/// Five minutes: long enough to ride out a deploy, short enough that a person is told soon.
+const fn default_max_retry_secs() -> u64 {
+    300
+}
 
 /// `[pipeline]`: batch size and bounded channel capacity between stages.
 #[derive(Debug, Clone, Deserialize)]
@@ -368,6 +478,24 @@ impl PipelineConfig {
                     .into(),
             );
         }
+        let l = &self.load;
+        for (key, fmt) in [
+            ("load.budget_code_format", &l.budget_code_format),
+            ("load.budget_code_format_with_extra", &l.budget_code_format_with_extra),
+        ] {
+            if !fmt.contains("{cost_code}") {
+                return Err(format!("key `{key}`: expected a format with {{cost_code}} (and {{category}}, {{extra}}), found {fmt:?}"));
+            }
+        }
+        if !["draft", "pending", "revise_and_resubmit", "approved"].contains(&l.status.as_str()) {
+            return Err(format!(
+                "key `load.status`: expected draft, pending, revise_and_resubmit or approved, found {:?}",
+                l.status
+            ));
+        }
+        if l.hourly_limit == 0 || l.spike_limit == 0 || l.spike_window_secs == 0 || l.max_projects_in_flight == 0 {
+            return Err("keys `load.hourly_limit`, `load.spike_limit`, `load.spike_window_secs`, `load.max_projects_in_flight`: expected a positive number".into());
+        }
         if self.pipeline.batch_rows == 0 || self.pipeline.channel_capacity == 0 {
             return Err("keys `pipeline.batch_rows` and `pipeline.channel_capacity`: expected a positive number".into());
         }
@@ -392,6 +520,12 @@ impl PipelineConfig {
             SourceConfig::Files(f) => resolve(&mut f.dir),
         }
         resolve(&mut self.stage.dir);
+        if let TargetConfig::Sandbox(t) = &mut self.target {
+            resolve(&mut t.seed);
+            if let Some(p) = t.state_file.as_mut() {
+                resolve(p);
+            }
+        }
         if let Some(p) = self.ledger.path.as_mut() {
             resolve(p);
         }

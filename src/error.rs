@@ -44,6 +44,31 @@ pub enum Error {
     #[error("run {path}: {message}")]
     RunVerification { path: PathBuf, message: String },
 
+    /// Procore credentials are missing or were refused (never shows a secret).
+    #[error("procore credentials: {message}")]
+    Credentials { message: String },
+
+    /// Procore answered a call with a final error.
+    #[error("procore {endpoint}: HTTP {status}: {message}{}", request_id.as_ref().map(|r| format!(" (request id {r})")).unwrap_or_default())]
+    Procore {
+        endpoint: String,
+        status: u16,
+        message: String,
+        request_id: Option<String>,
+    },
+
+    /// Procore stayed unavailable for longer than the pipeline allows retrying.
+    #[error("procore {endpoint}: still failing after retrying for {elapsed_secs} s (last: {last}); the load stopped, the staged files and ledger are intact: run the sync again, or replay the run, to resume")]
+    ProcoreUnavailable {
+        endpoint: String,
+        elapsed_secs: u64,
+        last: String,
+    },
+
+    /// The run was interrupted (Ctrl-C).
+    #[error("interrupted: no new requests were sent, in-flight ones were settled; run the sync again to resume")]
+    Interrupted,
+
     /// The ledger database could not be read or written.
     #[error("ledger {path}: {message}")]
     Ledger { path: PathBuf, message: String },

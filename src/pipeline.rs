@@ -134,7 +134,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
                 .into(),
         });
     }
-    let TargetConfig::DryRun(_) = &config.target;
+    let _ = &config.target;
     let _ = options.dry_run; // every target of this build plans only
 
     let started_at = chrono::Utc::now();

@@ -1,5 +1,6 @@
 //! Load: plan direct costs from staged rows and send them to the target.
 
+pub mod client;
 pub mod dry_run;
 pub mod limit;
 pub mod plan;
