@@ -24,6 +24,14 @@ pub enum ReasonCode {
     DuplicateKey,
     /// The transaction's Job is not in Job (JC).
     UnknownJob,
+    /// No Procore project matches the Sage job.
+    UnmappedProject,
+    /// No Procore vendor matches the Sage vendor of an AP cost.
+    UnmappedVendor,
+    /// The budget code is not in the Procore project (and creating it is not allowed).
+    UnmappedBudgetCode,
+    /// Procore rejected the record (its message is the reason).
+    ProcoreRejected,
 }
 
 impl ReasonCode {
@@ -35,6 +43,10 @@ impl ReasonCode {
             ReasonCode::MalformedRecord => "malformed_record",
             ReasonCode::DuplicateKey => "duplicate_key",
             ReasonCode::UnknownJob => "unknown_job",
+            ReasonCode::UnmappedProject => "unmapped_project",
+            ReasonCode::UnmappedVendor => "unmapped_vendor",
+            ReasonCode::UnmappedBudgetCode => "unmapped_budget_code",
+            ReasonCode::ProcoreRejected => "procore_rejected",
         }
     }
 }
@@ -48,6 +60,7 @@ pub enum StageName {
     Enrich,
     Stage,
     Plan,
+    Load,
 }
 
 impl StageName {
@@ -59,6 +72,7 @@ impl StageName {
             StageName::Enrich => "enrich",
             StageName::Stage => "stage",
             StageName::Plan => "plan",
+            StageName::Load => "load",
         }
     }
 }
@@ -161,6 +175,39 @@ impl QuarantineBatch {
             table: table.to_string(),
             batch: RecordBatch::try_new(quarantine_schema(), columns)?,
             codes: rejections.iter().map(|r| r.code).collect(),
+        })
+    }
+
+    /// Quarantine rows for planned line items the load could not send.
+    pub fn from_line_items(table: &str, rejected: &[(&crate::load::plan::LineItem, ReasonCode, String)]) -> Result<QuarantineBatch> {
+        let n = rejected.len();
+        let text = |f: &dyn Fn(&crate::load::plan::LineItem) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(rejected.iter().map(|(l, _, _)| f(l))))
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(StageName::Load.as_str(), n))),
+            Arc::new(StringArray::from_iter_values(rejected.iter().map(|(_, c, _)| c.as_str()))),
+            Arc::new(StringArray::from_iter_values(rejected.iter().map(|(_, _, r)| r.as_str()))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(table, n))),
+            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|(l, _, _)| l.source_line))),
+        ];
+        for name in QUARANTINE_DATA_COLUMNS {
+            columns.push(match name {
+                "job" => text(&|l| Some(l.job.clone())),
+                "extra" => text(&|l| l.extra.clone()),
+                "cost_code" => text(&|l| l.cost_code.clone()),
+                "category" => text(&|l| l.category.clone()),
+                "transaction_type" => text(&|l| Some(l.transaction_type.clone())),
+                "amount" => text(&|l| Some(crate::load::plan::format_decimal(l.amount, 2))),
+                "description" => text(&|l| l.description.clone()),
+                _ => Arc::new(StringArray::new_null(n)),
+            });
+        }
+        Ok(QuarantineBatch {
+            stage: StageName::Load,
+            table: table.to_string(),
+            batch: RecordBatch::try_new(quarantine_schema(), columns)?,
+            codes: rejected.iter().map(|(_, c, _)| *c).collect(),
         })
     }
 

@@ -4,4 +4,5 @@ pub mod client;
 pub mod dry_run;
 pub mod limit;
 pub mod plan;
+pub mod procore;
 pub mod retry;

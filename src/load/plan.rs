@@ -40,6 +40,7 @@ pub struct TransactionView<'a> {
     run: &'a Int64Array,
     sequence: &'a Int64Array,
     dist_sequence: &'a Int64Array,
+    source_line: &'a arrow::array::UInt64Array,
     enriched: Option<EnrichedView<'a>>,
 }
 
@@ -142,6 +143,9 @@ impl<'a> TransactionView<'a> {
             run: int(batch, "run")?,
             sequence: int(batch, "sequence")?,
             dist_sequence: int(batch, "dist_sequence")?,
+            source_line: col(batch, crate::schema::SOURCE_LINE)?
+                .as_primitive_opt::<arrow::datatypes::UInt64Type>()
+                .ok_or_else(|| wrong(crate::schema::SOURCE_LINE))?,
             enriched,
         })
     }
@@ -338,6 +342,9 @@ pub struct LineItem {
     pub description: Option<String>,
     /// Natural key, for origin_data.
     pub natural_key: String,
+    /// Where the transaction came from, for quarantine rows.
+    pub source_line: u64,
+    pub transaction_type: String,
 }
 
 /// One request the load will send, for one project (Sage job).
@@ -463,6 +470,8 @@ impl Planner {
                         .map(|v| v.to_string())
                         .unwrap_or_default(),
                 ),
+                source_line: view.source_line.value(r),
+                transaction_type: view.transaction_type(r).to_string(),
             };
             self.stats.lines += 1;
             self.stats.amount_cents += line.amount;
