@@ -101,10 +101,12 @@ async fn a_company_the_app_does_not_belong_to_is_403() {
     let sandbox = start(demo_config()).await;
     let api = Api::login(&sandbox).await;
     let foreign = api
+        .http
         .request(
             Method::GET,
-            &format!("/rest/v1.0/projects/{PROJECT_1001}/direct_costs"),
+            format!("{}/rest/v1.0/projects/{PROJECT_1001}/direct_costs", api.base),
         )
+        .bearer_auth(&api.token)
         .header("Procore-Company-Id", "4294967397")
         .send()
         .await
