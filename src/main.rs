@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use jcsync::sandbox::{FaultRule, RateLimitConfig, Sandbox, SandboxConfig};
 
 #[derive(Parser)]
-#[command(name = "jcsync", version, about = "Sage 300 CRE job cost transactions → Procore direct costs")]
+#[command(
+    name = "jcsync",
+    version,
+    about = "Sage 300 CRE job cost transactions → Procore direct costs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

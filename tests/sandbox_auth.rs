@@ -17,7 +17,9 @@ async fn token_grant_returns_a_bearer_token_with_procores_shape() {
     assert_eq!(body["token_type"], "bearer");
     assert_eq!(body["expires_in"], 5400);
     assert!(body["access_token"].as_str().is_some_and(|t| t.len() >= 32));
-    assert!(body["created_at"].as_u64().is_some_and(|t| t + 5 >= unix_now()));
+    assert!(body["created_at"]
+        .as_u64()
+        .is_some_and(|t| t + 5 >= unix_now()));
 }
 
 #[tokio::test]
@@ -86,7 +88,10 @@ async fn missing_company_header_is_answered_as_procore_does() {
     let api = Api::login(&sandbox).await;
     let resp = api
         .http
-        .get(format!("{}/rest/v1.0/projects?company_id={COMPANY}", api.base))
+        .get(format!(
+            "{}/rest/v1.0/projects?company_id={COMPANY}",
+            api.base
+        ))
         .bearer_auth(&api.token)
         .send()
         .await
@@ -104,7 +109,10 @@ async fn a_company_the_app_does_not_belong_to_is_403() {
         .http
         .request(
             Method::GET,
-            format!("{}/rest/v1.0/projects/{PROJECT_1001}/direct_costs", api.base),
+            format!(
+                "{}/rest/v1.0/projects/{PROJECT_1001}/direct_costs",
+                api.base
+            ),
         )
         .bearer_auth(&api.token)
         .header("Procore-Company-Id", "4294967397")

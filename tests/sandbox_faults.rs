@@ -29,7 +29,10 @@ async fn injected_429_looks_like_an_exhausted_limit_with_retry_after() {
     assert_eq!(resp.status(), 429);
     assert_eq!(header(&resp, "retry-after"), Some("7"));
     assert_eq!(header(&resp, "x-rate-limit-remaining"), Some("0"));
-    let reset: u64 = header(&resp, "x-rate-limit-reset").unwrap().parse().unwrap();
+    let reset: u64 = header(&resp, "x-rate-limit-reset")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(reset >= unix_now() + 6);
     assert_eq!(sandbox.stats().faults["429"], 1);
 }
@@ -81,9 +84,10 @@ async fn connection_reset_is_a_connection_error_and_nothing_is_written() {
     assert!(err.status().is_none() && !err.is_timeout(), "{err:?}");
     assert!(sandbox.snapshot().direct_costs.is_empty());
     assert_eq!(
-        sandbox
-            .stats()
-            .count("PATCH /rest/v1.0/projects/{project_id}/direct_costs/sync", "connection_reset"),
+        sandbox.stats().count(
+            "PATCH /rest/v1.0/projects/{project_id}/direct_costs/sync",
+            "connection_reset"
+        ),
         1
     );
 }

@@ -10,7 +10,11 @@ use sandbox_support::*;
 use serde_json::json;
 
 fn rate(resp: &reqwest::Response) -> (u32, u32, u64) {
-    let n = |h| header(resp, h).and_then(|v| v.parse::<u64>().ok()).expect(h);
+    let n = |h| {
+        header(resp, h)
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect(h)
+    };
     (
         n("x-rate-limit-limit") as u32,
         n("x-rate-limit-remaining") as u32,
@@ -34,10 +38,17 @@ async fn spike_then_hourly_window_refuse_with_429_and_honest_headers() {
     // Five requests fit the spike window; failed ones (404) count too.
     let first = api.get(&ok_path).await;
     assert_eq!(first.status(), 200);
-    assert_eq!(rate(&first).0, 5, "the spike window is closer to exhaustion");
+    assert_eq!(
+        rate(&first).0,
+        5,
+        "the spike window is closer to exhaustion"
+    );
     assert_eq!(rate(&first).1, 4);
     for _ in 0..3 {
-        assert_eq!(api.get("/rest/v1.0/projects/1/direct_costs").await.status(), 404);
+        assert_eq!(
+            api.get("/rest/v1.0/projects/1/direct_costs").await.status(),
+            404
+        );
     }
     let fifth = api.get(&ok_path).await;
     assert_eq!(rate(&fifth).1, 0);
@@ -46,7 +57,10 @@ async fn spike_then_hourly_window_refuse_with_429_and_honest_headers() {
     assert_eq!(refused.status(), 429);
     let (limit, remaining, reset) = rate(&refused);
     assert_eq!((limit, remaining), (5, 0));
-    assert!(reset >= unix_now() && reset <= unix_now() + 3, "spike resets within its window");
+    assert!(
+        reset >= unix_now() && reset <= unix_now() + 3,
+        "spike resets within its window"
+    );
 
     // Wait until Reset, as a client must; the spike window rolls over, the hourly one does not.
     while unix_now() < reset {
@@ -54,7 +68,11 @@ async fn spike_then_hourly_window_refuse_with_429_and_honest_headers() {
     }
     let after = api.get(&ok_path).await;
     assert_eq!(after.status(), 200);
-    assert_eq!(rate(&after).0, 8, "now the hourly window is closer to exhaustion");
+    assert_eq!(
+        rate(&after).0,
+        8,
+        "now the hourly window is closer to exhaustion"
+    );
     assert_eq!(rate(&after).1, 2);
     assert_eq!(api.get(&ok_path).await.status(), 200);
     let last = api.get(&ok_path).await;
@@ -69,7 +87,10 @@ async fn spike_then_hourly_window_refuse_with_429_and_honest_headers() {
     let stats = sandbox.stats();
     assert_eq!(stats.rate_limited, 2);
     assert_eq!(stats.count("GET /rest/v1.0/projects", "429"), 2);
-    assert_eq!(stats.count("GET /rest/v1.0/projects/{project_id}/direct_costs", "404"), 3);
+    assert_eq!(
+        stats.count("GET /rest/v1.0/projects/{project_id}/direct_costs", "404"),
+        3
+    );
 }
 
 #[tokio::test]

@@ -31,7 +31,9 @@ async fn lists_paginate_with_link_total_and_per_page_headers() {
     let sandbox = start(demo_config()).await;
     let api = Api::login(&sandbox).await;
     let first = api
-        .get(&format!("/rest/v1.0/projects?company_id={COMPANY}&per_page=2"))
+        .get(&format!(
+            "/rest/v1.0/projects?company_id={COMPANY}&per_page=2"
+        ))
         .await;
     assert_eq!(first.status(), 200);
     assert_eq!(header(&first, "total"), Some("3"));
@@ -122,8 +124,9 @@ async fn budget_codes_cover_the_fixture_codes_per_project() {
 async fn bulk_create_adds_budget_codes_and_rejects_duplicates() {
     let sandbox = start(demo_config()).await;
     let api = Api::login(&sandbox).await;
-    let path =
-        format!("/rest/v1.0/projects/{PROJECT_1002}/work_breakdown_structure/wbs_codes/bulk_create");
+    let path = format!(
+        "/rest/v1.0/projects/{PROJECT_1002}/work_breakdown_structure/wbs_codes/bulk_create"
+    );
     let resp = api
         .patch(
             &path,

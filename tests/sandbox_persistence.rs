@@ -34,7 +34,12 @@ async fn restarted_sandbox_keeps_direct_costs_and_ids() {
     assert_eq!(found[0]["id"], dc);
     assert_eq!(found[0]["grand_total"], "99.99");
     // Re-sending after the restart is still an update.
-    let again = api.sync_headers(PROJECT_1001, json!([{"origin_id": "kept", "status": "approved"}])).await;
+    let again = api
+        .sync_headers(
+            PROJECT_1001,
+            json!([{"origin_id": "kept", "status": "approved"}]),
+        )
+        .await;
     assert_eq!(again["entities"][0]["id"], dc);
     // New ids do not collide with saved ones.
     let next = api.expense(PROJECT_1001, "new").await;
@@ -45,7 +50,8 @@ async fn restarted_sandbox_keeps_direct_costs_and_ids() {
 async fn inspection_reports_requests_by_route_and_status() {
     let sandbox = start(demo_config()).await;
     let api = Api::login(&sandbox).await;
-    api.get(&format!("/rest/v1.0/projects?company_id={COMPANY}")).await;
+    api.get(&format!("/rest/v1.0/projects?company_id={COMPANY}"))
+        .await;
     api.get("/rest/v1.0/projects/5/direct_costs").await;
     api.get("/rest/v9/nowhere").await;
     let stats: Value = reqwest::get(format!("{}/_sandbox/stats", sandbox.url()))

@@ -75,26 +75,56 @@ async fn every_header_rule_is_reported_per_item_with_the_input() {
     let api = Api::login(&sandbox).await;
     let existing = api.expense(PROJECT_1001, "dc-existing").await;
     let cases = [
-        (json!({"direct_cost_type": "rebate", "direct_cost_date": "2024-01-01", "origin_id": "a"}),
-         "direct_cost_type", "is not included in the list"),
-        (json!({"direct_cost_date": "2024-01-01", "origin_id": "b"}),
-         "direct_cost_type", "can't be blank"),
-        (json!({"direct_cost_type": "invoice", "direct_cost_date": "2024-01-01", "origin_id": "c"}),
-         "vendor", "can't be blank"),
-        (json!({"direct_cost_type": "invoice", "vendor_id": 12345, "direct_cost_date": "2024-01-01", "origin_id": "c2"}),
-         "vendor", "does not exist"),
-        (json!({"direct_cost_type": "expense", "direct_cost_date": "01/02/2024", "origin_id": "d"}),
-         "direct_cost_date", "is not a valid date (expected YYYY-MM-DD)"),
-        (json!({"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "payment_date": "2024-02-30", "origin_id": "e"}),
-         "payment_date", "is not a valid date (expected YYYY-MM-DD)"),
-        (json!({"direct_cost_type": "expense", "origin_id": "f"}),
-         "direct_cost_date", "can't be blank"),
-        (json!({"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "status": "paid", "origin_id": "g"}),
-         "status", "is not included in the list"),
-        (json!({"id": existing, "direct_cost_type": "payroll"}),
-         "direct_cost_type", "can't be changed"),
-        (json!({"id": 99, "description": "ghost"}),
-         "id", "does not exist"),
+        (
+            json!({"direct_cost_type": "rebate", "direct_cost_date": "2024-01-01", "origin_id": "a"}),
+            "direct_cost_type",
+            "is not included in the list",
+        ),
+        (
+            json!({"direct_cost_date": "2024-01-01", "origin_id": "b"}),
+            "direct_cost_type",
+            "can't be blank",
+        ),
+        (
+            json!({"direct_cost_type": "invoice", "direct_cost_date": "2024-01-01", "origin_id": "c"}),
+            "vendor",
+            "can't be blank",
+        ),
+        (
+            json!({"direct_cost_type": "invoice", "vendor_id": 12345, "direct_cost_date": "2024-01-01", "origin_id": "c2"}),
+            "vendor",
+            "does not exist",
+        ),
+        (
+            json!({"direct_cost_type": "expense", "direct_cost_date": "01/02/2024", "origin_id": "d"}),
+            "direct_cost_date",
+            "is not a valid date (expected YYYY-MM-DD)",
+        ),
+        (
+            json!({"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "payment_date": "2024-02-30", "origin_id": "e"}),
+            "payment_date",
+            "is not a valid date (expected YYYY-MM-DD)",
+        ),
+        (
+            json!({"direct_cost_type": "expense", "origin_id": "f"}),
+            "direct_cost_date",
+            "can't be blank",
+        ),
+        (
+            json!({"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "status": "paid", "origin_id": "g"}),
+            "status",
+            "is not included in the list",
+        ),
+        (
+            json!({"id": existing, "direct_cost_type": "payroll"}),
+            "direct_cost_type",
+            "can't be changed",
+        ),
+        (
+            json!({"id": 99, "description": "ghost"}),
+            "id",
+            "does not exist",
+        ),
     ];
     for (input, field, message) in cases {
         let body = api.sync_headers(PROJECT_1001, json!([input.clone()])).await;
@@ -106,7 +136,10 @@ async fn every_header_rule_is_reported_per_item_with_the_input() {
         assert_eq!(echoed, input);
     }
     let not_object = api.sync_headers(PROJECT_1001, json!(["oops"])).await;
-    assert_eq!(only_error(&not_object)["base"], json!(["must be a JSON object"]));
+    assert_eq!(
+        only_error(&not_object)["base"],
+        json!(["must be a JSON object"])
+    );
     // Nothing was created by the failures.
     assert_eq!(sandbox.snapshot().direct_costs.len(), 1);
 }
@@ -122,7 +155,10 @@ async fn origin_id_is_unique_across_the_company() {
             json!([{"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "origin_id": "shared-origin"}]),
         )
         .await;
-    assert_eq!(only_error(&body)["origin_id"], json!(["has already been taken"]));
+    assert_eq!(
+        only_error(&body)["origin_id"],
+        json!(["has already been taken"])
+    );
     let lines = api
         .get_json(&format!("/rest/v1.0/projects/{PROJECT_1002}/direct_costs"))
         .await;
@@ -221,14 +257,23 @@ async fn line_upsert_by_origin_id_updates_and_cannot_move_direct_costs() {
     let first = api.sync_lines(PROJECT_1001, json!([line])).await;
     let id = first["entities"][0]["id"].as_i64().unwrap();
     let again = api
-        .sync_lines(PROJECT_1001, json!([{"origin_id": "line-a", "amount": "12.50"}]))
+        .sync_lines(
+            PROJECT_1001,
+            json!([{"origin_id": "line-a", "amount": "12.50"}]),
+        )
         .await;
     assert_eq!(again["entities"][0]["id"], id);
     assert_eq!(again["entities"][0]["amount"], "12.50");
     let moved = api
-        .sync_lines(PROJECT_1001, json!([{"origin_id": "line-a", "direct_cost_id": dc_b}]))
+        .sync_lines(
+            PROJECT_1001,
+            json!([{"origin_id": "line-a", "direct_cost_id": dc_b}]),
+        )
         .await;
-    assert_eq!(only_error(&moved)["direct_cost_id"], json!(["can't be changed"]));
+    assert_eq!(
+        only_error(&moved)["direct_cost_id"],
+        json!(["can't be changed"])
+    );
     assert_eq!(sandbox.snapshot().line_items.len(), 1);
 }
 
@@ -265,7 +310,10 @@ async fn sync_refuses_oversized_and_malformed_bodies_without_panicking() {
     let resp = api.patch(&path, &json!({ "updates": too_many })).await;
     assert_eq!(resp.status(), 422);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["errors"]["updates"][0].as_str().unwrap().contains("1000"));
+    assert!(body["errors"]["updates"][0]
+        .as_str()
+        .unwrap()
+        .contains("1000"));
 
     let garbage = api
         .request(Method::PATCH, &path)
@@ -278,11 +326,17 @@ async fn sync_refuses_oversized_and_malformed_bodies_without_panicking() {
     let no_updates = api.patch(&path, &json!({"records": []})).await;
     assert_eq!(no_updates.status(), 400);
     let unknown_project = api
-        .patch("/rest/v1.0/projects/12/direct_costs/sync", &json!({"updates": []}))
+        .patch(
+            "/rest/v1.0/projects/12/direct_costs/sync",
+            &json!({"updates": []}),
+        )
         .await;
     assert_eq!(unknown_project.status(), 404);
     // Still serving.
-    assert_eq!(api.sync_lines(PROJECT_1001, json!([])).await["entities"], json!([]));
+    assert_eq!(
+        api.sync_lines(PROJECT_1001, json!([])).await["entities"],
+        json!([])
+    );
 }
 
 #[tokio::test]
@@ -328,7 +382,10 @@ async fn post_creates_a_direct_cost_with_at_most_100_lines() {
         .await;
     assert_eq!(invalid.status(), 422);
     let errors: Value = invalid.json().await.unwrap();
-    assert_eq!(errors["errors"]["origin_id"], json!(["has already been taken"]));
+    assert_eq!(
+        errors["errors"]["origin_id"],
+        json!(["has already been taken"])
+    );
     assert_eq!(
         errors["errors"]["line_items[0].wbs_code_id"],
         json!(["does not exist in this project"])

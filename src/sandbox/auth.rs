@@ -31,7 +31,11 @@ pub(crate) struct TokenStore {
 impl TokenStore {
     /// Issues a token for `client_id` that lives `ttl`.
     pub(crate) fn issue(&self, client_id: &str, ttl: Duration) -> String {
-        let token = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        let token = format!(
+            "{:032x}{:032x}",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
         lock(&self.tokens).insert(
             token.clone(),
             Token {
@@ -50,9 +54,9 @@ impl TokenStore {
     /// The app of a live token.
     fn live_client(&self, token: &str) -> Result<String, ApiError> {
         let tokens = lock(&self.tokens);
-        let t = tokens.get(token).ok_or(ApiError::Unauthorized(
-            "The access token is invalid",
-        ))?;
+        let t = tokens
+            .get(token)
+            .ok_or(ApiError::Unauthorized("The access token is invalid"))?;
         if Instant::now() >= t.expires {
             return Err(ApiError::Unauthorized("The access token expired"));
         }
@@ -62,7 +66,10 @@ impl TokenStore {
 
 /// The bearer token of a request, if it has one.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -99,7 +106,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         let company_id: i64 = header.parse().map_err(|_| ApiError::ForbiddenCompany)?;
         let db = lock(&app.db);
         let belongs = company_id == db.company.id
-            && db.company.credentials.iter().any(|c| c.client_id == client_id);
+            && db
+                .company
+                .credentials
+                .iter()
+                .any(|c| c.client_id == client_id);
         if !belongs {
             return Err(ApiError::ForbiddenCompany);
         }

@@ -67,7 +67,9 @@ impl fmt::Display for FaultKind {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FaultSpecError {
     /// Unknown kind.
-    #[error("unknown fault kind {0:?} (expected one of 429, 500, 502, 503, slow, reset, lost_response)")]
+    #[error(
+        "unknown fault kind {0:?} (expected one of 429, 500, 502, 503, slow, reset, lost_response)"
+    )]
     UnknownKind(String),
     /// Probability missing or outside 0..=1.
     #[error("fault {0:?}: probability must be a number between 0 and 1")]
@@ -245,10 +247,7 @@ mod tests {
     #[test]
     fn same_seed_draws_the_same_faults() {
         let config = FaultConfig {
-            rules: vec![
-                "503:0.3".parse().unwrap(),
-                "slow:0.2".parse().unwrap(),
-            ],
+            rules: vec!["503:0.3".parse().unwrap(), "slow:0.2".parse().unwrap()],
             ..FaultConfig::default()
         };
         let a = FaultInjector::new(config.clone());
@@ -260,6 +259,9 @@ mod tests {
             .iter()
             .filter(|f| **f == Some(FaultKind::ServiceUnavailable))
             .count();
-        assert!((30..90).contains(&n503), "{n503} 503s in 200 draws at p=0.3");
+        assert!(
+            (30..90).contains(&n503),
+            "{n503} 503s in 200 draws at p=0.3"
+        );
     }
 }

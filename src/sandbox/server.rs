@@ -47,7 +47,11 @@ impl ConnControl {
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts and serves connections until `shutdown` turns true, then drains them.
-pub(crate) async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

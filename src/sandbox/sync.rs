@@ -241,7 +241,10 @@ fn apply_header(
     }
     if let Some(v) = text(obj, "origin_id", errs) {
         if let Some(o) = &v {
-            if db.direct_cost_by_origin(o).is_some_and(|other| other.id != dc.id || creating) {
+            if db
+                .direct_cost_by_origin(o)
+                .is_some_and(|other| other.id != dc.id || creating)
+            {
                 add(errs, "origin_id", TAKEN);
             }
         }
@@ -343,7 +346,10 @@ fn apply_line(
     }
     if let Some(v) = text(obj, "origin_id", errs) {
         if let Some(o) = &v {
-            if db.line_item_by_origin(o).is_some_and(|other| other.id != li.id || creating) {
+            if db
+                .line_item_by_origin(o)
+                .is_some_and(|other| other.id != li.id || creating)
+            {
                 add(errs, "origin_id", TAKEN);
             }
         }
@@ -528,10 +534,7 @@ pub fn headers_touched(db: &Db, updates: &[Value]) -> HashSet<i64> {
             obj.get("id")
                 .and_then(parse_id)
                 .filter(|id| db.direct_costs.contains_key(id))
-                .or_else(|| {
-                    origin_of(obj)
-                        .and_then(|o| db.direct_cost_by_origin(&o).map(|d| d.id))
-                })
+                .or_else(|| origin_of(obj).and_then(|o| db.direct_cost_by_origin(&o).map(|d| d.id)))
         })
         .collect()
 }
@@ -614,7 +617,10 @@ mod tests {
 
     #[test]
     fn amounts_are_exact_from_numbers_and_strings() {
-        assert_eq!(parse_decimal(&json!("1234.56")), Decimal::from_str("1234.56").ok());
+        assert_eq!(
+            parse_decimal(&json!("1234.56")),
+            Decimal::from_str("1234.56").ok()
+        );
         assert_eq!(parse_decimal(&json!(0.1)), Decimal::from_str("0.1").ok());
         assert_eq!(parse_decimal(&json!(-7)), Decimal::from_str("-7").ok());
         assert_eq!(parse_decimal(&json!("12,00")), None);

@@ -17,7 +17,8 @@ pub(crate) fn project_id(db: &Db, raw: &str) -> Result<i64, ApiError> {
 
 /// Parses a JSON body; a malformed one is a 400, never a panic.
 pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
 /// `company_id` of a query: required, and it must be the caller's company.
@@ -25,9 +26,9 @@ pub(crate) fn company_param(
     query: &std::collections::HashMap<String, String>,
     caller_company: i64,
 ) -> Result<(), ApiError> {
-    let raw = query
-        .get("company_id")
-        .ok_or_else(|| ApiError::BadRequest("param is missing or the value is empty: company_id".into()))?;
+    let raw = query.get("company_id").ok_or_else(|| {
+        ApiError::BadRequest("param is missing or the value is empty: company_id".into())
+    })?;
     match raw.trim().parse::<i64>() {
         Ok(id) if id == caller_company => Ok(()),
         _ => Err(ApiError::ForbiddenCompany),

@@ -19,7 +19,12 @@ use crate::sandbox::faults::lock;
 use crate::sandbox::state::WbsCode;
 use crate::sandbox::sync::wbs_code_json;
 
-fn list(items: Vec<Value>, query: &HashMap<String, String>, uri: &Uri, headers: &HeaderMap) -> Response {
+fn list(
+    items: Vec<Value>,
+    query: &HashMap<String, String>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
     let page = paginate(items, query, uri, host_of(headers));
     (page.headers, Json(page.items)).into_response()
 }
@@ -113,7 +118,10 @@ pub(crate) async fn bulk_create_wbs_codes(
         let mut db = lock(&app.db);
         let pid = project_id(&db, &project)?;
         for input in bulk {
-            let flat = input.get("flat_code").and_then(Value::as_str).map(str::trim);
+            let flat = input
+                .get("flat_code")
+                .and_then(Value::as_str)
+                .map(str::trim);
             let mut errs = FieldErrors::new();
             match flat {
                 None | Some("") => {

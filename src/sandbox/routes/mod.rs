@@ -62,6 +62,9 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/_sandbox/state", get(inspect::state))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), gate::gate))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            gate::gate,
+        ))
         .with_state(app)
 }
