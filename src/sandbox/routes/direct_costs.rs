@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::seq::SliceRandom;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::common::{host_of, json_body, now, project_id};
 use super::error::ApiError;
@@ -50,7 +51,7 @@ pub(crate) async fn list(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let origin = query.get("filters[origin_id]");
-    let items: Vec<Value> = {
+    let items: Vec<sync::DirectCostView> = {
         let db = lock(&app.db);
         let pid = project_id(&db, &project)?;
         db.direct_costs
@@ -78,7 +79,7 @@ pub(crate) async fn list_line_items(
     let parent: Option<i64> = query
         .get("filters[direct_cost_id]")
         .and_then(|v| v.trim().parse().ok());
-    let items: Vec<Value> = {
+    let items: Vec<sync::LineItemView> = {
         let db = lock(&app.db);
         let pid = project_id(&db, &project)?;
         db.line_items
@@ -116,6 +117,30 @@ enum SyncKind {
     Lines,
 }
 
+/// The body of a sync answer.
+#[derive(Serialize)]
+struct SyncAnswer<T> {
+    entities: Vec<T>,
+    errors: Vec<Value>,
+}
+
+/// Shuffles and renders a sync result: no order guarantee, clients must match by origin_id.
+fn answer<T: Serialize>(app: &AppState, result: SyncResult<T>) -> Response {
+    let SyncResult {
+        mut entities,
+        mut errors,
+    } = result;
+    if !entities.is_empty() {
+        app.mark_dirty();
+    }
+    {
+        let mut rng = lock(&app.shuffle_rng);
+        entities.shuffle(&mut *rng);
+        errors.shuffle(&mut *rng);
+    }
+    Json(SyncAnswer { entities, errors }).into_response()
+}
+
 async fn run_sync(
     app: &AppState,
     project: &str,
@@ -137,26 +162,17 @@ async fn run_sync(
     if !app.config.write_latency.is_zero() {
         tokio::time::sleep(app.config.write_latency).await;
     }
-    let SyncResult {
-        mut entities,
-        mut errors,
-    } = {
-        let mut db = lock(&app.db);
-        match kind {
-            SyncKind::Headers => sync::sync_direct_costs(&mut db, pid, updates, &now()),
-            SyncKind::Lines => sync::sync_line_items(&mut db, pid, updates, &now()),
+    let now = now();
+    Ok(match kind {
+        SyncKind::Headers => {
+            let result = sync::sync_direct_costs(&mut lock(&app.db), pid, updates, &now);
+            answer(app, result)
         }
-    };
-    if !entities.is_empty() {
-        app.mark_dirty();
-    }
-    {
-        // No order guarantee: clients must match results by origin_id.
-        let mut rng = lock(&app.shuffle_rng);
-        entities.shuffle(&mut *rng);
-        errors.shuffle(&mut *rng);
-    }
-    Ok(Json(json!({"entities": entities, "errors": errors})).into_response())
+        SyncKind::Lines => {
+            let result = sync::sync_line_items(&mut lock(&app.db), pid, updates, &now);
+            answer(app, result)
+        }
+    })
 }
 
 /// `PATCH /rest/v1.0/projects/{id}/direct_costs/sync`.

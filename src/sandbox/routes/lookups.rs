@@ -19,8 +19,8 @@ use crate::sandbox::faults::lock;
 use crate::sandbox::state::WbsCode;
 use crate::sandbox::sync::wbs_code_json;
 
-fn list(
-    items: Vec<Value>,
+fn list<T: serde::Serialize>(
+    items: Vec<T>,
     query: &HashMap<String, String>,
     uri: &Uri,
     headers: &HeaderMap,
@@ -85,7 +85,7 @@ pub(crate) async fn wbs_codes(
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let items: Vec<Value> = {
+    let items: Vec<_> = {
         let db = lock(&app.db);
         let pid = project_id(&db, &project)?;
         db.wbs_codes
