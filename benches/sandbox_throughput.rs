@@ -161,19 +161,6 @@ fn throughput(c: &mut Criterion) {
         b.iter(|| rt.block_on(bench.patch(&lines_path(), update_body.clone())))
     });
 
-    // Growth: 1000 new lines per request.
-    let mut n = 0u64;
-    group.bench_function("line_items_sync_1000_creates", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                line_body(&format!("new{n}"), &groups[1])
-            },
-            |body| rt.block_on(bench.patch(&lines_path(), body)),
-            BatchSize::PerIteration,
-        )
-    });
-
     let header_update = header_body("hdr");
     rt.block_on(bench.patch(&headers_path(), header_update.clone()));
     group.bench_function("direct_costs_sync_1000_updates", |b| {
@@ -196,6 +183,20 @@ fn throughput(c: &mut Criterion) {
             })
         })
     });
+    // Growth: 1000 new lines per request (last, as it grows the state by ~1000 lines per iteration).
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    let mut n = 0u64;
+    group.bench_function("line_items_sync_1000_creates", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                line_body(&format!("new{n}"), &groups[1])
+            },
+            |body| rt.block_on(bench.patch(&lines_path(), body)),
+            BatchSize::PerIteration,
+        )
+    });
+
     group.finish();
     rt.block_on(bench.sandbox.shutdown());
 }
