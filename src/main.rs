@@ -79,6 +79,7 @@ fn sandbox_config(args: SandboxArgs) -> SandboxConfig {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

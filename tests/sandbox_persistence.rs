@@ -21,8 +21,11 @@ async fn restarted_sandbox_keeps_direct_costs_and_ids() {
         json!([{"direct_cost_id": dc, "wbs_code_id": WBS_1001_01_100_L, "amount": "99.99", "origin_id": "kept-line"}]),
     )
     .await;
+    // Saved shortly after the write, without waiting for a clean shutdown.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("kept-line"));
     sandbox.shutdown().await;
-    assert!(state.exists());
 
     let restarted = start(config).await;
     let api = Api::login(&restarted).await;

@@ -234,3 +234,60 @@ impl Seed {
 fn invalid(file: &'static str, message: String) -> SeedError {
     SeedError::Invalid { file, message }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/procore")
+    }
+
+    #[test]
+    fn demo_seed_loads_with_codes_for_every_project() {
+        let seed = Seed::load_dir(&demo_dir()).unwrap();
+        assert_eq!(seed.projects.len(), 3);
+        assert_eq!(seed.wbs_codes.len(), 75);
+        assert!(seed.company.id > i64::from(u32::MAX));
+    }
+
+    #[test]
+    fn seed_round_trips_through_a_directory() {
+        let seed = Seed::load_dir(&demo_dir()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        seed.write_dir(dir.path()).unwrap();
+        assert_eq!(Seed::load_dir(dir.path()).unwrap(), seed);
+    }
+
+    #[test]
+    fn inconsistent_seeds_are_refused_with_the_file_named() {
+        let mut seed = Seed::load_dir(&demo_dir()).unwrap();
+        seed.projects[1].project_number = "1001".into();
+        let err = seed.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("projects.json") && err.contains("1001"),
+            "{err}"
+        );
+
+        let mut seed = Seed::load_dir(&demo_dir()).unwrap();
+        seed.wbs_codes[0].project_number = Some("9999".into());
+        assert!(seed
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("wbs_codes.json"));
+
+        let dir = tempfile::tempdir().unwrap();
+        Seed::load_dir(&demo_dir())
+            .unwrap()
+            .write_dir(dir.path())
+            .unwrap();
+        std::fs::write(
+            dir.path().join("vendors.json"),
+            r#"[{"id": 1, "nme": "typo"}]"#,
+        )
+        .unwrap();
+        let err = Seed::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("vendors.json"), "{err}");
+    }
+}
