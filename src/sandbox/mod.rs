@@ -186,6 +186,11 @@ impl SandboxHandle {
         lock(&self.app.db).company.id
     }
 
+    /// The OAuth clients of the company (for an embedded pipeline to log in with).
+    pub fn credentials(&self) -> Vec<seed::Credential> {
+        lock(&self.app.db).company.credentials.clone()
+    }
+
     /// Requests by route and outcome, 429s sent, faults injected.
     pub fn stats(&self) -> Stats {
         self.app.stats()

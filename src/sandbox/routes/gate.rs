@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::sandbox::app::AppState;
 use crate::sandbox::auth::{bearer, COMPANY_HEADER};
+use crate::sandbox::config::RateLimitConfig;
 use crate::sandbox::faults::{lock, FaultKind};
 use crate::sandbox::limits::{unix_now, RateDecision};
 use crate::sandbox::server::{ConnControl, DropMode};
@@ -61,7 +62,7 @@ fn injected(kind: FaultKind, app: &AppState, decision: Option<RateDecision>) -> 
     }
     if kind == FaultKind::TooManyRequests {
         // Look exhausted, resetting when Retry-After says, so either signal works.
-        let limit = decision.map_or(0, |d| d.limit);
+        let limit = decision.map_or(RateLimitConfig::default().spike_limit, |d| d.limit);
         set_rate_headers(
             h,
             &RateDecision {
