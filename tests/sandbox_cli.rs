@@ -18,10 +18,12 @@ async fn jcsync_sandbox_command_serves_the_seed_on_the_printed_url() {
         .expect("jcsync runs");
     let stdout = child.stdout.take().expect("stdout");
     let first = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        // Hand the reader back so stdout stays open while the sandbox runs.
+        reader.read_line(&mut line).map(|_| (line, reader))
     });
-    let line = tokio::time::timeout(Duration::from_secs(20), first)
+    let (line, _stdout) = tokio::time::timeout(Duration::from_secs(20), first)
         .await
         .expect("prints its URL in time")
         .expect("reader")

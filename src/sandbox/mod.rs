@@ -121,9 +121,16 @@ impl Sandbox {
     /// Runs a sandbox until Ctrl-C (the `jcsync sandbox` command).
     pub async fn run(config: SandboxConfig) -> Result<(), SandboxError> {
         let handle = Sandbox::start(config).await?;
-        println!("Procore sandbox listening on {}", handle.url());
-        println!("  login_url = {0}   api_url = {0}", handle.url());
-        println!("  inspection: {}/_sandbox/stats", handle.url());
+        {
+            use std::io::Write;
+            // Not println!: a closed stdout (e.g. a reader that took the first line and left)
+            // must not take the sandbox down.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "Procore sandbox listening on {}", handle.url());
+            let _ = writeln!(out, "  login_url = {0}   api_url = {0}", handle.url());
+            let _ = writeln!(out, "  inspection: {}/_sandbox/stats", handle.url());
+            let _ = out.flush();
+        }
         let _ = tokio::signal::ctrl_c().await;
         handle.shutdown().await;
         Ok(())
