@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use std::time::Duration;
+
 use crate::config::Pipeline;
 use crate::pipeline::{sync, SyncOptions};
+use crate::sandbox::{FaultRule, RateLimitConfig, Sandbox, SandboxConfig};
 
 /// Exit status of a run that failed (bad pipeline file, missing table, I/O error, failed stage).
 pub const EXIT_FAILED: u8 = 1;
@@ -34,6 +37,63 @@ pub enum Command {
         /// A `runs/<run-id>` directory.
         run_dir: PathBuf,
     },
+    /// Run the local Procore API emulator.
+    Sandbox(SandboxArgs),
+}
+
+/// `jcsync sandbox` flags.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// Seed directory (company.json, projects.json, vendors.json, wbs_codes.json).
+    #[arg(long, default_value = "fixtures/procore")]
+    pub seed: PathBuf,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Keep the state in this JSON file across restarts.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Access token lifetime in seconds.
+    #[arg(long, default_value_t = 5400)]
+    pub token_ttl: u64,
+    /// Requests per hour.
+    #[arg(long, default_value_t = 3600)]
+    pub hourly_limit: u32,
+    /// Requests per 10-second spike window.
+    #[arg(long, default_value_t = 100)]
+    pub spike_limit: u32,
+    /// Turn rate limiting off (benchmarks).
+    #[arg(long)]
+    pub no_rate_limit: bool,
+    /// Inject a fault: KIND:PROBABILITY[:writes], KIND one of 429, 500, 502, 503, slow, reset,
+    /// lost_response. Repeatable.
+    #[arg(long = "fault")]
+    pub faults: Vec<FaultRule>,
+    /// Seed of the fault generator.
+    #[arg(long, default_value_t = 42)]
+    pub fault_seed: u64,
+    /// How long each write holds its direct costs, in milliseconds (widens the 409 window).
+    #[arg(long, default_value_t = 0)]
+    pub write_latency_ms: u64,
+}
+
+impl SandboxArgs {
+    /// The sandbox configuration these flags describe.
+    pub fn config(self) -> SandboxConfig {
+        let mut config = SandboxConfig::from_dir(self.seed);
+        config.bind.set_port(self.port);
+        config.state_file = self.state;
+        config.token_ttl = Duration::from_secs(self.token_ttl);
+        config.rate_limit = (!self.no_rate_limit).then(|| RateLimitConfig {
+            hourly_limit: self.hourly_limit,
+            spike_limit: self.spike_limit,
+            ..RateLimitConfig::default()
+        });
+        config.faults.rules = self.faults;
+        config.faults.seed = self.fault_seed;
+        config.write_latency = Duration::from_millis(self.write_latency_ms);
+        config
+    }
 }
 
 fn init_logging() {
@@ -71,6 +131,25 @@ pub fn run(cli: Cli) -> u8 {
                     );
                     outcome.exit_code
                 }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Sandbox(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            match runtime.block_on(Sandbox::run(args.config())) {
+                Ok(()) => 0,
                 Err(e) => {
                     eprintln!("error: {e}");
                     EXIT_FAILED

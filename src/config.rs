@@ -481,7 +481,10 @@ impl PipelineConfig {
         let l = &self.load;
         for (key, fmt) in [
             ("load.budget_code_format", &l.budget_code_format),
-            ("load.budget_code_format_with_extra", &l.budget_code_format_with_extra),
+            (
+                "load.budget_code_format_with_extra",
+                &l.budget_code_format_with_extra,
+            ),
         ] {
             if !fmt.contains("{cost_code}") {
                 return Err(format!("key `{key}`: expected a format with {{cost_code}} (and {{category}}, {{extra}}), found {fmt:?}"));
@@ -493,7 +496,11 @@ impl PipelineConfig {
                 l.status
             ));
         }
-        if l.hourly_limit == 0 || l.spike_limit == 0 || l.spike_window_secs == 0 || l.max_projects_in_flight == 0 {
+        if l.hourly_limit == 0
+            || l.spike_limit == 0
+            || l.spike_window_secs == 0
+            || l.max_projects_in_flight == 0
+        {
             return Err("keys `load.hourly_limit`, `load.spike_limit`, `load.spike_window_secs`, `load.max_projects_in_flight`: expected a positive number".into());
         }
         if self.pipeline.batch_rows == 0 || self.pipeline.channel_capacity == 0 {

@@ -179,17 +179,31 @@ impl QuarantineBatch {
     }
 
     /// Quarantine rows for planned line items the load could not send.
-    pub fn from_line_items(table: &str, rejected: &[(&crate::load::plan::LineItem, ReasonCode, String)]) -> Result<QuarantineBatch> {
+    pub fn from_line_items(
+        table: &str,
+        rejected: &[(&crate::load::plan::LineItem, ReasonCode, String)],
+    ) -> Result<QuarantineBatch> {
         let n = rejected.len();
         let text = |f: &dyn Fn(&crate::load::plan::LineItem) -> Option<String>| -> ArrayRef {
-            Arc::new(StringArray::from_iter(rejected.iter().map(|(l, _, _)| f(l))))
+            Arc::new(StringArray::from_iter(
+                rejected.iter().map(|(l, _, _)| f(l)),
+            ))
         };
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(StageName::Load.as_str(), n))),
-            Arc::new(StringArray::from_iter_values(rejected.iter().map(|(_, c, _)| c.as_str()))),
-            Arc::new(StringArray::from_iter_values(rejected.iter().map(|(_, _, r)| r.as_str()))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                StageName::Load.as_str(),
+                n,
+            ))),
+            Arc::new(StringArray::from_iter_values(
+                rejected.iter().map(|(_, c, _)| c.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rejected.iter().map(|(_, _, r)| r.as_str()),
+            )),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(table, n))),
-            Arc::new(UInt64Array::from_iter_values(rejected.iter().map(|(l, _, _)| l.source_line))),
+            Arc::new(UInt64Array::from_iter_values(
+                rejected.iter().map(|(l, _, _)| l.source_line),
+            )),
         ];
         for name in QUARANTINE_DATA_COLUMNS {
             columns.push(match name {

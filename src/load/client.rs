@@ -53,7 +53,13 @@ pub struct Connection {
 
 impl Connection {
     /// Read the client id and secret from the environment variables a pipeline names.
-    pub fn from_env(api_url: &str, login_url: &str, company_id: i64, id_env: &str, secret_env: &str) -> Result<Connection> {
+    pub fn from_env(
+        api_url: &str,
+        login_url: &str,
+        company_id: i64,
+        id_env: &str,
+        secret_env: &str,
+    ) -> Result<Connection> {
         let read = |name: &str| {
             std::env::var(name).map_err(|_| Error::Credentials {
                 message: format!("environment variable {name} is not set (named in [target])"),
@@ -229,15 +235,27 @@ impl ProcoreClient {
                     let retry_after = retry_after(resp.headers());
                     let body = resp.bytes().await.unwrap_or_default();
                     if (200..300).contains(&status) {
-                        let v: Value = serde_json::from_slice(&body).map_err(|_| Error::Credentials {
-                            message: format!("login at {url}: the token answer is not JSON"),
-                        })?;
-                        let value = v["access_token"].as_str().ok_or_else(|| Error::Credentials {
-                            message: format!("login at {url}: the answer has no access_token"),
-                        })?;
+                        let v: Value =
+                            serde_json::from_slice(&body).map_err(|_| Error::Credentials {
+                                message: format!("login at {url}: the token answer is not JSON"),
+                            })?;
+                        let value =
+                            v["access_token"]
+                                .as_str()
+                                .ok_or_else(|| Error::Credentials {
+                                    message: format!(
+                                        "login at {url}: the answer has no access_token"
+                                    ),
+                                })?;
                         let expires_in = v["expires_in"].as_u64().unwrap_or(5400);
-                        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        self.stats.lock().unwrap_or_else(|p| p.into_inner()).token_renewals += 1;
+                        let generation = self
+                            .generation
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                            + 1;
+                        self.stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .token_renewals += 1;
                         return Ok(Token {
                             value: Secret::new(value),
                             expires_at: Instant::now() + Duration::from_secs(expires_in),
@@ -342,7 +360,11 @@ impl ProcoreClient {
                             continue;
                         }
                     };
-                    match classify_status(status, retry_after(&headers), rate.reset_in().filter(|_| status == 429)) {
+                    match classify_status(
+                        status,
+                        retry_after(&headers),
+                        rate.reset_in().filter(|_| status == 429),
+                    ) {
                         RetryDecision::Success => {
                             let body = if bytes.is_empty() {
                                 Value::Null
@@ -354,7 +376,11 @@ impl ProcoreClient {
                                     request_id: request_id.clone(),
                                 })?
                             };
-                            return Ok(ApiResponse { status, body, headers });
+                            return Ok(ApiResponse {
+                                status,
+                                body,
+                                headers,
+                            });
                         }
                         RetryDecision::RenewToken if renewals < 2 => {
                             renewals += 1;
@@ -363,11 +389,21 @@ impl ProcoreClient {
                         }
                         RetryDecision::Retry { min_wait } => (
                             RetryDecision::Retry { min_wait },
-                            format!("HTTP {status}{}", request_id.map(|r| format!(" (request id {r})")).unwrap_or_default()),
+                            format!(
+                                "HTTP {status}{}",
+                                request_id
+                                    .map(|r| format!(" (request id {r})"))
+                                    .unwrap_or_default()
+                            ),
                         ),
                         _ => {
                             let message = error_message(&bytes);
-                            tracing::warn!(endpoint, status, request_id = request_id.as_deref().unwrap_or("-"), "Procore refused: {message}");
+                            tracing::warn!(
+                                endpoint,
+                                status,
+                                request_id = request_id.as_deref().unwrap_or("-"),
+                                "Procore refused: {message}"
+                            );
                             return Err(Error::Procore {
                                 endpoint: endpoint.into(),
                                 status,
@@ -394,7 +430,12 @@ impl ProcoreClient {
                             last: detail,
                         });
                     }
-                    tracing::debug!(endpoint, attempt, wait_ms = wait.as_millis() as u64, "retrying after {detail}");
+                    tracing::debug!(
+                        endpoint,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying after {detail}"
+                    );
                     self.note_retry(wait);
                     tokio::time::sleep(wait).await;
                 }
@@ -417,7 +458,12 @@ impl ProcoreClient {
     }
 
     /// GET every page of a list endpoint (`per_page` 1000).
-    pub async fn get_all(&self, path: &str, query: &[(String, String)], endpoint: &str) -> Result<Vec<Value>> {
+    pub async fn get_all(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        endpoint: &str,
+    ) -> Result<Vec<Value>> {
         const PER_PAGE: usize = 1000;
         let mut out = Vec::new();
         for page in 1.. {
@@ -425,12 +471,16 @@ impl ProcoreClient {
             q.push(("page".into(), page.to_string()));
             q.push(("per_page".into(), PER_PAGE.to_string()));
             let resp = self.call(Method::GET, path, &q, None, endpoint).await?;
-            let items = resp.body.as_array().cloned().ok_or_else(|| Error::Procore {
-                endpoint: endpoint.into(),
-                status: resp.status,
-                message: "expected a JSON array".into(),
-                request_id: None,
-            })?;
+            let items = resp
+                .body
+                .as_array()
+                .cloned()
+                .ok_or_else(|| Error::Procore {
+                    endpoint: endpoint.into(),
+                    status: resp.status,
+                    message: "expected a JSON array".into(),
+                    request_id: None,
+                })?;
             let n = items.len();
             out.extend(items);
             let has_next = resp
@@ -496,23 +546,41 @@ mod tests {
             credentials_source: "env A / B".into(),
         };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("id-123"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("id-123"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn error_bodies_of_every_shape_give_a_message() {
-        assert_eq!(error_message(br#"{"errors":"Missing Procore-Company-Id header!"}"#), "Missing Procore-Company-Id header!");
-        assert!(error_message(br#"{"errors":{"vendor":["can't be blank"]}}"#).contains("can't be blank"));
+        assert_eq!(
+            error_message(br#"{"errors":"Missing Procore-Company-Id header!"}"#),
+            "Missing Procore-Company-Id header!"
+        );
+        assert!(
+            error_message(br#"{"errors":{"vendor":["can't be blank"]}}"#)
+                .contains("can't be blank")
+        );
         assert!(error_message(br#"{"error":{"message":"conflict"}}"#).contains("conflict"));
         assert_eq!(error_message(br#"{"message":"Not found"}"#), "Not found");
-        assert_eq!(error_message(b"<html>bad gateway</html>"), "<html>bad gateway</html>");
+        assert_eq!(
+            error_message(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
     }
 
     #[test]
     fn missing_credential_env_is_named_without_values() {
-        let err = Connection::from_env("a", "b", 1, "JCSYNC_TEST_SURELY_UNSET_ID", "JCSYNC_TEST_SURELY_UNSET_SECRET")
-            .unwrap_err()
-            .to_string();
+        let err = Connection::from_env(
+            "a",
+            "b",
+            1,
+            "JCSYNC_TEST_SURELY_UNSET_ID",
+            "JCSYNC_TEST_SURELY_UNSET_SECRET",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("JCSYNC_TEST_SURELY_UNSET_ID"), "{err}");
     }
 }

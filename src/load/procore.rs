@@ -19,7 +19,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::client::ProcoreClient;
-use super::plan::{format_date, format_decimal, DirectCostHeader, DirectCostKind, LineItem, PlannedRequest, RequestSink};
+use super::plan::{
+    format_date, format_decimal, DirectCostHeader, DirectCostKind, LineItem, PlannedRequest,
+    RequestSink,
+};
 use crate::config::{LoadConfig, ProjectMatch};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
@@ -69,7 +72,10 @@ impl Directory {
     pub async fn fetch(client: &ProcoreClient, matching: ProjectMatch) -> Result<Directory> {
         let company = vec![("company_id".to_string(), client.company_id().to_string())];
         let mut projects = HashMap::new();
-        for p in client.get_all("/rest/v1.0/projects", &company, "GET projects").await? {
+        for p in client
+            .get_all("/rest/v1.0/projects", &company, "GET projects")
+            .await?
+        {
             let key = match matching {
                 ProjectMatch::ProjectNumber => p["project_number"].as_str(),
                 ProjectMatch::OriginId => p["origin_id"].as_str(),
@@ -79,12 +85,19 @@ impl Directory {
             }
         }
         let mut vendors = HashMap::new();
-        for v in client.get_all("/rest/v1.0/vendors", &company, "GET vendors").await? {
+        for v in client
+            .get_all("/rest/v1.0/vendors", &company, "GET vendors")
+            .await?
+        {
             if let (Some(k), Some(id)) = (v["origin_id"].as_str(), v["id"].as_i64()) {
                 vendors.insert(k.trim().to_string(), id);
             }
         }
-        tracing::info!(projects = projects.len(), vendors = vendors.len(), "Procore directory loaded");
+        tracing::info!(
+            projects = projects.len(),
+            vendors = vendors.len(),
+            "Procore directory loaded"
+        );
         Ok(Directory { projects, vendors })
     }
 }
@@ -135,7 +148,8 @@ impl LoadContext {
     }
 
     fn stopped(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed) || self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+        self.cancel.load(Ordering::Relaxed)
+            || self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
     }
 
     fn fail(&self, e: Error) {
@@ -154,11 +168,17 @@ impl LoadContext {
         if entries.is_empty() {
             return Ok(());
         }
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner()).record(entries)
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(entries)
     }
 
     fn known(&self, origin_id: &str) -> Result<Option<LedgerEntry>> {
-        self.ledger.lock().unwrap_or_else(|p| p.into_inner()).get(origin_id)
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin_id)
     }
 }
 
@@ -167,7 +187,8 @@ fn payload_hash(v: &Value) -> String {
 }
 
 fn date(d: Option<i32>) -> Value {
-    d.map(|d| Value::String(format_date(d))).unwrap_or(Value::Null)
+    d.map(|d| Value::String(format_date(d)))
+        .unwrap_or(Value::Null)
 }
 
 /// Flat budget code of a line, by the pipeline's formats.
@@ -209,21 +230,41 @@ impl ProjectWorker {
     }
 
     fn base(&self) -> String {
-        format!("/rest/v1.0/projects/{}", self.project_id.unwrap_or_default())
+        format!(
+            "/rest/v1.0/projects/{}",
+            self.project_id.unwrap_or_default()
+        )
     }
 
-    async fn send_sync(&self, path: &str, endpoint: &str, updates: Vec<Value>) -> Result<(Vec<Value>, Vec<Value>)> {
-        let _permit = self.ctx.in_flight.acquire().await.map_err(|_| Error::Stage {
-            stage: "load",
-            message: "the load is shutting down".into(),
-        })?;
+    async fn send_sync(
+        &self,
+        path: &str,
+        endpoint: &str,
+        updates: Vec<Value>,
+    ) -> Result<(Vec<Value>, Vec<Value>)> {
+        let _permit = self
+            .ctx
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::Stage {
+                stage: "load",
+                message: "the load is shutting down".into(),
+            })?;
         let body = json!({ "updates": updates });
-        let resp = self.ctx.client.call(Method::PATCH, path, &[], Some(&body), endpoint).await?;
+        let resp = self
+            .ctx
+            .client
+            .call(Method::PATCH, path, &[], Some(&body), endpoint)
+            .await?;
         let list = |k: &str| resp.body[k].as_array().cloned().unwrap_or_default();
         Ok((list("entities"), list("errors")))
     }
 
-    fn header_payload(&self, h: &DirectCostHeader) -> std::result::Result<Value, (ReasonCode, String)> {
+    fn header_payload(
+        &self,
+        h: &DirectCostHeader,
+    ) -> std::result::Result<Value, (ReasonCode, String)> {
         let mut v = json!({
             "origin_id": h.origin_id,
             "direct_cost_type": h.key.kind.as_str(),
@@ -287,11 +328,15 @@ impl ProjectWorker {
         }
         let path = format!("{}/direct_costs/sync", self.base());
         let sent = updates.len();
-        let (entities, errors) = self.send_sync(&path, "PATCH direct_costs/sync", updates).await?;
+        let (entities, errors) = self
+            .send_sync(&path, "PATCH direct_costs/sync", updates)
+            .await?;
         self.ctx.counts().header_requests += 1;
         let mut ledger = Vec::new();
         for e in &entities {
-            let (Some(origin), Some(id)) = (e["origin_id"].as_str(), e["id"].as_i64()) else { continue };
+            let (Some(origin), Some(id)) = (e["origin_id"].as_str(), e["id"].as_i64()) else {
+                continue;
+            };
             if let Some(hash) = hashes.remove(origin) {
                 self.headers.insert(origin.to_string(), Ok(id));
                 ledger.push(LedgerEntry {
@@ -310,7 +355,10 @@ impl ProjectWorker {
                 let message = e["errors"].to_string();
                 self.headers.insert(
                     origin.to_string(),
-                    Err((ReasonCode::ProcoreRejected, format!("Procore rejected the direct cost: {message}"))),
+                    Err((
+                        ReasonCode::ProcoreRejected,
+                        format!("Procore rejected the direct cost: {message}"),
+                    )),
                 );
             }
         }
@@ -318,7 +366,10 @@ impl ProjectWorker {
         for origin in hashes.into_keys() {
             self.headers.insert(
                 origin,
-                Err((ReasonCode::ProcoreRejected, "Procore's answer did not mention this direct cost".into())),
+                Err((
+                    ReasonCode::ProcoreRejected,
+                    "Procore's answer did not mention this direct cost".into(),
+                )),
             );
         }
         self.ctx.counts().headers_sent += ledger.len() as u64;
@@ -341,20 +392,34 @@ impl ProjectWorker {
     }
 
     async fn create_codes(&mut self, missing: Vec<String>) -> Result<()> {
-        let path = format!("{}/work_breakdown_structure/wbs_codes/bulk_create", self.base());
+        let path = format!(
+            "{}/work_breakdown_structure/wbs_codes/bulk_create",
+            self.base()
+        );
         for chunk in missing.chunks(BULK_CREATE_MAX) {
             let bulk: Vec<Value> = chunk
                 .iter()
                 .map(|c| json!({ "flat_code": c, "description": format!("{c} (created by jcsync)") }))
                 .collect();
-            let _permit = self.ctx.in_flight.acquire().await.map_err(|_| Error::Stage {
-                stage: "load",
-                message: "the load is shutting down".into(),
-            })?;
+            let _permit = self
+                .ctx
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Error::Stage {
+                    stage: "load",
+                    message: "the load is shutting down".into(),
+                })?;
             let resp = self
                 .ctx
                 .client
-                .call(Method::PATCH, &path, &[], Some(&json!({ "bulk": bulk })), "PATCH wbs_codes/bulk_create")
+                .call(
+                    Method::PATCH,
+                    &path,
+                    &[],
+                    Some(&json!({ "bulk": bulk })),
+                    "PATCH wbs_codes/bulk_create",
+                )
                 .await?;
             let wbs = self.wbs.get_or_insert_with(HashMap::new);
             for e in resp.body["entities"].as_array().into_iter().flatten() {
@@ -396,10 +461,18 @@ impl ProjectWorker {
                 None => {
                     // Planned in an earlier request of this run that this worker never saw:
                     // only the ledger can know it.
-                    match self.ctx.known(&l.direct_cost_origin_id)?.and_then(|e| e.procore_id) {
+                    match self
+                        .ctx
+                        .known(&l.direct_cost_origin_id)?
+                        .and_then(|e| e.procore_id)
+                    {
                         Some(id) => id,
                         None => {
-                            rejected.push((l, ReasonCode::ProcoreRejected, "its direct cost was never created".into()));
+                            rejected.push((
+                                l,
+                                ReasonCode::ProcoreRejected,
+                                "its direct cost was never created".into(),
+                            ));
                             continue;
                         }
                     }
@@ -410,7 +483,11 @@ impl ProjectWorker {
                 rejected.push((
                     l,
                     ReasonCode::UnmappedBudgetCode,
-                    format!("budget code {code:?} is not in Procore project {} (job {})", self.project_id.unwrap_or_default(), self.job),
+                    format!(
+                        "budget code {code:?} is not in Procore project {} (job {})",
+                        self.project_id.unwrap_or_default(),
+                        self.job
+                    ),
                 ));
                 continue;
             };
@@ -439,11 +516,15 @@ impl ProjectWorker {
         self.ctx.counts().lines_unchanged += unchanged;
         if !updates.is_empty() {
             let path = format!("{}/direct_costs/line_items/sync", self.base());
-            let (entities, errors) = self.send_sync(&path, "PATCH direct_costs/line_items/sync", updates).await?;
+            let (entities, errors) = self
+                .send_sync(&path, "PATCH direct_costs/line_items/sync", updates)
+                .await?;
             self.ctx.counts().line_requests += 1;
             let mut ledger = Vec::new();
             for e in &entities {
-                let Some(origin) = e["origin_id"].as_str() else { continue };
+                let Some(origin) = e["origin_id"].as_str() else {
+                    continue;
+                };
                 if let Some((_, hash)) = pending.remove(origin) {
                     ledger.push(LedgerEntry {
                         origin_id: origin.to_string(),
@@ -457,11 +538,19 @@ impl ProjectWorker {
             }
             for e in &errors {
                 if let Some((l, _)) = e["origin_id"].as_str().and_then(|o| pending.remove(o)) {
-                    rejected.push((l, ReasonCode::ProcoreRejected, format!("Procore rejected the line: {}", e["errors"])));
+                    rejected.push((
+                        l,
+                        ReasonCode::ProcoreRejected,
+                        format!("Procore rejected the line: {}", e["errors"]),
+                    ));
                 }
             }
             for (_, (l, _)) in pending.drain() {
-                rejected.push((l, ReasonCode::ProcoreRejected, "Procore's answer did not mention this line".into()));
+                rejected.push((
+                    l,
+                    ReasonCode::ProcoreRejected,
+                    "Procore's answer did not mention this line".into(),
+                ));
             }
             self.ctx.counts().lines_sent += ledger.len() as u64;
             self.ctx.record(&ledger)?;
@@ -474,8 +563,10 @@ impl ProjectWorker {
             // Unmapped project: every line of the project is quarantined, nothing is sent.
             if let PlannedRequest::LineSync { lines, .. } = &request {
                 let reason = format!("Sage job {:?} has no Procore project", self.job);
-                let rejected: Vec<(&LineItem, ReasonCode, String)> =
-                    lines.iter().map(|l| (l, ReasonCode::UnmappedProject, reason.clone())).collect();
+                let rejected: Vec<(&LineItem, ReasonCode, String)> = lines
+                    .iter()
+                    .map(|l| (l, ReasonCode::UnmappedProject, reason.clone()))
+                    .collect();
                 self.quarantine(&rejected).await?;
             }
             return Ok(());
@@ -557,7 +648,12 @@ impl LoadSink {
         LoadOutcome {
             counts: self.ctx.counts().clone(),
             client: self.ctx.client.stats(),
-            failure: self.ctx.failure.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            failure: self
+                .ctx
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
         }
     }
 }
@@ -565,7 +661,9 @@ impl LoadSink {
 impl RequestSink for LoadSink {
     fn send(&mut self, request: PlannedRequest) -> Result<()> {
         let job = match &request {
-            PlannedRequest::HeaderSync { job, .. } | PlannedRequest::LineSync { job, .. } => job.clone(),
+            PlannedRequest::HeaderSync { job, .. } | PlannedRequest::LineSync { job, .. } => {
+                job.clone()
+            }
         };
         let ctx = self.ctx.clone();
         let handle = self.handle.clone();

@@ -1,0 +1,70 @@
+//! The sandbox's HTTP surface: Procore's routes, plus `/_sandbox/` inspection.
+
+pub(crate) mod common;
+pub(crate) mod direct_costs;
+pub mod error;
+pub(crate) mod gate;
+pub(crate) mod inspect;
+pub(crate) mod lookups;
+pub(crate) mod oauth;
+pub(crate) mod pagination;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, patch, post};
+use axum::Router;
+
+use super::app::AppState;
+use error::ApiError;
+
+/// Largest request body accepted (a 1000-record sync body is well under 1 MiB).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not Found".into())
+}
+
+/// All routes, wrapped in the gate.
+pub(crate) fn router(app: Arc<AppState>) -> Router {
+    const PROJECT: &str = "/rest/v1.0/projects/{project_id}";
+    Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .route("/rest/v1.0/projects", get(lookups::projects))
+        .route("/rest/v1.0/vendors", get(lookups::vendors))
+        .route(
+            &format!("{PROJECT}/work_breakdown_structure/wbs_codes"),
+            get(lookups::wbs_codes),
+        )
+        .route(
+            &format!("{PROJECT}/work_breakdown_structure/wbs_codes/bulk_create"),
+            patch(lookups::bulk_create_wbs_codes),
+        )
+        .route(
+            "/rest/v1.1/projects/{project_id}/direct_costs",
+            post(direct_costs::create),
+        )
+        .route(&format!("{PROJECT}/direct_costs"), get(direct_costs::list))
+        .route(
+            &format!("{PROJECT}/direct_costs/line_items"),
+            get(direct_costs::list_line_items),
+        )
+        .route(
+            &format!("{PROJECT}/direct_costs/sync"),
+            patch(direct_costs::sync_headers),
+        )
+        .route(
+            &format!("{PROJECT}/direct_costs/line_items/sync"),
+            patch(direct_costs::sync_line_items),
+        )
+        .route("/_sandbox/stats", get(inspect::stats))
+        .route("/_sandbox/direct_costs", get(inspect::direct_costs))
+        .route("/_sandbox/state", get(inspect::state))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            gate::gate,
+        ))
+        .with_state(app)
+}

@@ -1,0 +1,747 @@
+//! Procore's write rules for direct costs, independent of HTTP: per-item validation, origin_id
+//! matching and the JSON the API answers with.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::routes::error::{ApiError, FieldErrors};
+use super::state::{Db, DirectCost, LineItem, WbsCode};
+
+/// `direct_cost_type` values.
+pub const DIRECT_COST_TYPES: [&str; 3] = ["invoice", "expense", "payroll"];
+/// `status` values.
+pub const STATUSES: [&str; 4] = ["draft", "pending", "revise_and_resubmit", "approved"];
+
+const BLANK: &str = "can't be blank";
+const INVALID: &str = "is invalid";
+const TAKEN: &str = "has already been taken";
+const NOT_IN_LIST: &str = "is not included in the list";
+const NOT_A_DATE: &str = "is not a valid date (expected YYYY-MM-DD)";
+const NOT_A_NUMBER: &str = "is not a number";
+
+/// What one sync call did: created or updated records, and the rejected inputs with their errors.
+#[derive(Debug)]
+pub struct SyncResult<T> {
+    /// Saved records, as the API renders them.
+    pub entities: Vec<T>,
+    /// Rejected inputs, each with an `errors` object.
+    pub errors: Vec<Value>,
+}
+
+fn add(errs: &mut FieldErrors, field: &str, message: &str) {
+    errs.entry(field.to_owned())
+        .or_default()
+        .push(message.to_owned());
+}
+
+/// Parses a money or quantity value: a JSON number or a decimal string, kept exactly.
+pub fn parse_decimal(v: &Value) -> Option<Decimal> {
+    let s = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => return None,
+    };
+    if s.is_empty() {
+        return None;
+    }
+    Decimal::from_str(&s)
+        .or_else(|_| Decimal::from_scientific(&s))
+        .ok()
+}
+
+/// Whether `s` is a real calendar date written `YYYY-MM-DD`.
+pub fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
+}
+
+/// A text field: absent → `None`; null → `Some(None)`; string or number → `Some(Some(text))`.
+fn text(obj: &Map<String, Value>, key: &str, errs: &mut FieldErrors) -> Option<Option<String>> {
+    match obj.get(key)? {
+        Value::Null => Some(None),
+        Value::String(s) => Some(Some(s.clone())),
+        Value::Number(n) => Some(Some(n.to_string())),
+        _ => {
+            add(errs, key, INVALID);
+            None
+        }
+    }
+}
+
+fn parse_id(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// An id field: absent → `None`; null → `Some(None)`; integer or numeric string → `Some(Some(id))`.
+fn id_field(obj: &Map<String, Value>, key: &str, errs: &mut FieldErrors) -> Option<Option<i64>> {
+    match obj.get(key)? {
+        Value::Null => Some(None),
+        v => match parse_id(v) {
+            Some(id) => Some(Some(id)),
+            None => {
+                add(errs, key, INVALID);
+                None
+            }
+        },
+    }
+}
+
+fn date(obj: &Map<String, Value>, key: &str, errs: &mut FieldErrors) -> Option<Option<String>> {
+    let value = text(obj, key, errs)?;
+    match value {
+        Some(s) if !is_iso_date(&s) => {
+            add(errs, key, NOT_A_DATE);
+            None
+        }
+        v => Some(v),
+    }
+}
+
+fn decimal(obj: &Map<String, Value>, key: &str, errs: &mut FieldErrors) -> Option<Option<Decimal>> {
+    match obj.get(key)? {
+        Value::Null => Some(None),
+        v => match parse_decimal(v) {
+            Some(d) => Some(Some(d)),
+            None => {
+                add(errs, key, NOT_A_NUMBER);
+                None
+            }
+        },
+    }
+}
+
+fn origin_of(obj: &Map<String, Value>) -> Option<String> {
+    match obj.get("origin_id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Where an input goes.
+enum Target {
+    Create,
+    Update(i64),
+    Reject(FieldErrors),
+}
+
+/// Procore's matching: an `id` must exist in the project; without one, a known `origin_id`
+/// updates (if it lives in this project) and an unknown one creates.
+fn match_target(
+    obj: &Map<String, Value>,
+    project_id: i64,
+    project_of_id: impl Fn(i64) -> Option<i64>,
+    by_origin: impl Fn(&str) -> Option<(i64, i64)>,
+) -> Target {
+    let mut errs = FieldErrors::new();
+    let origin = origin_of(obj);
+    match obj.get("id") {
+        Some(Value::Null) | None => {}
+        Some(v) => {
+            let Some(id) = parse_id(v) else {
+                add(&mut errs, "id", INVALID);
+                return Target::Reject(errs);
+            };
+            if project_of_id(id) != Some(project_id) {
+                add(&mut errs, "id", "does not exist");
+                return Target::Reject(errs);
+            }
+            if let Some((other, _)) = origin.as_deref().and_then(&by_origin) {
+                if other != id {
+                    add(&mut errs, "origin_id", TAKEN);
+                    return Target::Reject(errs);
+                }
+            }
+            return Target::Update(id);
+        }
+    }
+    match origin.as_deref().and_then(&by_origin) {
+        Some((id, p)) if p == project_id => Target::Update(id),
+        Some(_) => {
+            add(&mut errs, "origin_id", TAKEN);
+            Target::Reject(errs)
+        }
+        None => Target::Create,
+    }
+}
+
+/// The input with its errors, as a sync response lists it.
+fn error_entry(input: &Value, errs: FieldErrors) -> Value {
+    match input {
+        Value::Object(obj) => {
+            let mut out = obj.clone();
+            out.insert("errors".into(), json!(errs));
+            Value::Object(out)
+        }
+        other => json!({"input": other, "errors": errs}),
+    }
+}
+
+fn not_an_object() -> FieldErrors {
+    let mut errs = FieldErrors::new();
+    add(&mut errs, "base", "must be a JSON object");
+    errs
+}
+
+/// Applies header fields to `dc`, collecting errors. `creating` enables the create-only rules.
+fn apply_header(
+    db: &Db,
+    dc: &mut DirectCost,
+    obj: &Map<String, Value>,
+    creating: bool,
+    errs: &mut FieldErrors,
+) {
+    match obj.get("direct_cost_type") {
+        None | Some(Value::Null) => {
+            if creating {
+                add(errs, "direct_cost_type", BLANK);
+            }
+        }
+        Some(Value::String(t)) if DIRECT_COST_TYPES.contains(&t.as_str()) => {
+            if creating {
+                dc.direct_cost_type = t.clone();
+            } else if *t != dc.direct_cost_type {
+                add(errs, "direct_cost_type", "can't be changed");
+            }
+        }
+        Some(_) => add(errs, "direct_cost_type", NOT_IN_LIST),
+    }
+    match obj.get("status") {
+        None => {}
+        Some(Value::String(s)) if STATUSES.contains(&s.as_str()) => dc.status = s.clone(),
+        Some(_) => add(errs, "status", NOT_IN_LIST),
+    }
+    if let Some(v) = id_field(obj, "vendor_id", errs) {
+        match v {
+            Some(id) if !db.vendors.contains_key(&id) => add(errs, "vendor", "does not exist"),
+            v => dc.vendor_id = v,
+        }
+    }
+    if let Some(v) = text(obj, "invoice_number", errs) {
+        dc.invoice_number = v;
+    }
+    if let Some(v) = text(obj, "description", errs) {
+        dc.description = v;
+    }
+    if let Some(v) = text(obj, "origin_data", errs) {
+        dc.origin_data = v;
+    }
+    if let Some(v) = text(obj, "origin_id", errs) {
+        if let Some(o) = &v {
+            if db
+                .direct_cost_by_origin(o)
+                .is_some_and(|other| other.id != dc.id || creating)
+            {
+                add(errs, "origin_id", TAKEN);
+            }
+        }
+        dc.origin_id = v;
+    }
+    if let Some(v) = date(obj, "direct_cost_date", errs) {
+        dc.direct_cost_date = v;
+    }
+    if let Some(v) = date(obj, "received_date", errs) {
+        dc.received_date = v;
+    }
+    if let Some(v) = date(obj, "payment_date", errs) {
+        dc.payment_date = v;
+    }
+    if dc.direct_cost_date.is_none() && !errs.contains_key("direct_cost_date") {
+        add(errs, "direct_cost_date", BLANK);
+    }
+    if dc.direct_cost_type == "invoice" && dc.vendor_id.is_none() && !errs.contains_key("vendor") {
+        add(errs, "vendor", BLANK);
+    }
+}
+
+/// Applies line fields to `li`. `parent` is the direct cost a `POST` creates the line with; sync
+/// lines name their direct cost themselves.
+fn apply_line(
+    db: &Db,
+    project_id: i64,
+    li: &mut LineItem,
+    obj: &Map<String, Value>,
+    creating: bool,
+    parent: Option<i64>,
+    errs: &mut FieldErrors,
+) {
+    if parent.is_none() {
+        match id_field(obj, "direct_cost_id", errs) {
+            None | Some(None) => {
+                if creating && !errs.contains_key("direct_cost_id") {
+                    add(errs, "direct_cost_id", BLANK);
+                }
+            }
+            Some(Some(id)) => {
+                let exists = db
+                    .direct_costs
+                    .get(&id)
+                    .is_some_and(|dc| dc.project_id == project_id);
+                if !exists {
+                    add(errs, "direct_cost_id", "does not exist");
+                } else if creating {
+                    li.direct_cost_id = id;
+                } else if id != li.direct_cost_id {
+                    add(errs, "direct_cost_id", "can't be changed");
+                }
+            }
+        }
+    }
+    match id_field(obj, "wbs_code_id", errs) {
+        None | Some(None) => {
+            if creating && !errs.contains_key("wbs_code_id") {
+                let why = if obj.contains_key("cost_code_id") {
+                    "can't be blank (the sandbox supports wbs_code_id, not cost_code_id + line_item_type_id)"
+                } else {
+                    BLANK
+                };
+                add(errs, "wbs_code_id", why);
+            }
+        }
+        Some(Some(id)) => {
+            if db
+                .wbs_codes
+                .get(&id)
+                .is_some_and(|w| w.project_id == project_id)
+            {
+                li.wbs_code_id = id;
+            } else {
+                add(errs, "wbs_code_id", "does not exist in this project");
+            }
+        }
+    }
+    match decimal(obj, "amount", errs) {
+        Some(Some(a)) => li.amount = a,
+        Some(None) => add(errs, "amount", BLANK),
+        None => {
+            if creating && !errs.contains_key("amount") {
+                add(errs, "amount", BLANK);
+            }
+        }
+    }
+    if let Some(v) = decimal(obj, "quantity", errs) {
+        li.quantity = v;
+    }
+    if let Some(v) = decimal(obj, "unit_cost", errs) {
+        li.unit_cost = v;
+    }
+    if let Some(v) = text(obj, "description", errs) {
+        li.description = v;
+    }
+    if let Some(v) = text(obj, "origin_data", errs) {
+        li.origin_data = v;
+    }
+    if let Some(v) = text(obj, "origin_id", errs) {
+        if let Some(o) = &v {
+            if db
+                .line_item_by_origin(o)
+                .is_some_and(|other| other.id != li.id || creating)
+            {
+                add(errs, "origin_id", TAKEN);
+            }
+        }
+        li.origin_id = v;
+    }
+}
+
+/// `PATCH /rest/v1.0/projects/{id}/direct_costs/sync`: creates or updates each header.
+pub fn sync_direct_costs(
+    db: &mut Db,
+    project_id: i64,
+    updates: &[Value],
+    now: &str,
+) -> SyncResult<DirectCostView> {
+    let mut out = SyncResult {
+        entities: Vec::new(),
+        errors: Vec::new(),
+    };
+    for input in updates {
+        let Some(obj) = input.as_object() else {
+            out.errors.push(error_entry(input, not_an_object()));
+            continue;
+        };
+        let target = match_target(
+            obj,
+            project_id,
+            |id| db.direct_costs.get(&id).map(|d| d.project_id),
+            |o| db.direct_cost_by_origin(o).map(|d| (d.id, d.project_id)),
+        );
+        let (mut dc, creating) = match target {
+            Target::Reject(errs) => {
+                out.errors.push(error_entry(input, errs));
+                continue;
+            }
+            Target::Create => (
+                DirectCost {
+                    project_id,
+                    status: "draft".into(),
+                    created_at: now.to_owned(),
+                    ..DirectCost::default()
+                },
+                true,
+            ),
+            Target::Update(id) => match db.direct_costs.get(&id) {
+                Some(dc) => (dc.clone(), false),
+                None => continue,
+            },
+        };
+        let mut errs = FieldErrors::new();
+        apply_header(db, &mut dc, obj, creating, &mut errs);
+        if !errs.is_empty() {
+            out.errors.push(error_entry(input, errs));
+            continue;
+        }
+        if creating {
+            dc.id = db.allocate_id();
+        }
+        dc.updated_at = now.to_owned();
+        out.entities.push(direct_cost_json(db, &dc, false));
+        db.put_direct_cost(dc);
+    }
+    out
+}
+
+/// `PATCH /rest/v1.0/projects/{id}/direct_costs/line_items/sync`: creates or updates each line.
+pub fn sync_line_items(
+    db: &mut Db,
+    project_id: i64,
+    updates: &[Value],
+    now: &str,
+) -> SyncResult<LineItemView> {
+    let mut out = SyncResult {
+        entities: Vec::new(),
+        errors: Vec::new(),
+    };
+    for input in updates {
+        let Some(obj) = input.as_object() else {
+            out.errors.push(error_entry(input, not_an_object()));
+            continue;
+        };
+        let target = match_target(
+            obj,
+            project_id,
+            |id| db.line_items.get(&id).map(|l| l.project_id),
+            |o| db.line_item_by_origin(o).map(|l| (l.id, l.project_id)),
+        );
+        let (mut li, creating) = match target {
+            Target::Reject(errs) => {
+                out.errors.push(error_entry(input, errs));
+                continue;
+            }
+            Target::Create => (
+                LineItem {
+                    project_id,
+                    created_at: now.to_owned(),
+                    ..LineItem::default()
+                },
+                true,
+            ),
+            Target::Update(id) => match db.line_items.get(&id) {
+                Some(li) => (li.clone(), false),
+                None => continue,
+            },
+        };
+        let mut errs = FieldErrors::new();
+        apply_line(db, project_id, &mut li, obj, creating, None, &mut errs);
+        if !errs.is_empty() {
+            out.errors.push(error_entry(input, errs));
+            continue;
+        }
+        if creating {
+            li.id = db.allocate_id();
+        }
+        li.updated_at = now.to_owned();
+        out.entities.push(line_item_json(db, &li));
+        db.put_line_item(li);
+    }
+    out
+}
+
+/// `POST /rest/v1.1/projects/{id}/direct_costs`: a header with its lines, all or nothing.
+pub fn create_direct_cost(
+    db: &mut Db,
+    project_id: i64,
+    body: &Value,
+    max_lines: usize,
+    now: &str,
+) -> Result<DirectCostView, ApiError> {
+    let Some(obj) = body.get("direct_cost").and_then(Value::as_object) else {
+        return Err(ApiError::BadRequest(
+            "param is missing or the value is empty: direct_cost".into(),
+        ));
+    };
+    let lines: &[Value] = match obj.get("line_items") {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(ApiError::field("line_items", "must be an array")),
+    };
+    if lines.len() > max_lines {
+        return Err(ApiError::field(
+            "line_items",
+            &format!("must contain at most {max_lines} line items"),
+        ));
+    }
+    let mut errs = FieldErrors::new();
+    let mut dc = DirectCost {
+        project_id,
+        status: "draft".into(),
+        created_at: now.to_owned(),
+        updated_at: now.to_owned(),
+        ..DirectCost::default()
+    };
+    apply_header(db, &mut dc, obj, true, &mut errs);
+    let mut new_lines = Vec::with_capacity(lines.len());
+    let mut origins = HashSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut line_errs = FieldErrors::new();
+        let mut li = LineItem {
+            project_id,
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+            ..LineItem::default()
+        };
+        match line.as_object() {
+            Some(lobj) => apply_line(db, project_id, &mut li, lobj, true, Some(0), &mut line_errs),
+            None => line_errs = not_an_object(),
+        }
+        if let Some(o) = &li.origin_id {
+            if !origins.insert(o.clone()) && !line_errs.contains_key("origin_id") {
+                add(&mut line_errs, "origin_id", TAKEN);
+            }
+        }
+        for (field, messages) in line_errs {
+            errs.insert(format!("line_items[{i}].{field}"), messages);
+        }
+        new_lines.push(li);
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::Unprocessable(errs));
+    }
+    dc.id = db.allocate_id();
+    for mut li in new_lines {
+        li.id = db.allocate_id();
+        li.direct_cost_id = dc.id;
+        db.put_line_item(li);
+    }
+    let rendered = direct_cost_json(db, &dc, true);
+    db.put_direct_cost(dc);
+    Ok(rendered)
+}
+
+/// Direct costs a header sync would write to (for the 409 rule).
+pub fn headers_touched(db: &Db, updates: &[Value]) -> HashSet<i64> {
+    updates
+        .iter()
+        .filter_map(Value::as_object)
+        .filter_map(|obj| {
+            obj.get("id")
+                .and_then(parse_id)
+                .filter(|id| db.direct_costs.contains_key(id))
+                .or_else(|| origin_of(obj).and_then(|o| db.direct_cost_by_origin(&o).map(|d| d.id)))
+        })
+        .collect()
+}
+
+/// Direct costs a line sync would write to (for the 409 rule).
+pub fn lines_touched(db: &Db, updates: &[Value]) -> HashSet<i64> {
+    let mut ids = HashSet::new();
+    for obj in updates.iter().filter_map(Value::as_object) {
+        if let Some(id) = obj.get("direct_cost_id").and_then(parse_id) {
+            if db.direct_costs.contains_key(&id) {
+                ids.insert(id);
+            }
+        }
+        let existing = obj
+            .get("id")
+            .and_then(parse_id)
+            .and_then(|id| db.line_items.get(&id))
+            .or_else(|| origin_of(obj).and_then(|o| db.line_item_by_origin(&o)));
+        if let Some(li) = existing {
+            ids.insert(li.direct_cost_id);
+        }
+    }
+    ids
+}
+
+/// A vendor as a direct cost names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VendorRef {
+    /// Procore id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Origin id.
+    pub origin_id: Option<String>,
+}
+
+/// A budget code as the API renders it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WbsCodeView {
+    /// Procore id.
+    pub id: i64,
+    /// Flat code.
+    pub flat_code: String,
+    /// Description.
+    pub description: String,
+    /// Always `active` in the sandbox.
+    pub status: &'static str,
+}
+
+/// A line item as the API renders it. Typed rather than a `serde_json::Value` because a
+/// 1000-record sync answer is the sandbox's hottest path.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineItemView {
+    /// Procore id.
+    pub id: i64,
+    /// Owning direct cost.
+    pub direct_cost_id: i64,
+    /// Amount, as a decimal string.
+    pub amount: String,
+    /// Quantity, as a decimal string.
+    pub quantity: Option<String>,
+    /// Unit cost, as a decimal string.
+    pub unit_cost: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Origin id.
+    pub origin_id: Option<String>,
+    /// Origin data.
+    pub origin_data: Option<String>,
+    /// Budget code.
+    pub wbs_code: Option<WbsCodeView>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A direct cost as the API renders it (`grand_total` is the sum of its lines).
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectCostView {
+    /// Procore id.
+    pub id: i64,
+    /// `invoice`, `expense` or `payroll`.
+    pub direct_cost_type: String,
+    /// Status.
+    pub status: String,
+    /// Vendor.
+    pub vendor: Option<VendorRef>,
+    /// Invoice number.
+    pub invoice_number: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub direct_cost_date: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub received_date: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub payment_date: Option<String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Origin id.
+    pub origin_id: Option<String>,
+    /// Origin data.
+    pub origin_data: Option<String>,
+    /// Sum of the line amounts, as a decimal string.
+    pub grand_total: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// Lines, in the answer to a `POST` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_items: Option<Vec<LineItemView>>,
+}
+
+/// Renders a direct cost, with its lines when `with_lines`.
+pub fn direct_cost_json(db: &Db, dc: &DirectCost, with_lines: bool) -> DirectCostView {
+    DirectCostView {
+        id: dc.id,
+        direct_cost_type: dc.direct_cost_type.clone(),
+        status: dc.status.clone(),
+        vendor: dc
+            .vendor_id
+            .and_then(|id| db.vendors.get(&id))
+            .map(|v| VendorRef {
+                id: v.id,
+                name: v.name.clone(),
+                origin_id: v.origin_id.clone(),
+            }),
+        invoice_number: dc.invoice_number.clone(),
+        direct_cost_date: dc.direct_cost_date.clone(),
+        received_date: dc.received_date.clone(),
+        payment_date: dc.payment_date.clone(),
+        description: dc.description.clone(),
+        origin_id: dc.origin_id.clone(),
+        origin_data: dc.origin_data.clone(),
+        grand_total: db.grand_total(dc.id).to_string(),
+        created_at: dc.created_at.clone(),
+        updated_at: dc.updated_at.clone(),
+        line_items: with_lines.then(|| db.lines_of(dc.id).map(|l| line_item_json(db, l)).collect()),
+    }
+}
+
+/// Renders a budget code.
+pub fn wbs_code_json(w: &WbsCode) -> WbsCodeView {
+    WbsCodeView {
+        id: w.id,
+        flat_code: w.flat_code.clone(),
+        description: w.description.clone(),
+        status: "active",
+    }
+}
+
+/// Renders a line item.
+pub fn line_item_json(db: &Db, li: &LineItem) -> LineItemView {
+    LineItemView {
+        id: li.id,
+        direct_cost_id: li.direct_cost_id,
+        amount: li.amount.to_string(),
+        quantity: li.quantity.map(|d| d.to_string()),
+        unit_cost: li.unit_cost.map(|d| d.to_string()),
+        description: li.description.clone(),
+        origin_id: li.origin_id.clone(),
+        origin_data: li.origin_data.clone(),
+        wbs_code: db.wbs_codes.get(&li.wbs_code_id).map(wbs_code_json),
+        created_at: li.created_at.clone(),
+        updated_at: li.updated_at.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_from_numbers_and_strings() {
+        assert_eq!(
+            parse_decimal(&json!("1234.56")),
+            Decimal::from_str("1234.56").ok()
+        );
+        assert_eq!(parse_decimal(&json!(0.1)), Decimal::from_str("0.1").ok());
+        assert_eq!(parse_decimal(&json!(-7)), Decimal::from_str("-7").ok());
+        assert_eq!(parse_decimal(&json!("12,00")), None);
+        assert_eq!(parse_decimal(&json!(true)), None);
+    }
+
+    #[test]
+    fn dates_must_be_zero_padded_calendar_dates() {
+        assert!(is_iso_date("2024-02-29"));
+        assert!(!is_iso_date("2023-02-29"));
+        assert!(!is_iso_date("2024-2-09"));
+        assert!(!is_iso_date("02/09/2024"));
+        assert!(!is_iso_date("2024-02-09T00:00:00Z"));
+    }
+}
