@@ -121,8 +121,25 @@ pub fn run(cli: Cli) -> u8 {
                     return EXIT_FAILED;
                 }
             };
-            let result = Pipeline::load(&pipeline)
-                .and_then(|p| runtime.block_on(sync(&p, &SyncOptions { dry_run })));
+            // Ctrl-C: stop sending, settle what is in flight, keep the ledger consistent.
+            let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            {
+                let cancel = cancel.clone();
+                runtime.spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!(
+                            "interrupted: finishing the requests in flight, sending no new ones"
+                        );
+                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            let options = SyncOptions {
+                dry_run,
+                cancel: Some(cancel),
+            };
+            let result =
+                Pipeline::load(&pipeline).and_then(|p| runtime.block_on(sync(&p, &options)));
             match result {
                 Ok(outcome) => {
                     println!(

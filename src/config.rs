@@ -520,7 +520,7 @@ impl PipelineConfig {
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = normalize(&base.join(&*p));
             }
         };
         match &mut self.source {
@@ -537,6 +537,24 @@ impl PipelineConfig {
             resolve(p);
         }
     }
+}
+
+/// `a/b/../c` → `a/c`, without touching the filesystem (the path may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -652,6 +670,15 @@ mod pipeline_file_tests {
             load("incremental.toml").config.sync.kind,
             SyncKind::Incremental
         );
+    }
+
+    #[test]
+    fn relative_paths_are_normalized() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../runs")),
+            PathBuf::from("/a/runs")
+        );
+        assert_eq!(normalize(Path::new("/a/./b")), PathBuf::from("/a/b"));
     }
 
     #[test]

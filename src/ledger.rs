@@ -27,21 +27,25 @@ pub struct LedgerEntry {
     pub run_id: String,
 }
 
-/// An open ledger.
+/// An open ledger. What was loaded is recorded per target (a Procore company at a URL, or a
+/// sandbox state), so switching targets never skips a send.
 pub struct Ledger {
     path: PathBuf,
     conn: Connection,
+    target: String,
 }
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS loaded (
-    origin_id    TEXT PRIMARY KEY,
+    target       TEXT NOT NULL,
+    origin_id    TEXT NOT NULL,
     kind         TEXT NOT NULL,
     job          TEXT NOT NULL,
     procore_id   INTEGER,
     payload_hash TEXT NOT NULL,
     run_id       TEXT NOT NULL,
-    updated_at   TEXT NOT NULL
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (target, origin_id)
 );
 CREATE TABLE IF NOT EXISTS watermarks (
     scope      TEXT PRIMARY KEY,
@@ -72,7 +76,33 @@ impl Ledger {
         Ok(Ledger {
             path: path.to_path_buf(),
             conn,
+            target: String::new(),
         })
+    }
+
+    /// A ledger that lives as long as the process (for a target that forgets, like a sandbox
+    /// without a state file).
+    pub fn in_memory() -> Result<Ledger> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| Error::Ledger {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        conn.execute_batch(SCHEMA).map_err(|e| Error::Ledger {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Ledger {
+            path,
+            conn,
+            target: String::new(),
+        })
+    }
+
+    /// Scope `get` and `record` to a target.
+    pub fn with_target(mut self, target: &str) -> Ledger {
+        self.target = target.to_string();
+        self
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -132,8 +162,8 @@ impl Ledger {
     pub fn get(&self, origin_id: &str) -> Result<Option<LedgerEntry>> {
         self.conn
             .query_row(
-                "SELECT origin_id, kind, job, procore_id, payload_hash, run_id FROM loaded WHERE origin_id = ?1",
-                params![origin_id],
+                "SELECT origin_id, kind, job, procore_id, payload_hash, run_id FROM loaded WHERE target = ?1 AND origin_id = ?2",
+                params![self.target, origin_id],
                 |r| {
                     Ok(LedgerEntry {
                         origin_id: r.get(0)?,
@@ -161,9 +191,9 @@ impl Ledger {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO loaded (origin_id, kind, job, procore_id, payload_hash, run_id, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(origin_id) DO UPDATE SET kind = excluded.kind, job = excluded.job,
+                    "INSERT INTO loaded (origin_id, kind, job, procore_id, payload_hash, run_id, updated_at, target)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(target, origin_id) DO UPDATE SET kind = excluded.kind, job = excluded.job,
                        procore_id = COALESCE(excluded.procore_id, loaded.procore_id),
                        payload_hash = excluded.payload_hash, run_id = excluded.run_id,
                        updated_at = excluded.updated_at",
@@ -177,7 +207,8 @@ impl Ledger {
                     e.procore_id,
                     e.payload_hash,
                     e.run_id,
-                    now
+                    now,
+                    self.target
                 ])
                 .map_err(err)?;
             }
@@ -188,7 +219,11 @@ impl Ledger {
     /// Number of origin_ids recorded.
     pub fn len(&self) -> Result<u64> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM loaded", [], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT COUNT(*) FROM loaded WHERE target = ?1",
+                params![self.target],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -238,6 +273,19 @@ mod tests {
         );
         assert_eq!(l.len().expect("len"), 1);
         assert_eq!(l.get("b").expect("get"), None);
+    }
+
+    #[test]
+    fn what_was_loaded_into_one_target_is_unknown_to_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.sqlite");
+        let mut a = Ledger::open(&path).expect("open").with_target("sandbox");
+        a.record(&[entry("x", "h", Some(1))]).expect("record");
+        let b = Ledger::open(&path)
+            .expect("open")
+            .with_target("https://api.procore.com#42");
+        assert_eq!(b.get("x").expect("get"), None);
+        assert!(a.get("x").expect("get").is_some());
     }
 
     #[test]

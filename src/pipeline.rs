@@ -20,8 +20,12 @@ use crate::config::{Pipeline, SourceConfig, SyncKind, TargetConfig};
 use crate::enrich::{Dimensions, Enricher};
 use crate::error::{Error, Result};
 use crate::extract::SageSource;
+use crate::ledger::Ledger;
+use crate::load::client::{Connection, ProcoreClient, Secret};
 use crate::load::dry_run::DryRunSink;
+use crate::load::plan::RequestSink;
 use crate::load::plan::{format_decimal, Planner, MAX_SYNC_RECORDS};
+use crate::load::procore::{Directory, LoadContext, LoadOutcome, LoadSink};
 use crate::project::Projector;
 use crate::quarantine::{quarantine_schema, QuarantineBatch};
 use crate::run::{self, CountsReport, Manifest, Report, StageReport, TotalRow};
@@ -90,6 +94,104 @@ pub fn run_stage<I: Rows + Send, O: Rows + Send>(
 pub struct SyncOptions {
     /// Plan only, whatever the target says.
     pub dry_run: bool,
+    /// Set (e.g. by Ctrl-C) to stop sending: in-flight requests settle, the ledger stays
+    /// consistent, staging completes.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Exit status of a run whose load did not complete (Procore unavailable, interrupted).
+pub const EXIT_LOAD_INCOMPLETE: u8 = 3;
+
+/// The target of a run, ready to receive requests.
+struct PreparedTarget {
+    label: String,
+    load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
+    /// Keeps an embedded sandbox alive for the run.
+    _sandbox: Option<crate::sandbox::SandboxHandle>,
+}
+
+async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<PreparedTarget> {
+    let config = &pipeline.config;
+    if options.dry_run {
+        return Ok(PreparedTarget {
+            label: "dry-run".into(),
+            load: None,
+            _sandbox: None,
+        });
+    }
+    let (conn, ledger, sandbox, label) = match &config.target {
+        TargetConfig::DryRun(_) => {
+            return Ok(PreparedTarget {
+                label: "dry-run".into(),
+                load: None,
+                _sandbox: None,
+            })
+        }
+        TargetConfig::Sandbox(t) => {
+            let mut sc = crate::sandbox::SandboxConfig::from_dir(&t.seed);
+            sc.state_file = t.state_file.clone();
+            let handle = crate::sandbox::Sandbox::start(sc)
+                .await
+                .map_err(|e| Error::Config {
+                    path: pipeline.path.clone(),
+                    message: format!("section `target` (sandbox): {e}"),
+                })?;
+            let cred = handle
+                .credentials()
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Config {
+                    path: pipeline.path.clone(),
+                    message: format!(
+                        "section `target`: the sandbox seed {} has no credentials",
+                        t.seed.display()
+                    ),
+                })?;
+            let conn = Connection {
+                api_url: handle.url().to_string(),
+                login_url: handle.url().to_string(),
+                company_id: handle.company_id(),
+                client_id: Secret::new(cred.client_id),
+                client_secret: Secret::new(cred.client_secret),
+                credentials_source: format!("the sandbox seed {}", t.seed.display()),
+            };
+            // A sandbox without a state file forgets everything at exit: so must its ledger.
+            let ledger = match &t.state_file {
+                Some(state) => Ledger::open(&config.ledger_path())?
+                    .with_target(&format!("sandbox:{}", state.display())),
+                None => Ledger::in_memory()?,
+            };
+            let label = format!("sandbox {}", handle.url());
+            (conn, ledger, Some(handle), label)
+        }
+        TargetConfig::Procore(t) => {
+            let conn = Connection::from_env(
+                &t.api_url,
+                &t.login_url,
+                t.company_id,
+                &t.client_id_env,
+                &t.client_secret_env,
+            )?;
+            let key = format!("{}#{}", conn.api_url, conn.company_id);
+            let ledger = Ledger::open(&config.ledger_path())?.with_target(&key);
+            (conn, ledger, None, format!("procore {}", t.api_url))
+        }
+    };
+    let client = Arc::new(ProcoreClient::new(conn, &config.load)?);
+    // Log in and look up projects and vendors before anything is staged: bad credentials or an
+    // unreachable Procore stop the run here.
+    let directory = Directory::fetch(&client, config.load.project_match).await?;
+    Ok(PreparedTarget {
+        label,
+        load: Some((client, directory, ledger)),
+        _sandbox: sandbox,
+    })
+}
+
+/// What the last stage produced.
+enum PlanOutput {
+    DryRun(crate::stage::FileEntry),
+    Load(LoadOutcome),
 }
 
 /// What a finished sync left.
@@ -134,8 +236,6 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
                 .into(),
         });
     }
-    let _ = &config.target;
-    let _ = options.dry_run; // every target of this build plans only
 
     let started_at = chrono::Utc::now();
     let wall = Instant::now();
@@ -145,10 +245,12 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
             .await
             .map_err(|e| join_error("extract", e))??
     };
+    let target = prepare_target(pipeline, options).await?;
     let (run_id, run_dir) = run::create_run_dir(&config.stage.dir)?;
-    tracing::info!(run_id, dir = %run_dir.display(), "run started");
+    tracing::info!(run_id, dir = %run_dir.display(), target = target.label, "run started");
+    let cancel = options.cancel.clone().unwrap_or_default();
     let result = execute(
-        pipeline, config, source, &run_id, &run_dir, started_at, wall,
+        pipeline, config, source, target, cancel, &run_id, &run_dir, started_at, wall,
     )
     .await;
     if let Err(e) = &result {
@@ -161,10 +263,13 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn execute(
     pipeline: &Pipeline,
     config: Arc<crate::config::PipelineConfig>,
     source: SageSource,
+    target: PreparedTarget,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
     run_id: &str,
     run_dir: &std::path::Path,
     started_at: chrono::DateTime<chrono::Utc>,
@@ -328,6 +433,7 @@ async fn execute(
             })
         })
     };
+    let load_qtx = qtx.clone();
     drop(qtx);
 
     let stage_task = {
@@ -352,26 +458,69 @@ async fn execute(
         )
     };
 
+    let target_label = target.label.clone();
     let plan_task = {
         let run_dir = run_dir.clone();
-        tokio::task::spawn_blocking(
-            move || -> Result<(StageTiming, Planner, crate::stage::FileEntry)> {
-                let mut sink = DryRunSink::new(HashedFile::create(&run_dir, "requests.ndjson")?);
-                let mut planner = Planner::new(MAX_SYNC_RECORDS);
-                let mut timing = StageTiming::default();
+        let run_id = run_id.clone();
+        let load_config = config.load.clone();
+        let table = config.tables.transaction.clone();
+        let handle = Handle::current();
+        let load = target.load;
+        tokio::task::spawn_blocking(move || -> Result<(StageTiming, Planner, PlanOutput)> {
+            let mut planner = Planner::new(MAX_SYNC_RECORDS);
+            let mut timing = StageTiming::default();
+            let mut plan_all = |sink: &mut dyn RequestSink,
+                                timing: &mut StageTiming,
+                                planner: &mut Planner|
+             -> Result<()> {
+                let mut last_log = Instant::now();
                 while let Some(batch) = staged_rx.blocking_recv() {
                     let started = Instant::now();
                     timing.rows_in += batch.rows();
-                    planner.process(&batch, &mut sink)?;
+                    planner.process(&batch, sink)?;
                     timing.busy += started.elapsed();
+                    if last_log.elapsed() > Duration::from_secs(5) {
+                        tracing::info!(
+                            lines = planner.stats.lines,
+                            direct_costs = planner.stats.direct_costs,
+                            "planning"
+                        );
+                        last_log = Instant::now();
+                    }
                 }
                 let started = Instant::now();
-                planner.finish(&mut sink)?;
+                planner.finish(sink)?;
                 timing.busy += started.elapsed();
                 timing.rows_out = planner.stats.lines;
-                Ok((timing, planner, sink.finish()?))
-            },
-        )
+                Ok(())
+            };
+            let output = match load {
+                None => {
+                    let mut sink =
+                        DryRunSink::new(HashedFile::create(&run_dir, "requests.ndjson")?);
+                    plan_all(&mut sink, &mut timing, &mut planner)?;
+                    PlanOutput::DryRun(sink.finish()?)
+                }
+                Some((client, directory, ledger)) => {
+                    let ctx = Arc::new(LoadContext::new(
+                        client,
+                        load_config,
+                        directory,
+                        ledger,
+                        &run_id,
+                        &table,
+                        load_qtx,
+                        cancel,
+                    ));
+                    let mut sink = LoadSink::new(ctx, handle);
+                    let planned = plan_all(&mut sink, &mut timing, &mut planner);
+                    let outcome = sink.finish();
+                    planned?;
+                    PlanOutput::Load(outcome)
+                }
+            };
+            Ok((timing, planner, output))
+        })
     };
 
     // Join everything; on failure report the error that explains it.
@@ -411,7 +560,7 @@ async fn execute(
         Some(project),
         Some(enrich),
         Some((stage, staged_files)),
-        Some((plan, planner, requests)),
+        Some((plan, planner, output)),
         Some(quarantine),
     ) = (extract, project, enrich, stage, plan, quarantine)
     else {
@@ -445,6 +594,35 @@ async fn execute(
         quarantined,
         staged: stage.rows_out,
         planned: planner.stats.lines,
+        loaded: None,
+        pending: 0,
+    };
+    let mut counts = counts;
+    let (requests_file, load_report, load_failure) = match output {
+        PlanOutput::DryRun(f) => (Some(f), None, None),
+        PlanOutput::Load(outcome) => {
+            counts.loaded = Some(outcome.counts.loaded());
+            counts.pending = outcome.counts.pending;
+            let requests: u64 = outcome
+                .client
+                .requests
+                .values()
+                .flat_map(|m| m.values())
+                .sum();
+            let sync_requests = outcome.counts.line_requests;
+            let report = run::LoadReport {
+                lines_per_line_request: if sync_requests > 0 {
+                    outcome.counts.lines_sent as f64 / sync_requests as f64
+                } else {
+                    0.0
+                },
+                requests_total: requests,
+                failure: outcome.failure.as_ref().map(|e| e.to_string()),
+                counts: outcome.counts,
+                http: outcome.client,
+            };
+            (None, Some(report), outcome.failure)
+        }
     };
     let elapsed = wall.elapsed();
     let stages = vec![
@@ -480,12 +658,17 @@ async fn execute(
     let report = Report {
         run_id: run_id.clone(),
         company: config.company.clone(),
-        target: "dry-run".into(),
+        target: target_label,
         sync_type: config.sync.kind,
         since: config.sync.since.to_string(),
         started_at: started_at.to_rfc3339(),
         elapsed_ms: elapsed.as_millis() as u64,
-        reconciled: counts.extracted == counts.filtered + counts.quarantined_total + counts.planned,
+        reconciled: counts.reconciles(
+            load_report
+                .as_ref()
+                .map(|l| l.counts.quarantined_total())
+                .unwrap_or(0),
+        ),
         counts,
         dimensions: dim_reports,
         dimension_rows_quarantined: dim_quarantined,
@@ -493,10 +676,11 @@ async fn execute(
         plan: planner.stats.clone(),
         planned_amount: format_decimal(planner.stats.amount_cents, 2),
         totals,
+        load: load_report,
     };
     let mut files = staged_files;
     files.extend(quarantine.files);
-    files.push(requests);
+    files.extend(requests_file);
     files.push(crate::stage::write_json(&run_dir, "report.json", &report)?);
     let source_desc = match &config.source {
         SourceConfig::Files(f) => format!("files:{}:{}", f.format.extension(), f.dir.display()),
@@ -504,7 +688,10 @@ async fn execute(
     let manifest = Manifest::new(&run_id, pipeline, source_desc, &report, files);
     crate::stage::write_json(&run_dir, run::MANIFEST, &manifest)?;
     let quarantined_any = report.counts.quarantined_total + report.dimension_rows_quarantined > 0;
-    let exit_code = if quarantined_any {
+    let exit_code = if let Some(e) = load_failure {
+        tracing::error!("the load did not complete: {e}");
+        EXIT_LOAD_INCOMPLETE
+    } else if quarantined_any {
         config.report.quarantine_exit_code
     } else {
         0

@@ -57,6 +57,38 @@ pub struct CountsReport {
     pub quarantined: BTreeMap<String, u64>,
     pub staged: u64,
     pub planned: u64,
+    /// Lines in Procore after the run (sent now or unchanged since an earlier run); None for a
+    /// dry run.
+    pub loaded: Option<u64>,
+    /// Planned lines not loaded because the load stopped early (resumed by the next sync).
+    pub pending: u64,
+}
+
+impl CountsReport {
+    /// Every extracted row is accounted for exactly once. `load_quarantined` is the part of
+    /// `quarantined_total` that the load rejected (those rows were planned first).
+    pub fn reconciles(&self, load_quarantined: u64) -> bool {
+        let upstream = self.filtered + self.quarantined_total - load_quarantined;
+        match self.loaded {
+            None => self.extracted == upstream + self.planned,
+            Some(loaded) => {
+                self.extracted == upstream + self.planned
+                    && self.planned == loaded + load_quarantined + self.pending
+            }
+        }
+    }
+}
+
+/// What the load did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub counts: crate::load::procore::LoadCounts,
+    pub http: crate::load::client::ClientStats,
+    pub requests_total: u64,
+    /// Lines per line-item sync request (transactions per request).
+    pub lines_per_line_request: f64,
+    /// Why the load stopped early, if it did.
+    pub failure: Option<String>,
 }
 
 /// A dimension table's rows.
@@ -131,6 +163,7 @@ pub struct Report {
     pub plan: PlanStats,
     pub planned_amount: String,
     pub totals: Vec<TotalRow>,
+    pub load: Option<LoadReport>,
 }
 
 /// `manifest.json`: what the run consists of, and how to check it.
@@ -300,6 +333,30 @@ pub fn summary_text(report: &Report, run_dir: &Path) -> String {
         report.plan.header_requests,
         report.plan.line_requests
     );
+    if let Some(l) = &report.load {
+        let _ = writeln!(
+            s,
+            "  loaded           {:>10}  lines ({} sent, {} unchanged), {} pending, {} quarantined at load",
+            l.counts.loaded(),
+            l.counts.lines_sent,
+            l.counts.lines_unchanged,
+            l.counts.pending,
+            l.counts.quarantined_total()
+        );
+        let _ = writeln!(
+            s,
+            "  procore          {:>10}  requests, {} retries, {} 429s, {:.1}s waiting for the rate limit, {:.1} lines per line request",
+            l.requests_total, l.http.retries, l.http.rate_limited, l.http.rate_wait_secs, l.lines_per_line_request
+        );
+        for (endpoint, by_status) in &l.http.requests {
+            let statuses: Vec<String> =
+                by_status.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(s, "    {endpoint:<40} {}", statuses.join(", "));
+        }
+        if let Some(f) = &l.failure {
+            let _ = writeln!(s, "  LOAD INCOMPLETE: {f}");
+        }
+    }
     let _ = writeln!(s, "  stage            rows in      busy ms        rows/s");
     for st in &report.stages {
         let _ = writeln!(
