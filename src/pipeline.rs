@@ -156,11 +156,10 @@ async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<Pr
                 credentials_source: format!("the sandbox seed {}", t.seed.display()),
             };
             // A sandbox without a state file forgets everything at exit: so must its ledger.
-            let ledger = match &t.state_file {
-                Some(state) => Ledger::open(&config.ledger_path())?
-                    .with_target(&format!("sandbox:{}", state.display())),
-                None => Ledger::in_memory()?,
-            };
+            let ledger = t
+                .state_file
+                .as_ref()
+                .map(|state| format!("sandbox:{}", state.display()));
             let label = format!("sandbox {}", handle.url());
             (conn, ledger, Some(handle), label)
         }
@@ -172,8 +171,7 @@ async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<Pr
                 &t.client_id_env,
                 &t.client_secret_env,
             )?;
-            let key = format!("{}#{}", conn.api_url, conn.company_id);
-            let ledger = Ledger::open(&config.ledger_path())?.with_target(&key);
+            let ledger = Some(format!("{}#{}", conn.api_url, conn.company_id));
             (conn, ledger, None, format!("procore {}", t.api_url))
         }
     };
@@ -181,6 +179,10 @@ async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<Pr
     // Log in and look up projects and vendors before anything is staged: bad credentials or an
     // unreachable Procore stop the run here.
     let directory = Directory::fetch(&client, config.load.project_match).await?;
+    let ledger = match ledger {
+        Some(target) => Ledger::open(&config.ledger_path())?.with_target(&target),
+        None => Ledger::in_memory()?,
+    };
     Ok(PreparedTarget {
         label,
         load: Some((client, directory, ledger)),

@@ -123,3 +123,111 @@ pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
         })
         .collect()
 }
+
+/// Env var names a test pipeline reads the sandbox credentials from.
+pub const CLIENT_ID_ENV: &str = "JCSYNC_TEST_CLIENT_ID";
+pub const CLIENT_SECRET_ENV: &str = "JCSYNC_TEST_CLIENT_SECRET";
+
+/// Make the demo seed's credentials available under the test env names (same values everywhere,
+/// so setting them from parallel tests is harmless).
+pub fn set_sandbox_credentials() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var(CLIENT_ID_ENV, "demo-client");
+        std::env::set_var(CLIENT_SECRET_ENV, "demo-secret");
+    });
+}
+
+/// A pipeline loading `source_dir` into the Procore API at `url` (a test sandbox).
+pub fn write_load_pipeline(
+    dir: &Path,
+    source_dir: &Path,
+    url: &str,
+    company_id: i64,
+    load: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"company = "DEMO"
+[source]
+kind = "files"
+dir = {source:?}
+format = "csv"
+[stage]
+dir = {runs:?}
+[target]
+kind = "procore"
+api_url = "{url}"
+login_url = "{url}"
+company_id = {company_id}
+client_id_env = "{CLIENT_ID_ENV}"
+client_secret_env = "{CLIENT_SECRET_ENV}"
+[load]
+{load}
+"#,
+        source = source_dir.display().to_string(),
+        runs = dir.join("runs").display().to_string(),
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// Copy the Sage fixtures into `to` (so a test can change them).
+pub fn copy_sage_fixtures(to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(repo().join("fixtures/sage")).expect("fixtures") {
+        let p = e.expect("entry").path();
+        std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+    }
+}
+
+/// Expected totals per (project number, flat budget code), from `fixtures/expected/totals.csv`.
+pub fn expected_budget_totals() -> BTreeMap<(String, String), String> {
+    read_csv(&repo().join("fixtures/expected/totals.csv"))
+        .into_iter()
+        .map(|r| {
+            let flat = if r["extra"].is_empty() {
+                format!("{}.{}", r["cost_code"], r["category"])
+            } else {
+                format!("{}.{}.{}", r["extra"], r["cost_code"], r["category"])
+            };
+            ((r["job"].clone(), flat), r["amount"].clone())
+        })
+        .collect()
+}
+
+/// Totals per (project number, flat budget code) in a sandbox, amounts with 2 decimals.
+pub fn sandbox_budget_totals(
+    summary: &jcsync::sandbox::CostSummary,
+) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for p in &summary.projects {
+        for (code, t) in &p.by_budget_code {
+            out.insert(
+                (p.project_number.clone(), code.clone()),
+                format!("{:.2}", t.total),
+            );
+        }
+    }
+    out
+}
+
+/// Every origin_id in the sandbox is unique, and the counts are what the fixtures plan.
+pub fn assert_no_duplicates(db: &jcsync::sandbox::Db, direct_costs: usize, lines: usize) {
+    let dc: Vec<_> = db
+        .direct_costs
+        .values()
+        .filter_map(|d| d.origin_id.clone())
+        .collect();
+    let li: Vec<_> = db
+        .line_items
+        .values()
+        .filter_map(|l| l.origin_id.clone())
+        .collect();
+    let dc_set: std::collections::BTreeSet<_> = dc.iter().collect();
+    let li_set: std::collections::BTreeSet<_> = li.iter().collect();
+    assert_eq!(dc.len(), dc_set.len(), "duplicate direct cost origin_id");
+    assert_eq!(li.len(), li_set.len(), "duplicate line origin_id");
+    assert_eq!(db.direct_costs.len(), direct_costs, "direct costs");
+    assert_eq!(db.line_items.len(), lines, "line items");
+}
