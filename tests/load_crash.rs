@@ -64,7 +64,11 @@ fn killed_sync_resumes_to_the_exact_final_state() {
 
         let started = Instant::now();
         let status = jcsync_sync(&pipeline).wait().expect("second run");
-        assert_eq!(status.code(), Some(2), "the re-run completes (with the fixtures' quarantined rows)");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "the re-run completes (with the fixtures' quarantined rows)"
+        );
         assert!(started.elapsed() < Duration::from_secs(60));
         assert_eq!(
             sandbox_budget_totals(&sandbox.cost_summary()),
@@ -74,5 +78,8 @@ fn killed_sync_resumes_to_the_exact_final_state() {
         assert_no_duplicates(&sandbox.snapshot(), 21, 35);
         rt.block_on(sandbox.shutdown());
     }
-    assert!(killed_mid_load >= 2, "only {killed_mid_load} kills landed in the middle of the load");
+    assert!(
+        killed_mid_load >= 2,
+        "only {killed_mid_load} kills landed in the middle of the load"
+    );
 }

@@ -24,8 +24,17 @@ fn tight_rate_limit_gets_zero_429s_and_uses_the_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sage = dir.path().join("sage");
     std::fs::create_dir_all(&sage).expect("mkdir");
-    for t in ["JCM_MASTER__JOB", "GLM_MASTER__ACCOUNT_PREFIX_A", "GLM_MASTER__ACCOUNT", "APM_MASTER__INVOICE"] {
-        std::fs::copy(repo().join(format!("fixtures/sage/{t}.csv")), sage.join(format!("{t}.csv"))).expect("copy");
+    for t in [
+        "JCM_MASTER__JOB",
+        "GLM_MASTER__ACCOUNT_PREFIX_A",
+        "GLM_MASTER__ACCOUNT",
+        "APM_MASTER__INVOICE",
+    ] {
+        std::fs::copy(
+            repo().join(format!("fixtures/sage/{t}.csv")),
+            sage.join(format!("{t}.csv")),
+        )
+        .expect("copy");
     }
     let mut csv = String::from(HEADER);
     csv.push('\n');
@@ -36,7 +45,11 @@ fn tight_rate_limit_gets_zero_429s_and_uses_the_budget() {
     }
     std::fs::write(sage.join("JCT_CURRENT__TRANSACTION.csv"), csv).expect("write");
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let mut config = SandboxConfig::from_dir(repo().join("fixtures/procore"));
         config.rate_limit = Some(RateLimitConfig {

@@ -610,6 +610,29 @@ pub struct LoadSink {
     ctx: Arc<LoadContext>,
     handle: Handle,
     workers: HashMap<String, (mpsc::Sender<PlannedRequest>, JoinHandle<()>)>,
+    planned_lines: Arc<std::sync::atomic::AtomicU64>,
+    progress: indicatif::ProgressBar,
+    ticker: JoinHandle<()>,
+}
+
+/// Requests per second the rate budget allows (the tighter of the two quotas).
+fn budget_rate(config: &LoadConfig) -> f64 {
+    let spike = config.spike_limit as f64 / config.spike_window_secs.max(1) as f64;
+    let hourly = config.hourly_limit as f64 / 3600.0;
+    spike.min(hourly).max(f64::MIN_POSITIVE)
+}
+
+/// The progress bar of the load: lines handled out of lines planned so far, and the time the
+/// rate budget needs for the requests still to send.
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(0),
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    let style = indicatif::ProgressStyle::with_template("load {bar:30} {pos}/{len} lines  {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
 }
 
 /// How a load ended.
@@ -624,10 +647,45 @@ pub struct LoadOutcome {
 impl LoadSink {
     /// A sink running its workers on `handle`.
     pub fn new(ctx: Arc<LoadContext>, handle: Handle) -> LoadSink {
+        let planned_lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let progress = progress_bar();
+        let ticker = {
+            let (ctx, planned, bar) = (ctx.clone(), planned_lines.clone(), progress.clone());
+            let rate = budget_rate(&ctx.config);
+            handle.spawn(async move {
+                let mut last_log = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let c = ctx.counts().clone();
+                    let planned = planned.load(Ordering::Relaxed);
+                    let done = c.loaded() + c.quarantined_total() + c.pending;
+                    let left = planned.saturating_sub(done);
+                    // One line request per 1000 lines, plus about one header sync per line sync.
+                    let requests_left = (left as f64 / 1000.0).ceil() * 2.0;
+                    let eta = std::time::Duration::from_secs_f64(requests_left / rate);
+                    let msg = format!(
+                        "{} requests, {} retries, ETA at the rate budget {}",
+                        c.header_requests + c.line_requests,
+                        ctx.client.stats().retries,
+                        indicatif::HumanDuration(eta)
+                    );
+                    bar.set_length(planned);
+                    bar.set_position(done);
+                    bar.set_message(msg.clone());
+                    if bar.is_hidden() && last_log.elapsed() > std::time::Duration::from_secs(10) {
+                        tracing::info!(done, planned, "load: {msg}");
+                        last_log = std::time::Instant::now();
+                    }
+                }
+            })
+        };
         LoadSink {
             ctx,
             handle,
             workers: HashMap::new(),
+            planned_lines,
+            progress,
+            ticker,
         }
     }
 
@@ -642,6 +700,8 @@ impl LoadSink {
                 });
             }
         }
+        self.ticker.abort();
+        self.progress.finish_and_clear();
         if self.ctx.cancel.load(Ordering::Relaxed) {
             self.ctx.fail(Error::Interrupted);
         }
@@ -665,6 +725,10 @@ impl RequestSink for LoadSink {
                 job.clone()
             }
         };
+        if let PlannedRequest::LineSync { lines, .. } = &request {
+            self.planned_lines
+                .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        }
         let ctx = self.ctx.clone();
         let handle = self.handle.clone();
         let (tx, _) = self.workers.entry(job.clone()).or_insert_with(|| {
