@@ -32,6 +32,20 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Load a run again from its staged Parquet, without touching Sage.
+    Replay {
+        /// A `runs/<run-id>` directory (verified before anything is sent).
+        run_dir: PathBuf,
+        /// The pipeline whose target and load settings to use (default: the run's own).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Send everything again as updates, even what the ledger says is unchanged.
+        #[arg(long)]
+        force: bool,
+        /// Plan only: write requests.ndjson.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Verify a run directory's checksums and summarize it.
     Inspect {
         /// A `runs/<run-id>` directory.
@@ -106,6 +120,19 @@ fn init_logging() {
         .try_init();
 }
 
+/// Ctrl-C: stop sending, settle what is in flight, keep the ledger consistent.
+fn ctrl_c_flag(runtime: &tokio::runtime::Runtime) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cancel.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: finishing the requests in flight, sending no new ones");
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    cancel
+}
+
 /// Run the parsed command; returns the process exit status.
 pub fn run(cli: Cli) -> u8 {
     init_logging();
@@ -145,6 +172,51 @@ pub fn run(cli: Cli) -> u8 {
                     println!(
                         "{}",
                         crate::run::summary_text(&outcome.report, &outcome.run_dir)
+                    );
+                    outcome.exit_code
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Replay {
+            run_dir,
+            pipeline,
+            force,
+            dry_run,
+        } => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let cancel = ctrl_c_flag(&runtime);
+            let result = pipeline
+                .map(Ok)
+                .unwrap_or_else(|| {
+                    crate::run::read_manifest(&run_dir).map(|m| PathBuf::from(m.pipeline_path))
+                })
+                .and_then(|p| Pipeline::load(&p))
+                .and_then(|p| {
+                    let options = crate::replay::ReplayOptions {
+                        force,
+                        dry_run,
+                        cancel: Some(cancel),
+                    };
+                    runtime.block_on(crate::replay::replay(&run_dir, &p, &options))
+                });
+            match result {
+                Ok(outcome) => {
+                    println!(
+                        "{}",
+                        crate::replay::summary_text(&outcome.report, &outcome.run_dir)
                     );
                     outcome.exit_code
                 }

@@ -14,6 +14,7 @@ pub mod load;
 pub mod pipeline;
 pub mod project;
 pub mod quarantine;
+pub mod replay;
 pub mod run;
 pub mod sandbox;
 pub mod schema;

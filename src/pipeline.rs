@@ -103,14 +103,17 @@ pub struct SyncOptions {
 pub const EXIT_LOAD_INCOMPLETE: u8 = 3;
 
 /// The target of a run, ready to receive requests.
-struct PreparedTarget {
-    label: String,
-    load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
+pub(crate) struct PreparedTarget {
+    pub label: String,
+    pub load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
     /// Keeps an embedded sandbox alive for the run.
     _sandbox: Option<crate::sandbox::SandboxHandle>,
 }
 
-async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<PreparedTarget> {
+pub(crate) async fn prepare_target(
+    pipeline: &Pipeline,
+    options: &SyncOptions,
+) -> Result<PreparedTarget> {
     let config = &pipeline.config;
     if options.dry_run {
         return Ok(PreparedTarget {
@@ -191,7 +194,7 @@ async fn prepare_target(pipeline: &Pipeline, options: &SyncOptions) -> Result<Pr
 }
 
 /// What the last stage produced.
-enum PlanOutput {
+pub(crate) enum PlanOutput {
     DryRun(crate::stage::FileEntry),
     Load(LoadOutcome),
 }
@@ -206,10 +209,10 @@ pub struct RunOutcome {
 }
 
 /// Results of the quarantine writer.
-struct QuarantineTally {
-    files: Vec<crate::stage::FileEntry>,
+pub(crate) struct QuarantineTally {
+    pub files: Vec<crate::stage::FileEntry>,
     /// (table, reason) → rows.
-    counts: BTreeMap<(String, String), u64>,
+    pub counts: BTreeMap<(String, String), u64>,
 }
 
 fn join_error(stage: &'static str, e: tokio::task::JoinError) -> Error {
@@ -225,6 +228,147 @@ fn first_real_error(errors: Vec<Error>) -> Option<Error> {
         |e| matches!(e, Error::Stage { message, .. } if message == "the next stage stopped"),
     );
     real.into_iter().next().or_else(|| gone.into_iter().next())
+}
+
+/// The quarantine writer: every stage may send rejected rows to it; it writes
+/// `quarantine.parquet` and counts rows per (table, reason).
+pub(crate) fn spawn_quarantine_writer(
+    run_dir: &std::path::Path,
+    props: &parquet::file::properties::WriterProperties,
+    mut qrx: mpsc::Receiver<QuarantineBatch>,
+) -> tokio::task::JoinHandle<Result<QuarantineTally>> {
+    let run_dir = run_dir.to_path_buf();
+    let props = props.clone();
+    tokio::task::spawn_blocking(move || -> Result<QuarantineTally> {
+        let mut set = ParquetFileSet::new(
+            &run_dir,
+            quarantine_name,
+            quarantine_schema(),
+            props,
+            usize::MAX,
+        );
+        let mut counts = BTreeMap::new();
+        while let Some(q) = qrx.blocking_recv() {
+            for code in &q.codes {
+                *counts
+                    .entry((q.table.clone(), code.as_str().to_string()))
+                    .or_insert(0) += 1;
+            }
+            set.write(&q.batch)?;
+        }
+        Ok(QuarantineTally {
+            files: set.finish()?,
+            counts,
+        })
+    })
+}
+
+/// What the last stage needs: where to write, and the target.
+pub(crate) struct LoadSetup {
+    pub run_dir: PathBuf,
+    pub run_id: String,
+    pub load_config: crate::config::LoadConfig,
+    pub table: String,
+    pub handle: Handle,
+    pub load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
+    pub quarantine: mpsc::Sender<QuarantineBatch>,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Plan every enriched batch `next` yields and send the requests to the target (or to
+/// `requests.ndjson` for a dry run). Runs on a blocking thread.
+pub(crate) fn plan_and_load(
+    setup: LoadSetup,
+    mut next: impl FnMut() -> Option<Result<RecordBatch>>,
+) -> Result<(StageTiming, Planner, PlanOutput)> {
+    let mut planner = Planner::new(MAX_SYNC_RECORDS);
+    let mut timing = StageTiming::default();
+    let mut plan_all = |sink: &mut dyn RequestSink,
+                        timing: &mut StageTiming,
+                        planner: &mut Planner|
+     -> Result<()> {
+        let mut last_log = Instant::now();
+        while let Some(batch) = next() {
+            let batch = batch?;
+            let started = Instant::now();
+            timing.rows_in += batch.rows();
+            planner.process(&batch, sink)?;
+            timing.busy += started.elapsed();
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!(
+                    lines = planner.stats.lines,
+                    direct_costs = planner.stats.direct_costs,
+                    "planning"
+                );
+                last_log = Instant::now();
+            }
+        }
+        let started = Instant::now();
+        planner.finish(sink)?;
+        timing.busy += started.elapsed();
+        timing.rows_out = planner.stats.lines;
+        Ok(())
+    };
+    let output = match setup.load {
+        None => {
+            drop(setup.quarantine);
+            let mut sink = DryRunSink::new(HashedFile::create(&setup.run_dir, "requests.ndjson")?);
+            plan_all(&mut sink, &mut timing, &mut planner)?;
+            PlanOutput::DryRun(sink.finish()?)
+        }
+        Some((client, directory, ledger)) => {
+            let ctx = Arc::new(LoadContext::new(
+                client,
+                setup.load_config,
+                directory,
+                ledger,
+                &setup.run_id,
+                &setup.table,
+                setup.quarantine,
+                setup.cancel,
+            ));
+            let mut sink = LoadSink::new(ctx, setup.handle);
+            let planned = plan_all(&mut sink, &mut timing, &mut planner);
+            let outcome = sink.finish();
+            planned?;
+            PlanOutput::Load(outcome)
+        }
+    };
+    Ok((timing, planner, output))
+}
+
+/// The files, load report and load failure of the last stage's output.
+pub(crate) fn summarize_output(
+    output: PlanOutput,
+) -> (
+    Option<crate::stage::FileEntry>,
+    Option<run::LoadReport>,
+    Option<Error>,
+) {
+    match output {
+        PlanOutput::DryRun(f) => (Some(f), None, None),
+        PlanOutput::Load(outcome) => {
+            let requests: u64 = outcome
+                .client
+                .requests
+                .values()
+                .flat_map(|m| m.values())
+                .sum();
+            let sync_requests = outcome.counts.line_requests;
+            let report = run::LoadReport {
+                lines_per_line_request: if sync_requests > 0 {
+                    outcome.counts.lines_sent as f64 / sync_requests as f64
+                } else {
+                    0.0
+                },
+                requests_total: requests,
+                failure: outcome.failure.as_ref().map(|e| e.to_string()),
+                counts: outcome.counts,
+                http: outcome.client,
+            };
+            (None, Some(report), outcome.failure)
+        }
+    }
 }
 
 /// Run a sync as the pipeline file says. Every table is checked before anything is written.
@@ -283,33 +427,8 @@ async fn execute(
     let cap = config.pipeline.channel_capacity;
 
     // Quarantine writer: every stage may send rejected rows here.
-    let (qtx, mut qrx) = mpsc::channel::<QuarantineBatch>(cap);
-    let quarantine_task = {
-        let run_dir = run_dir.clone();
-        let props = props.clone();
-        tokio::task::spawn_blocking(move || -> Result<QuarantineTally> {
-            let mut set = ParquetFileSet::new(
-                &run_dir,
-                quarantine_name,
-                quarantine_schema(),
-                props,
-                usize::MAX,
-            );
-            let mut counts = BTreeMap::new();
-            while let Some(q) = qrx.blocking_recv() {
-                for code in &q.codes {
-                    *counts
-                        .entry((q.table.clone(), code.as_str().to_string()))
-                        .or_insert(0) += 1;
-                }
-                set.write(&q.batch)?;
-            }
-            Ok(QuarantineTally {
-                files: set.finish()?,
-                counts,
-            })
-        })
-    };
+    let (qtx, qrx) = mpsc::channel::<QuarantineBatch>(cap);
+    let quarantine_task = spawn_quarantine_writer(&run_dir, &props, qrx);
 
     // Dimensions first: they are the build side of the joins.
     let dims_started = Instant::now();
@@ -462,66 +581,18 @@ async fn execute(
 
     let target_label = target.label.clone();
     let plan_task = {
-        let run_dir = run_dir.clone();
-        let run_id = run_id.clone();
-        let load_config = config.load.clone();
-        let table = config.tables.transaction.clone();
-        let handle = Handle::current();
-        let load = target.load;
-        tokio::task::spawn_blocking(move || -> Result<(StageTiming, Planner, PlanOutput)> {
-            let mut planner = Planner::new(MAX_SYNC_RECORDS);
-            let mut timing = StageTiming::default();
-            let mut plan_all = |sink: &mut dyn RequestSink,
-                                timing: &mut StageTiming,
-                                planner: &mut Planner|
-             -> Result<()> {
-                let mut last_log = Instant::now();
-                while let Some(batch) = staged_rx.blocking_recv() {
-                    let started = Instant::now();
-                    timing.rows_in += batch.rows();
-                    planner.process(&batch, sink)?;
-                    timing.busy += started.elapsed();
-                    if last_log.elapsed() > Duration::from_secs(5) {
-                        tracing::info!(
-                            lines = planner.stats.lines,
-                            direct_costs = planner.stats.direct_costs,
-                            "planning"
-                        );
-                        last_log = Instant::now();
-                    }
-                }
-                let started = Instant::now();
-                planner.finish(sink)?;
-                timing.busy += started.elapsed();
-                timing.rows_out = planner.stats.lines;
-                Ok(())
-            };
-            let output = match load {
-                None => {
-                    let mut sink =
-                        DryRunSink::new(HashedFile::create(&run_dir, "requests.ndjson")?);
-                    plan_all(&mut sink, &mut timing, &mut planner)?;
-                    PlanOutput::DryRun(sink.finish()?)
-                }
-                Some((client, directory, ledger)) => {
-                    let ctx = Arc::new(LoadContext::new(
-                        client,
-                        load_config,
-                        directory,
-                        ledger,
-                        &run_id,
-                        &table,
-                        load_qtx,
-                        cancel,
-                    ));
-                    let mut sink = LoadSink::new(ctx, handle);
-                    let planned = plan_all(&mut sink, &mut timing, &mut planner);
-                    let outcome = sink.finish();
-                    planned?;
-                    PlanOutput::Load(outcome)
-                }
-            };
-            Ok((timing, planner, output))
+        let setup = LoadSetup {
+            run_dir: run_dir.clone(),
+            run_id: run_id.clone(),
+            load_config: config.load.clone(),
+            table: config.tables.transaction.clone(),
+            handle: Handle::current(),
+            load: target.load,
+            quarantine: load_qtx,
+            cancel,
+        };
+        tokio::task::spawn_blocking(move || {
+            plan_and_load(setup, || staged_rx.blocking_recv().map(Ok))
         })
     };
 
@@ -600,32 +671,11 @@ async fn execute(
         pending: 0,
     };
     let mut counts = counts;
-    let (requests_file, load_report, load_failure) = match output {
-        PlanOutput::DryRun(f) => (Some(f), None, None),
-        PlanOutput::Load(outcome) => {
-            counts.loaded = Some(outcome.counts.loaded());
-            counts.pending = outcome.counts.pending;
-            let requests: u64 = outcome
-                .client
-                .requests
-                .values()
-                .flat_map(|m| m.values())
-                .sum();
-            let sync_requests = outcome.counts.line_requests;
-            let report = run::LoadReport {
-                lines_per_line_request: if sync_requests > 0 {
-                    outcome.counts.lines_sent as f64 / sync_requests as f64
-                } else {
-                    0.0
-                },
-                requests_total: requests,
-                failure: outcome.failure.as_ref().map(|e| e.to_string()),
-                counts: outcome.counts,
-                http: outcome.client,
-            };
-            (None, Some(report), outcome.failure)
-        }
-    };
+    let (requests_file, load_report, load_failure) = summarize_output(output);
+    if let Some(l) = &load_report {
+        counts.loaded = Some(l.counts.loaded());
+        counts.pending = l.counts.pending;
+    }
     let elapsed = wall.elapsed();
     let stages = vec![
         StageReport::new(
