@@ -50,6 +50,9 @@ pub enum Command {
     Inspect {
         /// A `runs/<run-id>` directory.
         run_dir: PathBuf,
+        /// Print JSON (for scripts) instead of the summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the local Procore API emulator.
     Sandbox(SandboxArgs),
@@ -245,7 +248,12 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
-        Command::Inspect { run_dir } => match crate::run::inspect(&run_dir) {
+        Command::Inspect { run_dir, json } => match json
+            .then(|| {
+                crate::run::inspection(&run_dir).and_then(|i| Ok(serde_json::to_string_pretty(&i)?))
+            })
+            .unwrap_or_else(|| crate::run::inspect(&run_dir))
+        {
             Ok(text) => {
                 println!("{text}");
                 0

@@ -387,58 +387,192 @@ fn format_kind(k: SyncKind) -> &'static str {
     }
 }
 
-/// `jcsync inspect`: verify the run, then summarize it from its report.
-pub fn inspect(run_dir: &Path) -> Result<String> {
+/// What `jcsync inspect` finds in a verified run (also its `--json` form).
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub verified: bool,
+    pub manifest: Manifest,
+    /// Quarantined rows by (stage, reason), read from `quarantine.parquet`.
+    pub quarantined: Vec<QuarantineCount>,
+    /// Planned amount per Sage job.
+    pub totals_per_job: BTreeMap<String, String>,
+    /// Requests by endpoint and outcome (HTTP status, or `planned` for a dry run).
+    pub requests: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The run's report.json.
+    pub report: serde_json::Value,
+}
+
+/// Rows quarantined at one stage for one reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineCount {
+    pub stage: String,
+    pub reason_code: String,
+    pub rows: u64,
+}
+
+fn quarantine_counts(path: &Path) -> Result<Vec<QuarantineCount>> {
+    use arrow::array::AsArray;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch?;
+        let (Some(stage), Some(reason)) = (
+            batch.column_by_name("stage"),
+            batch.column_by_name("reason_code"),
+        ) else {
+            continue;
+        };
+        let (stage, reason) = (stage.as_string::<i32>(), reason.as_string::<i32>());
+        for r in 0..batch.num_rows() {
+            *counts
+                .entry((stage.value(r).to_string(), reason.value(r).to_string()))
+                .or_insert(0) += 1;
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|((stage, reason_code), rows)| QuarantineCount {
+            stage,
+            reason_code,
+            rows,
+        })
+        .collect())
+}
+
+/// Verify a run and gather what `inspect` shows.
+pub fn inspection(run_dir: &Path) -> Result<Inspection> {
     let manifest = verify(run_dir)?;
+    let report_path = run_dir.join("report.json");
+    let report: serde_json::Value = std::fs::read_to_string(&report_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let quarantine = run_dir.join("quarantine.parquet");
+    let quarantined = if quarantine.is_file() {
+        quarantine_counts(&quarantine)?
+    } else {
+        Vec::new()
+    };
+    let mut per_job: BTreeMap<String, i128> = BTreeMap::new();
+    for t in report["totals"].as_array().into_iter().flatten() {
+        let (Some(job), Some(amount)) = (t["job"].as_str(), t["amount"].as_str()) else {
+            continue;
+        };
+        if let Ok(cents) = crate::extract::convert::parse_decimal(amount, 2) {
+            *per_job.entry(job.to_string()).or_insert(0) += cents;
+        }
+    }
+    let totals_per_job = per_job
+        .into_iter()
+        .map(|(j, c)| (j, crate::load::plan::format_decimal(c, 2)))
+        .collect();
+    let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    if let Some(http) = report["load"]["http"]["requests"].as_object() {
+        for (endpoint, by) in http {
+            for (outcome, n) in by.as_object().into_iter().flatten() {
+                requests
+                    .entry(endpoint.clone())
+                    .or_default()
+                    .insert(outcome.clone(), n.as_u64().unwrap_or(0));
+            }
+        }
+    }
+    let planned = run_dir.join("requests.ndjson");
+    if planned.is_file() {
+        let text = std::fs::read_to_string(&planned).map_err(|e| Error::io(&planned, e))?;
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let endpoint = format!(
+                "{} {}",
+                v["method"].as_str().unwrap_or("?"),
+                v["path"].as_str().unwrap_or("?")
+            );
+            *requests
+                .entry(endpoint)
+                .or_default()
+                .entry("planned".into())
+                .or_insert(0) += 1;
+        }
+    }
+    Ok(Inspection {
+        verified: true,
+        manifest,
+        quarantined,
+        totals_per_job,
+        requests,
+        report,
+    })
+}
+
+/// `jcsync inspect`: verify the run, then summarize it for a person.
+pub fn inspect(run_dir: &Path) -> Result<String> {
+    let i = inspection(run_dir)?;
+    let m = &i.manifest;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "run {} of company {} — verified: {} files match their sha256",
-        manifest.run_id,
-        manifest.company,
-        manifest.files.len()
+        "run {} of company {}: verified, {} files match the manifest (size, sha256, Parquet rows)",
+        m.run_id,
+        m.company,
+        m.files.len()
     );
     let _ = writeln!(
         s,
         "  pipeline {} (sha256 {})",
-        manifest.pipeline_path,
-        &manifest.pipeline_sha256[..12.min(manifest.pipeline_sha256.len())]
+        m.pipeline_path,
+        &m.pipeline_sha256[..12.min(m.pipeline_sha256.len())]
     );
-    let _ = writeln!(s, "  source   {}", manifest.source);
+    let _ = writeln!(s, "  source   {}", m.source);
+    let _ = writeln!(s, "  window   {:?} since {}", m.sync_type, m.sync_since);
     let _ = writeln!(
         s,
-        "  window   {:?} since {}",
-        manifest.sync_type, manifest.sync_since
+        "  target   {}",
+        i.report["target"].as_str().unwrap_or("?")
     );
     let _ = writeln!(
         s,
         "  rows     extracted {}, filtered {}, quarantined {}, staged {}, planned {}",
-        manifest.extracted,
-        manifest.filtered,
-        manifest.quarantined,
-        manifest.staged,
-        manifest.planned
+        m.extracted, m.filtered, m.quarantined, m.staged, m.planned
     );
-    let report_path = run_dir.join("report.json");
-    if let Ok(text) = std::fs::read_to_string(&report_path) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            if let Some(q) = v["counts"]["quarantined"].as_object() {
-                for (reason, n) in q {
-                    let _ = writeln!(s, "    quarantined {reason}: {n}");
-                }
-            }
+    if let Some(stages) = i.report["stages"].as_array() {
+        let _ = writeln!(s, "  by stage         rows in     rows out        rows/s");
+        for st in stages {
             let _ = writeln!(
                 s,
-                "  direct costs {}, requests {} + {}, planned amount {}",
-                v["plan"]["direct_costs"],
-                v["plan"]["header_requests"],
-                v["plan"]["line_requests"],
-                v["planned_amount"].as_str().unwrap_or("?")
+                "    {:<14} {:>10} {:>12} {:>13.0}",
+                st["stage"].as_str().unwrap_or("?"),
+                st["rows_in"].as_u64().unwrap_or(0),
+                st["rows_out"].as_u64().unwrap_or(0),
+                st["rows_per_s"].as_f64().unwrap_or(0.0)
             );
         }
     }
+    if !i.quarantined.is_empty() {
+        let _ = writeln!(s, "  quarantined by stage and reason:");
+        for q in &i.quarantined {
+            let _ = writeln!(s, "    {:<8} {:<22} {:>8}", q.stage, q.reason_code, q.rows);
+        }
+    }
+    if !i.totals_per_job.is_empty() {
+        let _ = writeln!(s, "  planned amount per job:");
+        for (job, amount) in &i.totals_per_job {
+            let _ = writeln!(s, "    {job:<12} {amount:>16}");
+        }
+    }
+    if !i.requests.is_empty() {
+        let _ = writeln!(s, "  requests and outcomes:");
+        for (endpoint, by) in &i.requests {
+            let outcomes: Vec<String> = by.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let _ = writeln!(s, "    {endpoint:<60} {}", outcomes.join(", "));
+        }
+    }
+    if let Some(f) = i.report["load"]["failure"].as_str() {
+        let _ = writeln!(s, "  LOAD INCOMPLETE: {f}");
+    }
     let _ = writeln!(s, "  files:");
-    for f in &manifest.files {
+    for f in &m.files {
         let _ = writeln!(
             s,
             "    {:<32} {:>10} bytes {:>10} rows  {}",
