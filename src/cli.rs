@@ -248,12 +248,11 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
-        Command::Inspect { run_dir, json } => match json
-            .then(|| {
-                crate::run::inspection(&run_dir).and_then(|i| Ok(serde_json::to_string_pretty(&i)?))
-            })
-            .unwrap_or_else(|| crate::run::inspect(&run_dir))
-        {
+        Command::Inspect { run_dir, json } => match if json {
+            crate::run::inspection(&run_dir).and_then(|i| Ok(serde_json::to_string_pretty(&i)?))
+        } else {
+            crate::run::inspect(&run_dir)
+        } {
             Ok(text) => {
                 println!("{text}");
                 0

@@ -439,8 +439,24 @@ fn inspect_verifies_the_run_and_refuses_a_tampered_file() {
     let run = run_sync(&pipeline).expect("run");
     let text = jcsync::run::inspect(&run.run_dir).expect("verifies");
     assert!(
-        text.contains("verified") && text.contains("unknown_job: 1"),
+        text.contains("verified") && text.contains("unknown_job"),
         "{text}"
+    );
+    let json = jcsync::run::inspection(&run.run_dir).expect("inspection");
+    assert!(json.verified);
+    assert_eq!(
+        json.totals_per_job.get("1001").map(String::as_str),
+        Some("11725.02")
+    );
+    let unknown = json
+        .quarantined
+        .iter()
+        .find(|q| q.reason_code == "unknown_job")
+        .expect("unknown_job");
+    assert_eq!((unknown.stage.as_str(), unknown.rows), ("enrich", 1));
+    assert_eq!(
+        json.requests.values().flat_map(|b| b.values()).sum::<u64>(),
+        6
     );
 
     let part = run.run_dir.join("staged/part-00000.parquet");
