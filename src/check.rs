@@ -92,7 +92,11 @@ impl CheckReport {
             })
             .collect();
         if missing.is_empty() {
-            let _ = write!(s, "all {} tables and their columns are present", self.tables.len());
+            let _ = write!(
+                s,
+                "all {} tables and their columns are present",
+                self.tables.len()
+            );
         } else {
             let _ = write!(s, "missing: {}", missing.join(", "));
         }
@@ -117,7 +121,9 @@ fn columns_against(role: TableRole, found: &[String]) -> Vec<ColumnCheck> {
         .map(|spec| ColumnCheck {
             column: spec.source.to_string(),
             required: spec.required,
-            present: found.iter().any(|f| f.trim().eq_ignore_ascii_case(spec.source)),
+            present: found
+                .iter()
+                .any(|f| f.trim().eq_ignore_ascii_case(spec.source)),
         })
         .collect()
 }
@@ -215,7 +221,12 @@ fn file_header_and_rows(path: &std::path::Path, format: FileFormat) -> Result<(V
             let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                 .map_err(|e| source_err(e.to_string()))?;
-            let header = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let header = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             let rows = b.metadata().file_metadata().num_rows() as u64;
             Ok((header, rows))
         }
@@ -275,7 +286,10 @@ mod tests {
         let r = check(&p).await.expect("checks");
         assert!(!r.all_present());
         let text = r.render();
-        assert!(text.contains("GLM_MASTER__ACCOUNT: MISSING TABLE"), "{text}");
+        assert!(
+            text.contains("GLM_MASTER__ACCOUNT: MISSING TABLE"),
+            "{text}"
+        );
         assert!(text.contains("JCM_MASTER__JOB.Status"), "{text}");
     }
 }

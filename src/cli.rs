@@ -71,8 +71,7 @@ pub fn run(cli: Cli) -> u8 {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match Pipeline::load(&pipeline)
-                .and_then(|p| runtime.block_on(crate::check::check(&p)))
+            match Pipeline::load(&pipeline).and_then(|p| runtime.block_on(crate::check::check(&p)))
             {
                 Ok(report) => {
                     println!("{}", report.render());

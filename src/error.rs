@@ -49,11 +49,15 @@ pub enum Error {
     },
 
     /// A table the pipeline needs is not in the database.
-    #[error("SQL Server {server}: table {table} not found (no columns in INFORMATION_SCHEMA.COLUMNS)")]
+    #[error(
+        "SQL Server {server}: table {table} not found (no columns in INFORMATION_SCHEMA.COLUMNS)"
+    )]
     SqlMissingTable { server: String, table: String },
 
     /// A table lacks a column the pipeline needs.
-    #[error("SQL Server {server}: table {table}: required column {column} is missing (found: {found})")]
+    #[error(
+        "SQL Server {server}: table {table}: required column {column} is missing (found: {found})"
+    )]
     SqlMissingColumn {
         server: String,
         table: String,

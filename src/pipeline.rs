@@ -203,7 +203,8 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     let result = match (result, &change_window) {
         (Ok(outcome), Some(w)) => match w.new_watermark.as_deref().and_then(parse_stamp) {
             Some(stamp) => {
-                let (scope, ledger_path, id) = (w.scope.clone(), config.ledger_path(), run_id.clone());
+                let (scope, ledger_path, id) =
+                    (w.scope.clone(), config.ledger_path(), run_id.clone());
                 tokio::task::spawn_blocking(move || {
                     Ledger::open(&ledger_path)?.advance_watermark(&scope, stamp, &id)
                 })
@@ -254,7 +255,9 @@ fn parse_stamp(s: &str) -> Option<chrono::NaiveDateTime> {
 fn max_change_stamp(batch: &RecordBatch) -> Option<i64> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Date32Type, Time64MicrosecondType};
-    let dates = batch.column_by_name("date_stamp")?.as_primitive_opt::<Date32Type>()?;
+    let dates = batch
+        .column_by_name("date_stamp")?
+        .as_primitive_opt::<Date32Type>()?;
     let times = batch
         .column_by_name("time_stamp")?
         .as_primitive_opt::<Time64MicrosecondType>()?;

@@ -24,7 +24,13 @@ fn file_run(dir: &Path) -> jcsync::pipeline::RunOutcome {
     run_sync(&write_pipeline(&d, &fixtures(), "csv", "zstd", "")).expect("file run")
 }
 
-fn mssql_pipeline(dir: &Path, peer: &Peer, database: &str, source_extra: &str, extra: &str) -> std::path::PathBuf {
+fn mssql_pipeline(
+    dir: &Path,
+    peer: &Peer,
+    database: &str,
+    source_extra: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     std::fs::create_dir_all(dir).expect("mkdir");
     write_mssql_pipeline(dir, &peer.source_toml(database, source_extra), extra)
 }
@@ -60,8 +66,14 @@ fn assert_same_staged(files: &jcsync::pipeline::RunOutcome, sql: &jcsync::pipeli
     assert_eq!(files.report.planned_amount, sql.report.planned_amount);
     assert_eq!(sql.report.planned_amount, "23591.41");
     assert_eq!(files.report.counts.extracted, sql.report.counts.extracted);
-    assert_eq!(files.report.counts.quarantined, sql.report.counts.quarantined);
-    assert_eq!(files.report.counts.filtered_by_type, sql.report.counts.filtered_by_type);
+    assert_eq!(
+        files.report.counts.quarantined,
+        sql.report.counts.quarantined
+    );
+    assert_eq!(
+        files.report.counts.filtered_by_type,
+        sql.report.counts.filtered_by_type
+    );
     assert!(sql.report.reconciled);
 }
 
@@ -70,8 +82,14 @@ fn mssql_source_stages_the_same_rows_as_the_file_source() {
     let dir = tempfile::tempdir().expect("tempdir");
     let peer = Peer::start(&fixtures(), &[]);
     let from_files = file_run(dir.path());
-    let from_sql = run_sync(&mssql_pipeline(&dir.path().join("sql"), &peer, "sage_parity", "", ""))
-        .unwrap_or_else(|e| panic!("mssql run: {e}\npeer log:\n{}", peer.log()));
+    let from_sql = run_sync(&mssql_pipeline(
+        &dir.path().join("sql"),
+        &peer,
+        "sage_parity",
+        "",
+        "",
+    ))
+    .unwrap_or_else(|e| panic!("mssql run: {e}\npeer log:\n{}", peer.log()));
     // source_line differs by design: the file source counts physical lines, the SQL Server
     // source counts rows within each Job's partition in its deterministic order.
     assert_same_staged(&from_files, &from_sql);
@@ -85,7 +103,8 @@ fn mssql_source_stages_the_same_rows_as_the_file_source() {
     // Every value is a parameter: no job or date literal in the SQL text.
     assert!(queries.contains("@P1"), "{queries}");
     // The run's manifest says where the rows came from, without the password.
-    let manifest = std::fs::read_to_string(from_sql.run_dir.join("manifest.json")).expect("manifest");
+    let manifest =
+        std::fs::read_to_string(from_sql.run_dir.join("manifest.json")).expect("manifest");
     assert!(manifest.contains("mssql://jcsync@127.0.0.1"), "{manifest}");
     assert!(!manifest.contains(&peer.password));
 }
@@ -130,7 +149,10 @@ fn a_partition_failing_every_attempt_fails_the_run_with_the_job_named() {
     }
     let p = mssql_pipeline(&dir.path().join("sql"), &peer, database, "", "");
     let err = run_sync(&p).expect_err("the run fails").to_string();
-    assert!(err.contains("Job 1003") && err.contains("injected fault"), "{err}");
+    assert!(
+        err.contains("Job 1003") && err.contains("injected fault"),
+        "{err}"
+    );
 }
 
 fn stamp(s: &str) -> chrono::NaiveDateTime {
@@ -154,7 +176,10 @@ fn incremental_reads_from_watermark_minus_overlap_and_advances_only_after_succes
     }
     run_sync(&p).expect_err("the run fails");
     assert_eq!(
-        Ledger::open(&ledger_path).expect("ledger").watermark(&scope).expect("w"),
+        Ledger::open(&ledger_path)
+            .expect("ledger")
+            .watermark(&scope)
+            .expect("w"),
         None,
         "a failed run leaves the watermark alone"
     );
@@ -166,7 +191,10 @@ fn incremental_reads_from_watermark_minus_overlap_and_advances_only_after_succes
     assert_eq!(w.watermark, None);
     assert_eq!(w.changed_since, None);
     assert_eq!(
-        Ledger::open(&ledger_path).expect("ledger").watermark(&scope).expect("w"),
+        Ledger::open(&ledger_path)
+            .expect("ledger")
+            .watermark(&scope)
+            .expect("w"),
         Some(stamp("2024-03-15 14:04:00"))
     );
 
@@ -177,17 +205,29 @@ fn incremental_reads_from_watermark_minus_overlap_and_advances_only_after_succes
     let w = second.report.change_window.clone().expect("window");
     assert_eq!(w.watermark.as_deref(), Some("2024-03-15T14:04:00.000000"));
     assert_eq!(w.overlap_minutes, 14400);
-    assert_eq!(w.changed_since.as_deref(), Some("2024-03-05T14:04:00.000000"));
+    assert_eq!(
+        w.changed_since.as_deref(),
+        Some("2024-03-05T14:04:00.000000")
+    );
     assert_eq!(second.report.counts.extracted, 5);
     assert_eq!(second.report.counts.planned, 2, "lines 48 and 52");
     let manifest = std::fs::read_to_string(second.run_dir.join("manifest.json")).expect("manifest");
-    assert!(manifest.contains("\"changed_since\": \"2024-03-05T14:04:00.000000\""), "{manifest}");
+    assert!(
+        manifest.contains("\"changed_since\": \"2024-03-05T14:04:00.000000\""),
+        "{manifest}"
+    );
 }
 
 #[test]
 fn incremental_sync_of_a_file_source_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = write_pipeline(dir.path(), &fixtures(), "csv", "zstd", "[sync]\ntype = \"incremental\"\n");
+    let p = write_pipeline(
+        dir.path(),
+        &fixtures(),
+        "csv",
+        "zstd",
+        "[sync]\ntype = \"incremental\"\n",
+    );
     let err = run_sync(&p).expect_err("refused").to_string();
     assert!(err.contains("sync.type") && err.contains("mssql"), "{err}");
 }
@@ -204,9 +244,15 @@ fn wrong_password_names_host_and_user_never_the_password() {
         .replace(&peer.password_env, &var);
     let p = write_mssql_pipeline(dir.path(), &source, "");
     let err = run_sync(&p).expect_err("login refused").to_string();
-    assert!(err.contains("127.0.0.1") && err.contains(PEER_USER), "{err}");
+    assert!(
+        err.contains("127.0.0.1") && err.contains(PEER_USER),
+        "{err}"
+    );
     assert!(err.contains("login failed"), "{err}");
-    assert!(!err.contains(&wrong) && !err.contains(&peer.password), "{err}");
+    assert!(
+        !err.contains(&wrong) && !err.contains(&peer.password),
+        "{err}"
+    );
     // The failure note left in the run directory does not carry it either.
     for e in walk(&dir.path().join("runs")) {
         let text = std::fs::read_to_string(&e).unwrap_or_default();
@@ -225,7 +271,10 @@ fn wrong_password_names_host_and_user_never_the_password() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(all.contains("login failed") && !all.contains(&wrong), "{all}");
+    assert!(
+        all.contains("login failed") && !all.contains(&wrong),
+        "{all}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -269,7 +318,10 @@ fn unreachable_and_silent_hosts_fail_within_the_connect_timeout() {
         std::thread::sleep(Duration::from_secs(30));
         drop(held);
     });
-    for (port, expect) in [(closed_port, "cannot reach"), (silent_port, "no answer within 2s")] {
+    for (port, expect) in [
+        (closed_port, "cannot reach"),
+        (silent_port, "no answer within 2s"),
+    ] {
         let source = format!(
             "[source]\nkind = \"mssql\"\nhost = \"127.0.0.1\"\nport = {port}\ndatabase = \"d\"\n\
              user = \"u\"\npassword_env = \"JCSYNC_TEST_UNREACHABLE_PW\"\nconnect_timeout_secs = 2\n"
@@ -307,7 +359,9 @@ fn missing_table_and_missing_required_column_are_named() {
     );
     let err = run_sync(&p).expect_err("missing column").to_string();
     assert!(
-        err.contains("JOBS_RENAMED") && err.contains("required column Job") && err.contains("Job_No"),
+        err.contains("JOBS_RENAMED")
+            && err.contains("required column Job")
+            && err.contains("Job_No"),
         "{err}"
     );
     let p = mssql_pipeline(
@@ -318,7 +372,10 @@ fn missing_table_and_missing_required_column_are_named() {
         "[tables]\ninvoice = \"NO_SUCH_TABLE\"\n",
     );
     let err = run_sync(&p).expect_err("missing table").to_string();
-    assert!(err.contains("NO_SUCH_TABLE") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("NO_SUCH_TABLE") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -343,7 +400,10 @@ fn check_lists_tables_columns_and_rows_and_exits_by_what_is_missing() {
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("JCT_CURRENT__TRANSACTION: 51 rows"), "{out}");
     assert!(out.contains("JCM_MASTER__JOB: 4 rows"), "{out}");
-    assert!(out.contains("Time_Stamp") && out.contains("all 5 tables"), "{out}");
+    assert!(
+        out.contains("Time_Stamp") && out.contains("all 5 tables"),
+        "{out}"
+    );
 
     let bad = mssql_pipeline(
         &dir.path().join("bad"),

@@ -123,18 +123,27 @@ fn what_the_peer_sends_for_each_sql_type() {
     let f = arrays[0].as_primitive::<Float64Type>();
     assert_eq!((f.value(0), f.value(1)), (2.675, -2999.995));
     // int, bigint
-    assert_eq!(arrays[1].as_primitive::<Int64Type>().values().to_vec(), vec![201, -7]);
+    assert_eq!(
+        arrays[1].as_primitive::<Int64Type>().values().to_vec(),
+        vec![201, -7]
+    );
     assert_eq!(
         arrays[2].as_primitive::<Int64Type>().values().to_vec(),
         vec![5_000_000_000, 1]
     );
     // bit → 1 / 0
-    assert_eq!(arrays[3].as_primitive::<Int64Type>().values().to_vec(), vec![1, 0]);
+    assert_eq!(
+        arrays[3].as_primitive::<Int64Type>().values().to_vec(),
+        vec![1, 0]
+    );
     // nvarchar keeps its padding until typing trims it, and its non-ASCII letters.
     let s = arrays[4].as_string::<i32>();
     assert_eq!((s.value(0), s.value(1)), ("01-100      ", "Béton ø"));
     // datetime → Timestamp(µs)
-    assert!(matches!(arrays[8].data_type(), DataType::Timestamp(_, None)));
+    assert!(matches!(
+        arrays[8].data_type(),
+        DataType::Timestamp(_, None)
+    ));
     // NULL (typed int) and an all-empty column
     assert!(arrays[10].is_null(0) && arrays[10].is_null(1));
     assert!(arrays[11].is_null(0) && arrays[11].is_null(1));
@@ -187,15 +196,24 @@ fn peer_values_type_like_the_file_source() {
     // float money: 2.675 → 2.68, -2999.995 → -3000.00 (half away from zero on the decimal text).
     let (m, q) = typed("amount", a[0].clone());
     assert_eq!(q, 0);
-    assert_eq!(m.as_primitive::<Decimal128Type>().values().to_vec(), vec![268, -300_000]);
+    assert_eq!(
+        m.as_primitive::<Decimal128Type>().values().to_vec(),
+        vec![268, -300_000]
+    );
     // decimal and money (sent as float by the peer) give the same cents.
     for i in [1, 2] {
         let (m, _) = typed("amount", a[i].clone());
-        assert_eq!(m.as_primitive::<Decimal128Type>().values().to_vec(), vec![268, 1250]);
+        assert_eq!(
+            m.as_primitive::<Decimal128Type>().values().to_vec(),
+            vec![268, 1250]
+        );
     }
     // int into an integer column and into a quantity column.
     let (r, _) = typed("run", a[3].clone());
-    assert_eq!(r.as_primitive::<Int64Type>().values().to_vec(), vec![201, -7]);
+    assert_eq!(
+        r.as_primitive::<Int64Type>().values().to_vec(),
+        vec![201, -7]
+    );
     let (u, _) = typed("units", a[3].clone());
     assert_eq!(u.as_primitive::<Decimal128Type>().value(0), 2_010_000);
     // nvarchar: trimmed.

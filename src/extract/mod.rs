@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 
-use crate::config::{MssqlSource, PipelineConfig, SourceConfig, Since};
+use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
 use crate::error::{Error, Result};
-pub use mssql::ReadWindow;
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
 use crate::schema::{extracted_transaction_schema, typed_schema, TableRole};
 use convert::{convert_column, CellProblem};
 use files::TableReader;
+pub use mssql::ReadWindow;
 
 /// Source columns renamed to their Arrow names but not yet typed, plus problems found while
 /// reading (malformed records).

@@ -105,8 +105,11 @@ impl Peer {
             })).collect::<Vec<_>>(),
         });
         let config_path = dir.path().join("bridge.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json"))
-            .expect("write config");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("write config");
         let log_path = dir.path().join("bridge.log");
         let log = File::create(&log_path).expect("log file");
         let child = Command::new(venv.join("bin/pysqlbridge"))

@@ -121,7 +121,9 @@ pub fn plan_table(
         found.iter().map(|c| (c.to_ascii_lowercase(), c)).collect();
     let mut present = Vec::new();
     for spec in role.columns() {
-        let hit = by_lower.get(&spec.source.to_ascii_lowercase()).map(|c| (*c).clone());
+        let hit = by_lower
+            .get(&spec.source.to_ascii_lowercase())
+            .map(|c| (*c).clone());
         if hit.is_none() {
             if spec.required {
                 return Err(Error::SqlMissingColumn {
@@ -226,7 +228,11 @@ impl<'p> BatchBuilder<'p> {
         BatchBuilder {
             plan,
             lines: Vec::new(),
-            columns: plan.present.iter().map(|_| ColumnCollector::default()).collect(),
+            columns: plan
+                .present
+                .iter()
+                .map(|_| ColumnCollector::default())
+                .collect(),
         }
     }
 
@@ -252,9 +258,17 @@ impl<'p> BatchBuilder<'p> {
         let lines = std::mem::take(&mut self.lines);
         let collectors = std::mem::replace(
             &mut self.columns,
-            self.plan.present.iter().map(|_| ColumnCollector::default()).collect(),
+            self.plan
+                .present
+                .iter()
+                .map(|_| ColumnCollector::default())
+                .collect(),
         );
-        let mut fields = vec![Field::new(SOURCE_LINE, arrow::datatypes::DataType::UInt64, false)];
+        let mut fields = vec![Field::new(
+            SOURCE_LINE,
+            arrow::datatypes::DataType::UInt64,
+            false,
+        )];
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(lines))];
         for (spec, c) in self.plan.role.columns().iter().zip(collectors) {
             let a = c.finish();
@@ -375,7 +389,8 @@ impl PartitionRead<'_> {
                 ),
             ))
         };
-        let fail = |e: tiberius::error::Error| ReadFailure::Failed(query_error(self.src, &context, e));
+        let fail =
+            |e: tiberius::error::Error| ReadFailure::Failed(query_error(self.src, &context, e));
         let stream = tokio::time::timeout(limit, bind(&statement).query(client))
             .await
             .map_err(|_| timeout_error())?
@@ -462,7 +477,9 @@ async fn worker(
                 Err(ReadFailure::Failed(e)) => {
                     // The connection's state is unknown after a failure: never reuse it.
                     client = None;
-                    if attempt >= PARTITION_ATTEMPTS || matches!(e, Error::SqlLogin { .. } | Error::PasswordEnv { .. }) {
+                    if attempt >= PARTITION_ATTEMPTS
+                        || matches!(e, Error::SqlLogin { .. } | Error::PasswordEnv { .. })
+                    {
                         tracing::error!(worker = read.worker, job = %job, attempt, "partition failed: {e}");
                         let _ = tx.send(Err(e)).await;
                         return;
@@ -498,7 +515,11 @@ async fn worker(
 
 /// The distinct Jobs of the window, trimmed and deduplicated (SQL Server compares without
 /// trailing spaces, so `1001` and `1001   ` are one partition).
-async fn list_jobs(src: &MssqlSource, plan: &TablePlan, window: &ReadWindow) -> Result<Vec<JobKey>> {
+async fn list_jobs(
+    src: &MssqlSource,
+    plan: &TablePlan,
+    window: &ReadWindow,
+) -> Result<Vec<JobKey>> {
     let mut last = None;
     for attempt in 1..=PARTITION_ATTEMPTS {
         let r = async {
@@ -519,9 +540,7 @@ async fn list_jobs(src: &MssqlSource, plan: &TablePlan, window: &ReadWindow) -> 
                 let mut jobs: Vec<JobKey> = rows
                     .into_iter()
                     .map(|r| match r.into_iter().next() {
-                        Some(ColumnData::String(Some(s))) => {
-                            JobKey::Text(s.trim_end().to_string())
-                        }
+                        Some(ColumnData::String(Some(s))) => JobKey::Text(s.trim_end().to_string()),
                         Some(ColumnData::I64(Some(i))) => JobKey::Int(i),
                         Some(ColumnData::I32(Some(i))) => JobKey::Int(i64::from(i)),
                         Some(ColumnData::I16(Some(i))) => JobKey::Int(i64::from(i)),

@@ -210,7 +210,16 @@ mod tests {
     fn identifiers_are_checked_and_bracket_quoted() {
         assert!(check_identifier("tables.job", "JCM_MASTER__JOB").is_ok());
         assert!(check_identifier("tables.job", "_x1").is_ok());
-        for bad in ["", "1abc", "a b", "a]b", "dbo.t", "x;DROP TABLE y", "a-b", "é"] {
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a]b",
+            "dbo.t",
+            "x;DROP TABLE y",
+            "a-b",
+            "é",
+        ] {
             let err = check_identifier("tables.job", bad).unwrap_err();
             assert!(err.contains("tables.job"), "{err}");
         }
@@ -255,7 +264,14 @@ mod tests {
 
     #[test]
     fn null_job_partition_and_job_list() {
-        let s = read_partition("dbo", "T", &["Job"], &[], &JobKey::Null, &ReadWindow::default());
+        let s = read_partition(
+            "dbo",
+            "T",
+            &["Job"],
+            &[],
+            &JobKey::Null,
+            &ReadWindow::default(),
+        );
         assert_eq!(s.sql, "SELECT [Job] FROM [dbo].[T] WHERE [Job] IS NULL");
         assert!(s.params.is_empty());
         let l = list_jobs("dbo", "T", &ReadWindow::default());

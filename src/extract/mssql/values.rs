@@ -123,6 +123,30 @@ fn family(v: &ColumnData<'_>) -> Option<Family> {
     })
 }
 
+/// The SQL Server type family of a value, for messages.
+fn sql_kind(v: &ColumnData<'_>) -> &'static str {
+    match v {
+        ColumnData::U8(_) => "tinyint",
+        ColumnData::I16(_) => "smallint",
+        ColumnData::I32(_) => "int",
+        ColumnData::I64(_) => "bigint",
+        ColumnData::F32(_) => "real",
+        ColumnData::F64(_) => "float",
+        ColumnData::Bit(_) => "bit",
+        ColumnData::String(_) => "nvarchar",
+        ColumnData::Guid(_) => "uniqueidentifier",
+        ColumnData::Binary(_) => "varbinary",
+        ColumnData::Numeric(_) => "numeric",
+        ColumnData::Xml(_) => "xml",
+        ColumnData::DateTime(_) => "datetime",
+        ColumnData::SmallDateTime(_) => "smalldatetime",
+        ColumnData::Time(_) => "time",
+        ColumnData::Date(_) => "date",
+        ColumnData::DateTime2(_) => "datetime2",
+        ColumnData::DateTimeOffset(_) => "datetimeoffset",
+    }
+}
+
 impl Acc {
     fn start(f: Family, nulls: usize) -> Acc {
         let mut acc = match f {
@@ -193,9 +217,7 @@ impl Acc {
             (Acc::Stamp(b), ColumnData::DateTime2(Some(d))) => b.append_value(datetime2_micros(d)),
             (Acc::Stamp(b), ColumnData::DateTimeOffset(Some(d))) => {
                 // The wire carries UTC and the offset; Sage means the local wall-clock time.
-                b.append_value(
-                    datetime2_micros(d.datetime2()) + i64::from(d.offset()) * 60_000_000,
-                )
+                b.append_value(datetime2_micros(d.datetime2()) + i64::from(d.offset()) * 60_000_000)
             }
             (acc, _) => acc.push_null(),
         }
@@ -212,9 +234,7 @@ impl Acc {
                 let scale = v.iter().flatten().map(|(_, s)| *s).max().unwrap_or(0);
                 let mut b = Decimal128Builder::with_capacity(v.len());
                 for x in v {
-                    b.append_option(
-                        x.map(|(value, s)| value * 10i128.pow(u32::from(scale - s))),
-                    );
+                    b.append_option(x.map(|(value, s)| value * 10i128.pow(u32::from(scale - s))));
                 }
                 // numeric carries at most 38 digits and scale <= precision, so this is valid.
                 Arc::new(
@@ -258,9 +278,8 @@ impl ColumnCollector {
             }
             Some(g) if g != f => {
                 return Err(format!(
-                    "the server sent a {} value in a column of {:?} values",
-                    v.type_name(),
-                    g
+                    "the server sent a {f:?} value ({}) in a column of {g:?} values",
+                    sql_kind(&v)
                 ))
             }
             Some(_) => {}
@@ -309,8 +328,12 @@ mod tests {
             } else {
                 // Required columns get a harmless value so only the cell under test can fail.
                 match s.name {
-                    "job" | "transaction_type" => column(vec![ColumnData::String(Some("x".into()))]),
-                    "accounting_date" => column(vec![ColumnData::String(Some("2024-01-01".into()))]),
+                    "job" | "transaction_type" => {
+                        column(vec![ColumnData::String(Some("x".into()))])
+                    }
+                    "accounting_date" => {
+                        column(vec![ColumnData::String(Some("2024-01-01".into()))])
+                    }
                     "amount" => column(vec![ColumnData::F64(Some(1.0))]),
                     _ => column(vec![ColumnData::String(None)]),
                 }
@@ -423,7 +446,10 @@ mod tests {
         // Text that is not a number, in a money column: quarantined, named.
         let (_, reasons) = typed("amount", ColumnData::String(Some("12,34x".into())));
         assert_eq!(reasons.len(), 1);
-        assert!(reasons[0].contains("Amount") && reasons[0].contains("12,34x"), "{reasons:?}");
+        assert!(
+            reasons[0].contains("Amount") && reasons[0].contains("12,34x"),
+            "{reasons:?}"
+        );
     }
 
     #[test]
@@ -448,7 +474,10 @@ mod tests {
         assert_eq!(a.as_primitive::<Date32Type>().value(0), date_to_days(d));
         let (t, r) = typed("time_stamp", dt);
         assert!(r.is_empty(), "{r:?}");
-        assert_eq!(t.as_primitive::<Time64MicrosecondType>().value(0), eight_thirty);
+        assert_eq!(
+            t.as_primitive::<Time64MicrosecondType>().value(0),
+            eight_thirty
+        );
 
         let sdt = ColumnData::SmallDateTime(Some(SmallDateTime::new(days1900 as u16, 8 * 60 + 30)));
         let (a, _) = typed("date_stamp", sdt);
@@ -472,7 +501,10 @@ mod tests {
     #[test]
     fn time_is_time64_micros_at_any_scale() {
         let (t, _) = typed("time_stamp", ColumnData::Time(Some(Time::new(51_000, 0))));
-        assert_eq!(t.as_primitive::<Time64MicrosecondType>().value(0), 51_000_000_000);
+        assert_eq!(
+            t.as_primitive::<Time64MicrosecondType>().value(0),
+            51_000_000_000
+        );
         // time(7), 14:03:22.1234567 → truncated to the microsecond.
         let inc = (14 * 3600 + 3 * 60 + 22) as u64 * 10_000_000 + 1_234_567;
         let (t, _) = typed("time_stamp", ColumnData::Time(Some(Time::new(inc, 7))));
@@ -502,7 +534,10 @@ mod tests {
             assert!(a.is_null(0));
             let (_, r) = typed("amount", v);
             assert_eq!(r.len(), 1);
-            assert!(r[0].contains("Amount") && r[0].contains("required"), "{r:?}");
+            assert!(
+                r[0].contains("Amount") && r[0].contains("required"),
+                "{r:?}"
+            );
         }
         // A column that is NULL in the first rows takes the type of its first value.
         let a = column(vec![ColumnData::I32(None), ColumnData::I32(Some(3))]);
