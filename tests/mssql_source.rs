@@ -418,3 +418,46 @@ fn check_lists_tables_columns_and_rows_and_exits_by_what_is_missing() {
     assert!(out.contains("NO_SUCH_TABLE: MISSING TABLE"), "{out}");
     assert!(out.contains("MISSING (required"), "{out}");
 }
+
+#[test]
+fn since_is_applied_by_the_server_and_stages_what_the_file_source_stages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = Peer::start(&fixtures(), &[]);
+    let sync = "[sync]\nsince = \"2024-02-01\"\n";
+    let files_dir = dir.path().join("files");
+    std::fs::create_dir_all(&files_dir).expect("mkdir");
+    let from_files = run_sync(&write_pipeline(
+        &files_dir,
+        &fixtures(),
+        "csv",
+        "zstd",
+        sync,
+    ))
+    .expect("file run");
+    let from_sql = run_sync(&mssql_pipeline(
+        &dir.path().join("sql"),
+        &peer,
+        "sage_since",
+        "",
+        sync,
+    ))
+    .expect("mssql run");
+    let a = read_parquet(&staged_files(&from_files.run_dir));
+    let b = read_parquet(&staged_files(&from_sql.run_dir));
+    assert!(a.num_rows() > 0 && a.num_rows() < 35);
+    assert_eq!(rows_by_origin(&a), rows_by_origin(&b));
+    assert_eq!(from_files.report.totals, from_sql.report.totals);
+    // The server never sent the rows before the window (the file source reads and counts them),
+    // but it did send the row without an Accounting_Date, which is quarantined in both.
+    assert_eq!(from_sql.report.counts.filtered_before_window, 0);
+    assert!(from_sql.report.counts.extracted < from_files.report.counts.extracted);
+    assert_eq!(
+        from_sql.report.counts.quarantined.get("missing_value"),
+        Some(&1)
+    );
+    assert_eq!(
+        from_files.report.counts.quarantined.get("missing_value"),
+        Some(&1)
+    );
+    assert!(peer.queries().contains("[Accounting_Date] >= @P"));
+}
