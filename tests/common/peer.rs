@@ -16,43 +16,88 @@ pub const PYSQLBRIDGE_VERSION: &str = "2.1.3";
 /// The login the peer accepts.
 pub const PEER_USER: &str = "jcsync";
 
-fn run(cmd: &mut Command, what: &str) {
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("test peer: cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "test peer: {what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
-/// The venv holding pySQLbridge, created on first use.
-pub fn venv() -> PathBuf {
+/// How to start pySQLbridge: the program and the PYTHONPATH it needs, if any.
+pub struct Launcher {
+    program: PathBuf,
+    args: Vec<String>,
+    python_path: Option<PathBuf>,
+}
+
+/// pySQLbridge installed under `target/tmp`, on first use: in a venv, or, where python3 has no
+/// `venv` module (Debian without python3-venv), with `pip install --target`.
+pub fn install() -> Launcher {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&base).expect("target tmp dir");
-    let dir = base.join("pysqlbridge-venv");
-    let lock = File::create(base.join("pysqlbridge-venv.lock")).expect("lock file");
-    lock.lock().expect("lock the venv");
-    let ready = dir.join(format!(".jcsync-ready-{PYSQLBRIDGE_VERSION}"));
-    if !ready.is_file() {
-        let _ = std::fs::remove_dir_all(&dir);
-        run(
-            Command::new("python3").arg("-m").arg("venv").arg(&dir),
-            "python3 -m venv (python3 with the venv module is needed for the SQL Server tests)",
-        );
-        run(
-            Command::new(dir.join("bin/pip"))
-                .args(["install", "--disable-pip-version-check", "--quiet"])
-                .arg(format!("pysqlbridge=={PYSQLBRIDGE_VERSION}")),
-            "pip install pysqlbridge",
-        );
-        std::fs::write(&ready, b"ok").expect("ready marker");
+    let venv = base.join("pysqlbridge-venv");
+    let site = base.join("pysqlbridge-site");
+    let lock = File::create(base.join("pysqlbridge.lock")).expect("lock file");
+    lock.lock().expect("lock the install");
+    let venv_ready = venv.join(format!(".jcsync-ready-{PYSQLBRIDGE_VERSION}"));
+    let site_ready = site.join(format!(".jcsync-ready-{PYSQLBRIDGE_VERSION}"));
+    let package = format!("pysqlbridge=={PYSQLBRIDGE_VERSION}");
+    let pip_flags = ["install", "--disable-pip-version-check", "--quiet"];
+    if !venv_ready.is_file() && !site_ready.is_file() {
+        let _ = std::fs::remove_dir_all(&venv);
+        let in_venv = run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv",
+        )
+        .and_then(|()| {
+            run(
+                Command::new(venv.join("bin/pip"))
+                    .args(pip_flags)
+                    .arg(&package),
+                "pip install pysqlbridge (in the venv)",
+            )
+        })
+        .and_then(|()| std::fs::write(&venv_ready, b"ok").map_err(|e| e.to_string()));
+        if let Err(venv_error) = in_venv {
+            let _ = std::fs::remove_dir_all(&site);
+            let r = run(
+                Command::new("python3")
+                    .args(["-m", "pip"])
+                    .args(pip_flags)
+                    .arg("--target")
+                    .arg(&site)
+                    .arg(&package),
+                "python3 -m pip install --target",
+            );
+            if let Err(pip_error) = r {
+                panic!("test peer: cannot install pySQLbridge (python3 and PyPI are needed):\n{venv_error}\n{pip_error}");
+            }
+            std::fs::write(&site_ready, b"ok").expect("ready marker");
+        }
     }
     drop(lock);
-    dir
+    if venv_ready.is_file() {
+        Launcher {
+            program: venv.join("bin/python"),
+            args: vec!["-m".into(), "pysqlbridge".into()],
+            python_path: None,
+        }
+    } else {
+        Launcher {
+            program: PathBuf::from("python3"),
+            args: vec!["-m".into(), "pysqlbridge".into()],
+            python_path: Some(site),
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -76,7 +121,7 @@ pub struct Peer {
 impl Peer {
     /// Serve every `*.csv` of `csv_dir` (table = file stem) plus `extra` (name, CSV text).
     pub fn start(csv_dir: &Path, extra: &[(&str, String)]) -> Peer {
-        let venv = venv();
+        let launcher = install();
         let dir = tempfile::tempdir().expect("peer dir");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
@@ -112,7 +157,12 @@ impl Peer {
         .expect("write config");
         let log_path = dir.path().join("bridge.log");
         let log = File::create(&log_path).expect("log file");
-        let child = Command::new(venv.join("bin/pysqlbridge"))
+        let mut cmd = Command::new(&launcher.program);
+        cmd.args(&launcher.args);
+        if let Some(p) = &launcher.python_path {
+            cmd.env("PYTHONPATH", p);
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config_path)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])

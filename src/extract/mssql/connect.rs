@@ -16,7 +16,7 @@ pub type SqlClient = Client<Compat<TcpStream>>;
 /// SQL Server's "Login failed for user" message number.
 const LOGIN_FAILED: u32 = 18456;
 
-/// `user@host:port/database` for messages and logs.
+/// `host:port/database`, for messages and logs.
 pub fn server_name(src: &MssqlSource) -> String {
     format!("{}:{}/{}", src.host, src.port, src.database)
 }

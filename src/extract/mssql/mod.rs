@@ -360,8 +360,8 @@ enum ReadFailure {
 }
 
 impl PartitionRead<'_> {
-    /// Stream one Job's rows, skipping the first `skip` (sent by an earlier attempt). Returns
-    /// the rows sent by this attempt; `sent` counts rows of batches handed downstream.
+    /// Stream one Job's rows downstream in batches. `sent` counts the rows of batches already
+    /// handed downstream (by this or an earlier attempt); that many rows are skipped first.
     async fn attempt(
         &self,
         client: &mut SqlClient,

@@ -82,7 +82,8 @@ pub struct ReadWindow {
 }
 
 impl ReadWindow {
-    /// The WHERE conditions of the window, numbering parameters from `first_param`.
+    /// The WHERE conditions of the window; their values are appended to `params`, and each
+    /// condition refers to them by position (`@Pn`).
     fn conditions(&self, params: &mut Vec<SqlParam>) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(since) = self.since {
