@@ -199,8 +199,16 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
         &mut change_window,
     )
     .await;
-    // The run succeeded (its manifest is written): only now may the watermark move.
-    let result = match (result, &change_window) {
+    if let Err(e) = &result {
+        // No manifest is written for a failed run; say why beside the partial files.
+        let note = serde_json::json!({ "run_id": run_id, "error": e.to_string() });
+        if let Err(w) = crate::stage::write_json(&run_dir, run::FAILED, &note) {
+            tracing::warn!("cannot record the failure in {}: {w}", run_dir.display());
+        }
+    }
+    // The run succeeded (its manifest is written): only now may the watermark move. A ledger
+    // error here fails the command, but the run itself is complete (no failed.json).
+    match (result, &change_window) {
         (Ok(outcome), Some(w)) => match w.new_watermark.as_deref().and_then(parse_stamp) {
             Some(stamp) => {
                 let (scope, ledger_path, id) =
@@ -219,15 +227,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
             None => Ok(outcome),
         },
         (result, _) => result,
-    };
-    if let Err(e) = &result {
-        // No manifest is written for a failed run; say why beside the partial files.
-        let note = serde_json::json!({ "run_id": run_id, "error": e.to_string() });
-        if let Err(w) = crate::stage::write_json(&run_dir, run::FAILED, &note) {
-            tracing::warn!("cannot record the failure in {}: {w}", run_dir.display());
-        }
     }
-    result
 }
 
 /// The ledger scope of a SQL Server source's watermark: company, server, database and table.
