@@ -461,3 +461,102 @@ fn since_is_applied_by_the_server_and_stages_what_the_file_source_stages() {
     );
     assert!(peer.queries().contains("[Accounting_Date] >= @P"));
 }
+
+/// A TCP proxy in front of the peer that counts the bytes each connection receives from the
+/// server and can cut one connection (by its order of arrival) after some bytes: a real dropped
+/// connection, mid-stream.
+struct Proxy {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16, cut: Option<(usize, u64)>) -> Proxy {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let rec = received.clone();
+        std::thread::spawn(move || {
+            for (i, client) in listener.incoming().enumerate().take(64) {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                rec.lock().expect("lock").push(0);
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("c"),
+                    server.try_clone().expect("s"),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 || s_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_write.shutdown(Shutdown::Write);
+                });
+                let rec = rec.clone();
+                let (mut s_read, mut c_write) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 512];
+                    let mut total = 0u64;
+                    while let Ok(n) = s_read.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if let Some((conn, after)) = cut {
+                            if conn == i && total + n as u64 > after {
+                                let _ = c_write.shutdown(Shutdown::Both);
+                                let _ = s_read.shutdown(Shutdown::Both);
+                                break;
+                            }
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        total += n as u64;
+                        rec.lock().expect("lock")[i] = total;
+                    }
+                    let _ = c_write.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        Proxy { port, received }
+    }
+}
+
+#[test]
+fn a_connection_dropped_mid_partition_is_retried_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = Peer::start(&fixtures(), &[]);
+    let pipeline_through = |name: &str, proxy: &Proxy| {
+        let source = peer.source_toml("sage_drop", "partitions = 1").replace(
+            &format!("port = {}", peer.port),
+            &format!("port = {}", proxy.port),
+        );
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        write_mssql_pipeline(
+            &d,
+            &source,
+            "[pipeline]\nbatch_rows = 2\nchannel_capacity = 1\n",
+        )
+    };
+    // First measure: connections 0 (open), 1-4 (dimensions), 5 (job list), 6 (the one reader).
+    let measure = Proxy::start(peer.port, None);
+    run_sync(&pipeline_through("measure", &measure)).expect("run through the proxy");
+    let sizes = measure.received.lock().expect("lock").clone();
+    assert_eq!(sizes.len(), 7, "connections: {sizes:?}");
+    // Then cut the reader's connection halfway through what it received.
+    let cut = Proxy::start(peer.port, Some((6, sizes[6] / 2)));
+    let from_sql = run_sync(&pipeline_through("cut", &cut))
+        .unwrap_or_else(|e| panic!("the partition was not retried: {e}"));
+    let conns = cut.received.lock().expect("lock").len();
+    assert_eq!(conns, 8, "one reconnection after the cut");
+    let from_files = file_run(dir.path());
+    assert_same_staged(&from_files, &from_sql);
+}
