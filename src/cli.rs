@@ -46,6 +46,12 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Validate the pipeline file, reach the source, and list every table and column it needs
+    /// with whether it exists (exit 0: all present; 1: something is missing or unreachable).
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
     /// Verify a run directory's checksums and summarize it.
     Inspect {
         /// A `runs/<run-id>` directory.
@@ -113,6 +119,16 @@ impl SandboxArgs {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            EXIT_FAILED
+        })
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("JCSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -140,16 +156,31 @@ fn ctrl_c_flag(runtime: &tokio::runtime::Runtime) -> std::sync::Arc<std::sync::a
 pub fn run(cli: Cli) -> u8 {
     init_logging();
     match cli.command {
-        Command::Sync { pipeline, dry_run } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+        Command::Check { pipeline } => {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return EXIT_FAILED;
+                Err(code) => return code,
+            };
+            match Pipeline::load(&pipeline).and_then(|p| runtime.block_on(crate::check::check(&p)))
+            {
+                Ok(report) => {
+                    println!("{}", report.render());
+                    if report.all_present() {
+                        0
+                    } else {
+                        EXIT_FAILED
+                    }
                 }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Sync { pipeline, dry_run } => {
+            let runtime = match runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
             };
             // Ctrl-C: stop sending, settle what is in flight, keep the ledger consistent.
             let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -63,6 +63,88 @@ pub struct LedgerConfig {
 pub enum SourceConfig {
     /// One file per table in a directory, named after the table (`JCT_CURRENT__TRANSACTION.csv`).
     Files(FilesSource),
+    /// The Sage tables in a SQL Server copy (Sage SQL Replicator), read over TDS.
+    Mssql(MssqlSource),
+}
+
+impl SourceConfig {
+    /// A short description of the source for manifests and logs (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Files(f) => format!("files:{}:{}", f.format.extension(), f.dir.display()),
+            SourceConfig::Mssql(m) => format!(
+                "mssql://{}@{}:{}/{}/{}",
+                m.user, m.host, m.port, m.database, m.schema
+            ),
+        }
+    }
+}
+
+/// `[source] kind = "mssql"`: a SQL Server database holding the Sage tables.
+///
+/// The password is never in the file: `password_env` names the environment variable that holds
+/// it. Encryption is required and the server certificate is checked against the system roots
+/// unless `trust_server_certificate = true` says otherwise (test servers, self-signed certs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MssqlSource {
+    pub host: String,
+    #[serde(default = "default_mssql_port")]
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+    /// TLS: `required` (the default: everything encrypted, or no connection) or `off` (only the
+    /// login packet is encrypted, as old servers do).
+    #[serde(default)]
+    pub encrypt: MssqlEncrypt,
+    /// Accept any server certificate (self-signed test servers). Off by default.
+    #[serde(default)]
+    pub trust_server_certificate: bool,
+    /// Seconds to wait for TCP connect + TLS + login before giving up.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Seconds one query may take to answer (per batch of rows read).
+    #[serde(default = "default_query_timeout_secs")]
+    pub query_timeout_secs: u64,
+    /// Connections reading the transaction table at once (one Job at a time each).
+    #[serde(default = "default_partitions")]
+    pub partitions: usize,
+    /// Schema holding the Sage tables.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+/// `encrypt` of an mssql source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MssqlEncrypt {
+    /// Encrypt the whole connection; refuse a server that cannot.
+    #[default]
+    Required,
+    /// Encrypt only the login (legacy servers). Not recommended: job cost data crosses in clear.
+    Off,
+}
+
+const fn default_mssql_port() -> u16 {
+    1433
+}
+
+const fn default_connect_timeout_secs() -> u64 {
+    15
+}
+
+const fn default_query_timeout_secs() -> u64 {
+    300
+}
+
+const fn default_partitions() -> usize {
+    4
+}
+
+fn default_schema() -> String {
+    "dbo".into()
 }
 
 /// `[source] kind = "files"`.
@@ -73,6 +155,28 @@ pub struct FilesSource {
     pub dir: PathBuf,
     /// `csv` or `parquet`.
     pub format: FileFormat,
+}
+
+impl MssqlSource {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.host.trim().is_empty() {
+            return Err("key `source.host`: expected a host name or address".into());
+        }
+        if self.partitions == 0 {
+            return Err("key `source.partitions`: expected a positive number".into());
+        }
+        if self.connect_timeout_secs == 0 || self.query_timeout_secs == 0 {
+            return Err(
+                "keys `source.connect_timeout_secs` and `source.query_timeout_secs`: expected a positive number of seconds"
+                    .into(),
+            );
+        }
+        if self.password_env.trim().is_empty() {
+            return Err("key `source.password_env`: expected the NAME of an environment variable holding the password".into());
+        }
+        crate::extract::mssql::sql::check_identifier("source.schema", &self.schema)?;
+        Ok(())
+    }
 }
 
 /// Format of exported table files.
@@ -150,6 +254,9 @@ pub struct SyncConfig {
     pub kind: SyncKind,
     /// Lower bound on Accounting_Date.
     pub since: Since,
+    /// Incremental syncs re-read rows stamped up to this many minutes before the watermark, so a
+    /// row written while the last run was reading is not missed.
+    pub overlap_minutes: u32,
 }
 
 impl Default for SyncConfig {
@@ -157,8 +264,13 @@ impl Default for SyncConfig {
         SyncConfig {
             kind: SyncKind::Deep,
             since: Since::BeginningOfTime,
+            overlap_minutes: default_overlap_minutes(),
         }
     }
+}
+
+const fn default_overlap_minutes() -> u32 {
+    60
 }
 
 /// Deep (everything in the window) or incremental (what changed since the last watermark).
@@ -506,6 +618,19 @@ impl PipelineConfig {
         if self.pipeline.batch_rows == 0 || self.pipeline.channel_capacity == 0 {
             return Err("keys `pipeline.batch_rows` and `pipeline.channel_capacity`: expected a positive number".into());
         }
+        if let SourceConfig::Mssql(m) = &self.source {
+            m.validate()?;
+            let t = &self.tables;
+            for (key, name) in [
+                ("tables.transaction", &t.transaction),
+                ("tables.job", &t.job),
+                ("tables.account_prefix", &t.account_prefix),
+                ("tables.account", &t.account),
+                ("tables.invoice", &t.invoice),
+            ] {
+                crate::extract::mssql::sql::check_identifier(key, name)?;
+            }
+        }
         Ok(())
     }
 
@@ -525,6 +650,7 @@ impl PipelineConfig {
         };
         match &mut self.source {
             SourceConfig::Files(f) => resolve(&mut f.dir),
+            SourceConfig::Mssql(_) => {}
         }
         resolve(&mut self.stage.dir);
         if let TargetConfig::Sandbox(t) = &mut self.target {
@@ -635,6 +761,49 @@ kind = "dry-run"
         );
         let err = PipelineConfig::parse(&text).unwrap_err();
         assert!(err.contains("Amount"), "{err}");
+    }
+
+    const MSSQL: &str = r#"
+company = "DEMO"
+[source]
+kind = "mssql"
+host = "sql01"
+database = "Sage"
+user = "reader"
+password_env = "SAGE_PW"
+[target]
+kind = "dry-run"
+"#;
+
+    #[test]
+    fn mssql_source_gets_safe_defaults() {
+        let c = PipelineConfig::parse(MSSQL).expect("parses");
+        let SourceConfig::Mssql(m) = &c.source else {
+            panic!("mssql source")
+        };
+        assert_eq!(m.port, 1433);
+        assert_eq!(m.encrypt, MssqlEncrypt::Required);
+        assert!(!m.trust_server_certificate);
+        assert_eq!(m.partitions, 4);
+        assert_eq!(m.schema, "dbo");
+        assert_eq!(c.sync.overlap_minutes, 60);
+        assert_eq!(c.source.describe(), "mssql://reader@sql01:1433/Sage/dbo");
+    }
+
+    #[test]
+    fn mssql_password_in_the_file_is_refused_and_identifiers_are_checked() {
+        let text = MSSQL.replace("password_env", "password = \"x\"\npassword_env");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("password"), "{err}");
+        let text = format!("{MSSQL}\n[tables]\njob = \"JOB]; DROP TABLE x --\"\n");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("tables.job"), "{err}");
+        let text = MSSQL.replace("user = ", "schema = \"db o\"\nuser = ");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("source.schema"), "{err}");
+        let text = MSSQL.replace("user = ", "partitions = 0\nuser = ");
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("source.partitions"), "{err}");
     }
 
     #[test]

@@ -27,6 +27,52 @@ pub enum Error {
         found: String,
     },
 
+    /// The environment variable that should hold the SQL Server password is not set.
+    #[error("source: environment variable {var} (named by `source.password_env`) is not set; it must hold the SQL Server password of user {user}")]
+    PasswordEnv { var: String, user: String },
+
+    /// SQL Server could not be reached or did not finish the handshake in time.
+    #[error("SQL Server {host}:{port}: cannot connect: {message}")]
+    SqlConnect {
+        host: String,
+        port: u16,
+        message: String,
+    },
+
+    /// SQL Server refused the login. Never carries the password.
+    #[error("SQL Server {host}:{port}: login failed for user {user:?}: {message}")]
+    SqlLogin {
+        host: String,
+        port: u16,
+        user: String,
+        message: String,
+    },
+
+    /// A table the pipeline needs is not in the database.
+    #[error(
+        "SQL Server {server}: table {table} not found (no columns in INFORMATION_SCHEMA.COLUMNS)"
+    )]
+    SqlMissingTable { server: String, table: String },
+
+    /// A table lacks a column the pipeline needs.
+    #[error(
+        "SQL Server {server}: table {table}: required column {column} is missing (found: {found})"
+    )]
+    SqlMissingColumn {
+        server: String,
+        table: String,
+        column: String,
+        found: String,
+    },
+
+    /// A query failed (after its retries, for transaction partitions).
+    #[error("SQL Server {server}: {context}: {message}")]
+    SqlQuery {
+        server: String,
+        context: String,
+        message: String,
+    },
+
     /// A source file could not be read at all (not a single bad row: the file itself).
     #[error("source file {path}: {message}")]
     Source { path: PathBuf, message: String },

@@ -4,6 +4,7 @@
 //! extract → project → enrich → stage → load, wired with bounded channels (see [`pipeline`]).
 //! Every capability is a library function; `main.rs` only parses arguments.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod enrich;

@@ -374,20 +374,60 @@ pub(crate) fn summarize_output(
 /// Run a sync as the pipeline file says. Every table is checked before anything is written.
 pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutcome> {
     let config = Arc::new(pipeline.config.clone());
-    if config.sync.kind == SyncKind::Incremental {
-        return Err(Error::Config {
-            path: pipeline.path.clone(),
-            message: "key `sync.type`: \"incremental\" needs a source with change stamps and the ledger's \
-                      watermark, which this build does not have yet; use type = \"deep\" (optionally with since = \"YYYY-MM-DD\")"
-                .into(),
-        });
+
+    // Incremental window: rows stamped at or after (watermark - overlap). SQL Server only.
+    let mut change_window = match (&config.source, config.sync.kind) {
+        (SourceConfig::Files(_), SyncKind::Incremental) => {
+            return Err(Error::Config {
+                path: pipeline.path.clone(),
+                message: "key `sync.type`: \"incremental\" reads rows by their change stamps and needs \
+                          `[source] kind = \"mssql\"`; a file export has no query to filter it with. \
+                          Use type = \"deep\" (optionally with since = \"YYYY-MM-DD\")"
+                    .into(),
+            })
+        }
+        (SourceConfig::Files(_), SyncKind::Deep) => None,
+        (SourceConfig::Mssql(_), kind) => {
+            let scope = watermark_scope(&config);
+            let ledger_path = config.ledger_path();
+            let watermark = tokio::task::spawn_blocking(move || {
+                Ledger::open(&ledger_path)?.watermark(&scope)
+            })
+            .await
+            .map_err(|e| join_error("extract", e))??;
+            let overlap = chrono::Duration::minutes(i64::from(config.sync.overlap_minutes));
+            let changed_since = match kind {
+                SyncKind::Incremental => watermark.map(|w| w - overlap),
+                SyncKind::Deep => None,
+            };
+            Some(run::ChangeWindow {
+                scope: watermark_scope(&config),
+                watermark: watermark.map(format_stamp),
+                overlap_minutes: config.sync.overlap_minutes,
+                changed_since: changed_since.map(format_stamp),
+                max_stamp_seen: None,
+                new_watermark: None,
+            })
+        }
+    };
+    let changed_since = change_window
+        .as_ref()
+        .and_then(|w| w.changed_since.as_deref())
+        .and_then(parse_stamp);
+    if let Some(w) = &change_window {
+        tracing::info!(
+            scope = w.scope,
+            watermark = w.watermark.as_deref().unwrap_or("none"),
+            changed_since = w.changed_since.as_deref().unwrap_or("everything"),
+            "change window"
+        );
     }
 
     let started_at = chrono::Utc::now();
     let wall = Instant::now();
     let source = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || SageSource::open(&config))
+        tokio::task::spawn_blocking(move || SageSource::open_window(&config, changed_since))
             .await
             .map_err(|e| join_error("extract", e))??
     };
@@ -396,7 +436,16 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     tracing::info!(run_id, dir = %run_dir.display(), target = target.label, "run started");
     let cancel = options.cancel.clone().unwrap_or_default();
     let result = execute(
-        pipeline, config, source, target, cancel, &run_id, &run_dir, started_at, wall,
+        pipeline,
+        config.clone(),
+        source,
+        target,
+        cancel,
+        &run_id,
+        &run_dir,
+        started_at,
+        wall,
+        &mut change_window,
     )
     .await;
     if let Err(e) = &result {
@@ -406,7 +455,75 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
             tracing::warn!("cannot record the failure in {}: {w}", run_dir.display());
         }
     }
-    result
+    // The run succeeded (its manifest is written): only now may the watermark move. A ledger
+    // error here fails the command, but the run itself is complete (no failed.json).
+    match (result, &change_window) {
+        // A load that did not complete must be resumed from the same window.
+        (Ok(outcome), Some(w)) if outcome.exit_code != EXIT_LOAD_INCOMPLETE => {
+            match w.new_watermark.as_deref().and_then(parse_stamp) {
+                Some(stamp) => {
+                    let (scope, ledger_path, id) =
+                        (w.scope.clone(), config.ledger_path(), run_id.clone());
+                    tokio::task::spawn_blocking(move || {
+                        Ledger::open(&ledger_path)?.advance_watermark(&scope, stamp, &id)
+                    })
+                    .await
+                    .map_err(|e| join_error("ledger", e))
+                    .and_then(|r| r)
+                    .map(|()| {
+                        tracing::info!(watermark = %format_stamp(stamp), "watermark advanced");
+                        outcome
+                    })
+                }
+                None => Ok(outcome),
+            }
+        }
+        (result, _) => result,
+    }
+}
+
+/// The ledger scope of a SQL Server source's watermark: company, server, database and table.
+/// (Not the user: reading with another login must not reset it.)
+pub fn watermark_scope(config: &crate::config::PipelineConfig) -> String {
+    match &config.source {
+        SourceConfig::Mssql(m) => format!(
+            "{}|mssql://{}:{}/{}/{}.{}",
+            config.company, m.host, m.port, m.database, m.schema, config.tables.transaction
+        ),
+        SourceConfig::Files(_) => format!("{}|{}", config.company, config.source.describe()),
+    }
+}
+
+fn format_stamp(t: chrono::NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+fn parse_stamp(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+/// Latest Date_Stamp + Time_Stamp of a typed transaction batch, in µs since 1970 (a row
+/// without a Time_Stamp counts as midnight).
+fn max_change_stamp(batch: &RecordBatch) -> Option<i64> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Date32Type, Time64MicrosecondType};
+    let dates = batch
+        .column_by_name("date_stamp")?
+        .as_primitive_opt::<Date32Type>()?;
+    let times = batch
+        .column_by_name("time_stamp")?
+        .as_primitive_opt::<Time64MicrosecondType>()?;
+    (0..batch.num_rows())
+        .filter(|&i| !dates.is_null(i))
+        .map(|i| {
+            let t = if times.is_null(i) { 0 } else { times.value(i) };
+            i64::from(dates.value(i)) * 86_400_000_000 + t
+        })
+        .max()
+}
+
+fn micros_to_stamp(us: i64) -> Option<chrono::NaiveDateTime> {
+    chrono::DateTime::from_timestamp_micros(us).map(|d| d.naive_utc())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -420,6 +537,7 @@ async fn execute(
     run_dir: &std::path::Path,
     started_at: chrono::DateTime<chrono::Utc>,
     wall: Instant,
+    change_window: &mut Option<run::ChangeWindow>,
 ) -> Result<RunOutcome> {
     let run_id = run_id.to_string();
     let run_dir = run_dir.to_path_buf();
@@ -485,10 +603,12 @@ async fn execute(
     let (staged_tx, mut staged_rx) = mpsc::channel::<RecordBatch>(cap);
 
     let extracted = Arc::new(AtomicU64::new(0));
+    let max_stamp = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     let extract_task = {
         let source = source.clone();
         let qtx = qtx.clone();
         let extracted = extracted.clone();
+        let max_stamp = max_stamp.clone();
         tokio::task::spawn_blocking(move || -> Result<StageTiming> {
             let mut timing = StageTiming::default();
             let mut last_log = Instant::now();
@@ -505,6 +625,9 @@ async fn execute(
                 if let Some(q) = typed.quarantine {
                     qtx.blocking_send(q)
                         .map_err(|_| downstream_gone("extract"))?;
+                }
+                if let Some(m) = max_change_stamp(&typed.batch) {
+                    max_stamp.fetch_max(m, Ordering::Relaxed);
                 }
                 if typed.batch.num_rows() > 0 {
                     extract_tx
@@ -707,7 +830,19 @@ async fn execute(
         .filter(|((t, _), _)| *t != transaction_table)
         .map(|(_, n)| n)
         .sum();
+    if let Some(w) = change_window.as_mut() {
+        let seen = max_stamp.load(Ordering::Relaxed);
+        let seen = (seen != i64::MIN).then(|| micros_to_stamp(seen)).flatten();
+        w.max_stamp_seen = seen.map(format_stamp);
+        let old = w.watermark.as_deref().and_then(parse_stamp);
+        w.new_watermark = match (old, seen) {
+            (Some(o), Some(s)) => Some(o.max(s)),
+            (o, s) => o.or(s),
+        }
+        .map(format_stamp);
+    }
     let report = Report {
+        change_window: change_window.clone(),
         run_id: run_id.clone(),
         company: config.company.clone(),
         target: target_label,
@@ -734,9 +869,7 @@ async fn execute(
     files.extend(quarantine.files);
     files.extend(requests_file);
     files.push(crate::stage::write_json(&run_dir, "report.json", &report)?);
-    let source_desc = match &config.source {
-        SourceConfig::Files(f) => format!("files:{}:{}", f.format.extension(), f.dir.display()),
-    };
+    let source_desc = config.source.describe();
     let manifest = Manifest::new(&run_id, pipeline, source_desc, &report, files);
     crate::stage::write_json(&run_dir, run::MANIFEST, &manifest)?;
     let quarantined_any = report.counts.quarantined_total + report.dimension_rows_quarantined > 0;

@@ -269,6 +269,7 @@ pub async fn replay(
         source: format!("replay:{}", manifest.run_id),
         sync_type: manifest.sync_type,
         sync_since: manifest.sync_since.clone(),
+        change_window: None,
         extracted: report.rows_read,
         filtered: 0,
         quarantined: q_total,

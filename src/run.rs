@@ -144,9 +144,29 @@ pub struct TotalRow {
     pub amount: String,
 }
 
+/// The change window of a SQL Server run: which rows it read by their Date_Stamp + Time_Stamp,
+/// and where the watermark goes once the run succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeWindow {
+    /// Ledger scope of the watermark (company, server, database, table).
+    pub scope: String,
+    /// The watermark found in the ledger when the run started.
+    pub watermark: Option<String>,
+    pub overlap_minutes: u32,
+    /// Rows stamped at or after this were read (watermark - overlap); None: every row.
+    pub changed_since: Option<String>,
+    /// Latest stamp among the rows this run read.
+    pub max_stamp_seen: Option<String>,
+    /// The watermark after this run (recorded in the ledger once the manifest is written).
+    pub new_watermark: Option<String>,
+}
+
 /// `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// SQL Server sources: the change window (incremental) and the watermark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_window: Option<ChangeWindow>,
     pub run_id: String,
     pub company: String,
     pub target: String,
@@ -180,6 +200,9 @@ pub struct Manifest {
     pub sync_type: SyncKind,
     /// Accounting_Date window: `beginning-of-time` or the first date.
     pub sync_since: String,
+    /// SQL Server sources: the change window read and the watermark after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_window: Option<ChangeWindow>,
     pub extracted: u64,
     pub filtered: u64,
     pub quarantined: u64,
@@ -208,6 +231,7 @@ impl Manifest {
             source,
             sync_type: report.sync_type,
             sync_since: report.since.clone(),
+            change_window: report.change_window.clone(),
             extracted: report.counts.extracted,
             filtered: report.counts.filtered,
             quarantined: report.counts.quarantined_total,
@@ -531,6 +555,16 @@ pub fn inspect(run_dir: &Path) -> Result<String> {
         "  target   {}",
         i.report["target"].as_str().unwrap_or("?")
     );
+    if let Some(w) = &m.change_window {
+        let _ = writeln!(
+            s,
+            "  changes  read from {} (watermark {} - {} min overlap); watermark now {}",
+            w.changed_since.as_deref().unwrap_or("the beginning"),
+            w.watermark.as_deref().unwrap_or("none"),
+            w.overlap_minutes,
+            w.new_watermark.as_deref().unwrap_or("none")
+        );
+    }
     let _ = writeln!(
         s,
         "  rows     extracted {}, filtered {}, quarantined {}, staged {}, planned {}",

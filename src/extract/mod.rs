@@ -3,18 +3,20 @@
 
 pub mod convert;
 pub mod files;
+pub mod mssql;
 
 use std::collections::BTreeMap;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 
-use crate::config::{PipelineConfig, SourceConfig};
-use crate::error::Result;
+use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
+use crate::error::{Error, Result};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
 use crate::schema::{extracted_transaction_schema, typed_schema, TableRole};
 use convert::{convert_column, CellProblem};
 use files::TableReader;
+pub use mssql::ReadWindow;
 
 /// Source columns renamed to their Arrow names but not yet typed, plus problems found while
 /// reading (malformed records).
@@ -126,28 +128,80 @@ pub struct DimensionTable {
     pub rows_read: usize,
 }
 
+/// Every table role, dimensions first.
+pub const TABLE_ROLES: [TableRole; 5] = [
+    TableRole::Job,
+    TableRole::AccountPrefix,
+    TableRole::Account,
+    TableRole::Invoice,
+    TableRole::Transaction,
+];
+
 /// An opened Sage source: every table was found and has its required columns.
 pub struct SageSource {
     config: PipelineConfig,
+    window: ReadWindow,
+    /// For a SQL Server source: which columns each table has.
+    mssql: Option<Vec<mssql::TablePlan>>,
+}
+
+/// Run a future from a blocking thread of the runtime (where the pipeline calls the source).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
+        stage: "extract",
+        message: "the SQL Server source must be used from within the tokio runtime".into(),
+    })?;
+    Ok(handle.block_on(f))
 }
 
 impl SageSource {
     /// Check that every table of the pipeline exists with its required columns, before anything
-    /// is read or staged.
+    /// is read or staged. Reads every row that `[sync] since` keeps (deep sync).
     pub fn open(config: &PipelineConfig) -> Result<SageSource> {
-        let source = SageSource {
-            config: config.clone(),
+        SageSource::open_window(config, None)
+    }
+
+    /// As [`SageSource::open`], reading only transactions stamped (Date_Stamp + Time_Stamp) at
+    /// or after `changed_since` when it is set (incremental syncs; SQL Server sources only).
+    pub fn open_window(
+        config: &PipelineConfig,
+        changed_since: Option<chrono::NaiveDateTime>,
+    ) -> Result<SageSource> {
+        let window = ReadWindow {
+            since: match config.sync.since {
+                Since::BeginningOfTime => None,
+                Since::Date(d) => Some(d),
+            },
+            changed_since,
         };
-        for role in [
-            TableRole::Job,
-            TableRole::AccountPrefix,
-            TableRole::Account,
-            TableRole::Invoice,
-            TableRole::Transaction,
-        ] {
-            source.reader(role)?;
+        let mut source = SageSource {
+            config: config.clone(),
+            window,
+            mssql: None,
+        };
+        match &config.source {
+            SourceConfig::Files(_) => {
+                for role in TABLE_ROLES {
+                    source.reader(role)?;
+                }
+            }
+            SourceConfig::Mssql(m) => {
+                let tables: Vec<(TableRole, String)> = TABLE_ROLES
+                    .iter()
+                    .map(|r| (*r, source.table_name(*r).to_string()))
+                    .collect();
+                source.mssql = Some(block_on(mssql::open(m, &tables))??);
+            }
         }
         Ok(source)
+    }
+
+    fn mssql_plan(&self, role: TableRole) -> Option<(&MssqlSource, &mssql::TablePlan)> {
+        let SourceConfig::Mssql(m) = &self.config.source else {
+            return None;
+        };
+        let plan = self.mssql.as_ref()?.iter().find(|p| p.role == role)?;
+        Some((m, plan))
     }
 
     /// The configured table name of a role.
@@ -177,17 +231,24 @@ impl SageSource {
                 excluded,
                 self.config.pipeline.batch_rows,
             ),
+            SourceConfig::Mssql(_) => Err(Error::Stage {
+                stage: "extract",
+                message: "no file reader for a SQL Server source".into(),
+            }),
         }
     }
 
     /// Read a dimension table whole.
     pub fn read_dimension(&self, role: TableRole) -> Result<DimensionTable> {
         let table = self.table_name(role).to_string();
-        let reader = self.reader(role)?;
+        let raws: Box<dyn Iterator<Item = Result<RawBatch>>> = match self.mssql_plan(role) {
+            Some((m, plan)) => Box::new(std::iter::once(block_on(mssql::read_dimension(m, plan))?)),
+            None => Box::new(self.reader(role)?),
+        };
         let mut batches = Vec::new();
         let mut quarantine = Vec::new();
         let mut rows_read = 0;
-        for raw in reader {
+        for raw in raws {
             let typed = type_batch(role, &table, raw?, &[])?;
             rows_read += typed.rows_read;
             batches.push(typed.batch);
@@ -205,12 +266,59 @@ impl SageSource {
 
     /// Stream the transaction table as typed batches (the excluded columns still attached; the
     /// project stage drops them).
-    pub fn transactions(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<TypedBatch>> + Send + 'static> {
+    pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
+        if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
+                stage: "extract",
+                message: "the SQL Server source must be used from within the tokio runtime".into(),
+            })?;
+            let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
+            let driver = handle.spawn(mssql::read_transactions(
+                m.clone(),
+                plan.clone(),
+                self.window,
+                self.config.pipeline.batch_rows,
+                tx,
+            ));
+            return Ok(Box::new(MssqlTransactions {
+                rx,
+                driver,
+                table: plan.table.clone(),
+            }));
+        }
         let reader = self.reader(TableRole::Transaction)?;
         let excluded = reader.excluded_present();
         let table = self.table_name(TableRole::Transaction).to_string();
-        Ok(reader.map(move |raw| type_batch(TableRole::Transaction, &table, raw?, &excluded)))
+        Ok(Box::new(reader.map(move |raw| {
+            type_batch(TableRole::Transaction, &table, raw?, &excluded)
+        })))
+    }
+
+    /// The window the transactions are read in.
+    pub fn window(&self) -> ReadWindow {
+        self.window
+    }
+}
+
+/// Transactions streamed from SQL Server partitions; typed on the consumer's thread. Dropping it
+/// stops the partition readers.
+struct MssqlTransactions {
+    rx: tokio::sync::mpsc::Receiver<Result<RawBatch>>,
+    driver: tokio::task::JoinHandle<()>,
+    table: String,
+}
+
+impl Iterator for MssqlTransactions {
+    type Item = Result<TypedBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.rx.blocking_recv()?;
+        Some(raw.and_then(|raw| type_batch(TableRole::Transaction, &self.table, raw, &[])))
+    }
+}
+
+impl Drop for MssqlTransactions {
+    fn drop(&mut self) {
+        self.driver.abort();
     }
 }

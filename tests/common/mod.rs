@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: pipelines in temp dirs, reading run files back.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,286 @@
+//! The SQL jcsync sends to SQL Server, built in one place.
+//!
+//! Nothing from a pipeline file or from the data is formatted into SQL text except table and
+//! column identifiers, which are checked against `^[A-Za-z_][A-Za-z0-9_]*$` first and then
+//! bracket-quoted. Every value (dates, job keys, schema and table names in catalog queries) is a
+//! parameter (`@P1`, `@P2`, ...).
+
+use chrono::{NaiveDate, NaiveDateTime};
+
+/// A value bound to a `@Pn` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlParam {
+    Text(String),
+    Int(i64),
+}
+
+/// A statement and its parameters, in `@P1..` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<SqlParam>,
+}
+
+/// Check that a configured identifier is a plain SQL name; `key` names the setting for the error.
+pub fn check_identifier(key: &str, name: &str) -> std::result::Result<(), String> {
+    let mut chars = name.chars();
+    let ok = match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "key `{key}`: {name:?} is not a plain SQL identifier (letters, digits and _, not starting with a digit)"
+        ))
+    }
+}
+
+/// `[name]`. Only called on names that passed [`check_identifier`] (or the constant column names
+/// of `schema.rs`), so no `]` can occur; it is escaped anyway.
+pub fn quote(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
+}
+
+/// `[schema].[table]`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote(schema), quote(table))
+}
+
+/// The catalog query for a table's columns: `(COLUMN_NAME)` rows.
+pub fn columns_of(schema: &str, table: &str) -> Statement {
+    Statement {
+        sql: "SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS \
+              WHERE TABLE_SCHEMA = @P1 AND TABLE_NAME = @P2 ORDER BY ORDINAL_POSITION"
+            .into(),
+        params: vec![
+            SqlParam::Text(schema.to_string()),
+            SqlParam::Text(table.to_string()),
+        ],
+    }
+}
+
+/// `SELECT COUNT(*)` of a table.
+pub fn count_rows(schema: &str, table: &str) -> Statement {
+    Statement {
+        sql: format!("SELECT COUNT_BIG(*) AS n FROM {}", qualified(schema, table)),
+        params: vec![],
+    }
+}
+
+/// Which rows of the transaction table a run reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadWindow {
+    /// Accounting_Date on or after this day (rows with no Accounting_Date are still read: they
+    /// are quarantined as `missing_value`, not silently dropped).
+    pub since: Option<NaiveDate>,
+    /// Date_Stamp + Time_Stamp at or after this moment (incremental syncs: watermark - overlap).
+    pub changed_since: Option<NaiveDateTime>,
+}
+
+impl ReadWindow {
+    /// The WHERE conditions of the window; their values are appended to `params`, and each
+    /// condition refers to them by position (`@Pn`).
+    fn conditions(&self, params: &mut Vec<SqlParam>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(since) = self.since {
+            params.push(SqlParam::Text(since.format("%Y-%m-%d").to_string()));
+            let p = params.len();
+            out.push(format!(
+                "({a} >= @P{p} OR {a} IS NULL)",
+                a = quote("Accounting_Date")
+            ));
+        }
+        if let Some(from) = self.changed_since {
+            // Whole seconds: flooring a lower bound only widens the window.
+            params.push(SqlParam::Text(from.date().format("%Y-%m-%d").to_string()));
+            let d = params.len();
+            params.push(SqlParam::Text(from.time().format("%H:%M:%S").to_string()));
+            let t = params.len();
+            out.push(format!(
+                "({ds} > @P{d} OR ({ds} = @P{d} AND {ts} >= @P{t}))",
+                ds = quote("Date_Stamp"),
+                ts = quote("Time_Stamp")
+            ));
+        }
+        out
+    }
+}
+
+fn select_list(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A dimension table, whole, in the order of its key.
+pub fn read_dimension(schema: &str, table: &str, columns: &[&str], key: &[&str]) -> Statement {
+    Statement {
+        sql: format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            select_list(columns),
+            qualified(schema, table),
+            select_list(key)
+        ),
+        params: vec![],
+    }
+}
+
+/// The distinct Jobs of the transaction rows in the window: one partition each.
+pub fn list_jobs(schema: &str, table: &str, window: &ReadWindow) -> Statement {
+    let mut params = Vec::new();
+    let conditions = window.conditions(&mut params);
+    let mut sql = format!(
+        "SELECT DISTINCT {job} FROM {t}",
+        job = quote("Job"),
+        t = qualified(schema, table)
+    );
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY {}", quote("Job")));
+    Statement { sql, params }
+}
+
+/// The key of one partition of the transaction table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobKey {
+    /// Rows without a Job (they are quarantined as `missing_value`, but they are read).
+    Null,
+    Text(String),
+    Int(i64),
+}
+
+impl std::fmt::Display for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobKey::Null => f.write_str("NULL"),
+            JobKey::Text(s) => write!(f, "{s:?}"),
+            JobKey::Int(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// One Job's transactions in the window, in the partition's deterministic order: the rest of
+/// the natural key, then the change stamp (so of two rows with the same natural key, the one
+/// written first comes first and loads; the repeat is quarantined).
+pub fn read_partition(
+    schema: &str,
+    table: &str,
+    columns: &[&str],
+    order: &[&str],
+    job: &JobKey,
+    window: &ReadWindow,
+) -> Statement {
+    let mut params = Vec::new();
+    let mut conditions = vec![match job {
+        JobKey::Null => format!("{} IS NULL", quote("Job")),
+        JobKey::Text(s) => {
+            params.push(SqlParam::Text(s.clone()));
+            format!("{} = @P1", quote("Job"))
+        }
+        JobKey::Int(i) => {
+            params.push(SqlParam::Int(*i));
+            format!("{} = @P1", quote("Job"))
+        }
+    }];
+    conditions.extend(window.conditions(&mut params));
+    let mut sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        select_list(columns),
+        qualified(schema, table),
+        conditions.join(" AND ")
+    );
+    if !order.is_empty() {
+        sql.push_str(&format!(" ORDER BY {}", select_list(order)));
+    }
+    Statement { sql, params }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_checked_and_bracket_quoted() {
+        assert!(check_identifier("tables.job", "JCM_MASTER__JOB").is_ok());
+        assert!(check_identifier("tables.job", "_x1").is_ok());
+        for bad in [
+            "",
+            "1abc",
+            "a b",
+            "a]b",
+            "dbo.t",
+            "x;DROP TABLE y",
+            "a-b",
+            "é",
+        ] {
+            let err = check_identifier("tables.job", bad).unwrap_err();
+            assert!(err.contains("tables.job"), "{err}");
+        }
+        assert_eq!(quote("Job"), "[Job]");
+        assert_eq!(quote("a]b"), "[a]]b]");
+        assert_eq!(qualified("dbo", "T"), "[dbo].[T]");
+    }
+
+    #[test]
+    fn partition_query_binds_every_value() {
+        let window = ReadWindow {
+            since: NaiveDate::from_ymd_opt(2024, 1, 1),
+            changed_since: NaiveDate::from_ymd_opt(2024, 3, 1)
+                .and_then(|d| d.and_hms_opt(13, 5, 9)),
+        };
+        let s = read_partition(
+            "dbo",
+            "JCT_CURRENT__TRANSACTION",
+            &["Job", "Amount"],
+            &["Extra", "Date_Stamp"],
+            &JobKey::Text("1001' OR 1=1 --".into()),
+            &window,
+        );
+        assert_eq!(
+            s.sql,
+            "SELECT [Job], [Amount] FROM [dbo].[JCT_CURRENT__TRANSACTION] WHERE [Job] = @P1 \
+             AND ([Accounting_Date] >= @P2 OR [Accounting_Date] IS NULL) \
+             AND ([Date_Stamp] > @P3 OR ([Date_Stamp] = @P3 AND [Time_Stamp] >= @P4)) \
+             ORDER BY [Extra], [Date_Stamp]"
+        );
+        assert!(!s.sql.contains("1001"), "values never reach the SQL text");
+        assert_eq!(
+            s.params,
+            vec![
+                SqlParam::Text("1001' OR 1=1 --".into()),
+                SqlParam::Text("2024-01-01".into()),
+                SqlParam::Text("2024-03-01".into()),
+                SqlParam::Text("13:05:09".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn null_job_partition_and_job_list() {
+        let s = read_partition(
+            "dbo",
+            "T",
+            &["Job"],
+            &[],
+            &JobKey::Null,
+            &ReadWindow::default(),
+        );
+        assert_eq!(s.sql, "SELECT [Job] FROM [dbo].[T] WHERE [Job] IS NULL");
+        assert!(s.params.is_empty());
+        let l = list_jobs("dbo", "T", &ReadWindow::default());
+        assert_eq!(l.sql, "SELECT DISTINCT [Job] FROM [dbo].[T] ORDER BY [Job]");
+        let c = columns_of("dbo", "T");
+        assert_eq!(
+            c.params,
+            vec![SqlParam::Text("dbo".into()), SqlParam::Text("T".into())]
+        );
+    }
+}
