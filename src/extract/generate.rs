@@ -176,7 +176,8 @@ enum TableWriter {
     },
     Parquet {
         path: PathBuf,
-        writer: ArrowWriter<File>,
+        /// Boxed: the writer is large and the CSV variant small.
+        writer: Box<ArrowWriter<File>>,
         schema: SchemaRef,
         builders: Vec<StringBuilder>,
         rows: usize,
@@ -221,7 +222,7 @@ impl TableWriter {
                     })?;
                 Ok(TableWriter::Parquet {
                     path,
-                    writer,
+                    writer: Box::new(writer),
                     schema,
                     builders: header.iter().map(|_| StringBuilder::new()).collect(),
                     rows: 0,
