@@ -114,6 +114,15 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Pipeline paths resolve against the pipeline file's directory: make ours absolute.
+    let dir = std::fs::create_dir_all(&args.dir).and_then(|_| args.dir.canonicalize());
+    let args = match dir {
+        Ok(dir) => Args { dir, ..args },
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.dir.display());
+            std::process::exit(1);
+        }
+    };
     let data = args.dir.join(format!(
         "data-{}-{}-{}",
         args.transactions,
