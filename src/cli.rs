@@ -62,6 +62,36 @@ pub enum Command {
     },
     /// Run the local Procore API emulator.
     Sandbox(SandboxArgs),
+    /// Write a synthetic Sage company (and its matching Procore sandbox seed in OUT/procore).
+    Generate(GenerateArgs),
+}
+
+/// `jcsync generate` flags.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Rows of the transaction table.
+    #[arg(long, default_value_t = 100_000)]
+    pub transactions: u64,
+    /// Jobs (Procore projects).
+    #[arg(long, default_value_t = 50)]
+    pub jobs: u32,
+    /// Seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `csv` or `parquet`.
+    #[arg(long, default_value = "csv", value_parser = parse_format)]
+    pub format: crate::config::FileFormat,
+}
+
+fn parse_format(s: &str) -> Result<crate::config::FileFormat, String> {
+    match s {
+        "csv" => Ok(crate::config::FileFormat::Csv),
+        "parquet" => Ok(crate::config::FileFormat::Parquet),
+        _ => Err(format!("expected csv or parquet, found {s:?}")),
+    }
 }
 
 /// `jcsync sandbox` flags.
@@ -273,6 +303,28 @@ pub fn run(cli: Cli) -> u8 {
             };
             match runtime.block_on(Sandbox::run(args.config())) {
                 Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Generate(args) => {
+            let options = crate::extract::generate::GenerateOptions {
+                transactions: args.transactions,
+                jobs: args.jobs,
+                seed: args.seed,
+                out: args.out,
+                format: args.format,
+            };
+            match crate::extract::generate::generate(&options) {
+                Ok(summary) => {
+                    match serde_json::to_string_pretty(&summary) {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => eprintln!("warning: cannot print the summary: {e}"),
+                    }
+                    0
+                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     EXIT_FAILED

@@ -380,6 +380,13 @@ pub struct SandboxTarget {
     /// Keep the sandbox's data in this file across runs (so a second run sees the first's costs).
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Apply Procore's default rate limits in the sandbox; `false` turns them off (benchmarks).
+    #[serde(default = "default_sandbox_rate_limit")]
+    pub rate_limit: bool,
+}
+
+const fn default_sandbox_rate_limit() -> bool {
+    true
 }
 
 /// `[target] kind = "procore"`. Secrets are read from the environment variables named here.

@@ -133,6 +133,9 @@ pub(crate) async fn prepare_target(
         TargetConfig::Sandbox(t) => {
             let mut sc = crate::sandbox::SandboxConfig::from_dir(&t.seed);
             sc.state_file = t.state_file.clone();
+            if !t.rate_limit {
+                sc.rate_limit = None;
+            }
             let handle = crate::sandbox::Sandbox::start(sc)
                 .await
                 .map_err(|e| Error::Config {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{PipelineConfig, Since};
 use crate::error::Result;
@@ -102,11 +102,13 @@ impl Projector {
                 types.value(row)
             };
             if !COST_TRANSACTION_TYPES.contains(&ty) {
-                *self
-                    .filtered
-                    .not_cost_type
-                    .entry(ty.to_string())
-                    .or_default() += 1;
+                // Counted by type without allocating a key for every row.
+                match self.filtered.not_cost_type.get_mut(ty) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.filtered.not_cost_type.insert(ty.to_string(), 1);
+                    }
+                }
                 keep.push(false);
                 continue;
             }
@@ -172,33 +174,54 @@ fn missing(name: &str) -> arrow::error::ArrowError {
 
 /// 128-bit hash of each row's natural key (trimmed values; NULL distinct from empty).
 pub fn natural_key_hashes(batch: &RecordBatch) -> Result<Vec<u128>> {
-    let n = batch.num_rows();
-    let mut hashers: Vec<Xxh3> = (0..n).map(|_| Xxh3::new()).collect();
-    for name in NATURAL_KEY {
-        let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-        if let Some(s) = col.as_string_opt::<i32>() {
-            for (row, h) in hashers.iter_mut().enumerate() {
-                feed(h, (!s.is_null(row)).then(|| s.value(row).as_bytes()));
-            }
-        } else {
-            let ints = col.as_primitive::<Int64Type>();
-            for (row, h) in hashers.iter_mut().enumerate() {
-                let bytes = ints.value(row).to_le_bytes();
-                feed(h, (!ints.is_null(row)).then_some(&bytes[..]));
-            }
-        }
+    enum KeyColumn<'a> {
+        Text(&'a arrow::array::StringArray),
+        Int(&'a arrow::array::Int64Array),
     }
-    Ok(hashers.into_iter().map(|h| h.digest128()).collect())
+    let columns = NATURAL_KEY
+        .iter()
+        .map(|name| {
+            let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
+            Ok(match col.as_string_opt::<i32>() {
+                Some(s) => KeyColumn::Text(s),
+                None => KeyColumn::Int(
+                    col.as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| missing(name))?,
+                ),
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, arrow::error::ArrowError>>()?;
+    // One reused buffer and a one-shot hash per row: the same bytes (so the same digest) as
+    // feeding a streaming hasher, without a 600-byte hasher state per row.
+    let mut buf = Vec::with_capacity(128);
+    let hashes = (0..batch.num_rows())
+        .map(|row| {
+            buf.clear();
+            for c in &columns {
+                match c {
+                    KeyColumn::Text(s) => {
+                        feed(&mut buf, (!s.is_null(row)).then(|| s.value(row).as_bytes()))
+                    }
+                    KeyColumn::Int(ints) => {
+                        let bytes = ints.value(row).to_le_bytes();
+                        feed(&mut buf, (!ints.is_null(row)).then_some(&bytes[..]));
+                    }
+                }
+            }
+            xxh3_128(&buf)
+        })
+        .collect();
+    Ok(hashes)
 }
 
-fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
+fn feed(buf: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         Some(v) => {
-            h.update(&[1]);
-            h.update(&(v.len() as u32).to_le_bytes());
-            h.update(v);
+            buf.push(1);
+            buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            buf.extend_from_slice(v);
         }
-        None => h.update(&[0]),
+        None => buf.push(0),
     }
 }
 

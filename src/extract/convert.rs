@@ -45,6 +45,9 @@ pub fn days_to_date(days: i32) -> Option<NaiveDate> {
 /// i128 of a Decimal128(18, scale).
 pub fn parse_decimal(text: &str, scale: i8) -> Result<i128, String> {
     let t = text.trim();
+    if let Some(v) = fast_decimal(t, scale) {
+        return v;
+    }
     let t = t.strip_prefix('+').unwrap_or(t);
     let d = Decimal::from_str(t)
         .or_else(|_| Decimal::from_scientific(t))
@@ -72,10 +75,104 @@ pub fn float_text(v: f64) -> Option<String> {
 pub fn parse_date(text: &str) -> Result<i32, String> {
     let t = text.trim();
     let date_part = t.split([' ', 'T']).next().unwrap_or(t);
+    match fast_iso_date(date_part.as_bytes()) {
+        Some(Ok(days)) => return Ok(days),
+        Some(Err(())) => return Err(BAD_DATE.to_string()),
+        None => {}
+    }
     NaiveDate::parse_from_str(date_part, "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(date_part, "%m/%d/%Y"))
         .map(date_to_days)
-        .map_err(|_| "not a valid date (expected YYYY-MM-DD or MM/DD/YYYY)".to_string())
+        .map_err(|_| BAD_DATE.to_string())
+}
+
+const BAD_DATE: &str = "not a valid date (expected YYYY-MM-DD or MM/DD/YYYY)";
+
+/// `YYYY-MM-DD` without a format string: the shape every export writes. None when the text has
+/// another shape (the general parser then decides).
+fn fast_iso_date(t: &[u8]) -> Option<Result<i32, ()>> {
+    if t.len() != 10 || t[4] != b'-' || t[7] != b'-' {
+        return None;
+    }
+    let mut n = [0u32; 3];
+    for (k, range) in [(0, 0..4), (1, 5..7), (2, 8..10)] {
+        for &c in &t[range] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n[k] = n[k] * 10 + u32::from(c - b'0');
+        }
+    }
+    Some(
+        NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2])
+            .map(date_to_days)
+            .ok_or(()),
+    )
+}
+
+/// A plain decimal (`-123.4567`, at most 28 digits) parsed and rounded half away from zero
+/// without going through `Decimal`. None for any other shape (exponents, `+`, `.5`): the general
+/// parser decides.
+fn fast_decimal(t: &str, scale: i8) -> Option<Result<i128, String>> {
+    let b = t.as_bytes();
+    let (negative, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        _ => (false, b),
+    };
+    let mut mantissa: i128 = 0;
+    let mut count = 0usize;
+    let mut frac = None::<usize>;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + i128::from(c - b'0');
+                count += 1;
+            }
+            b'.' if frac.is_none() && i > 0 && i + 1 < digits.len() => frac = Some(0),
+            _ => return None,
+        }
+        if let Some(f) = frac.as_mut() {
+            if c != b'.' {
+                *f += 1;
+            }
+        }
+    }
+    if count == 0 || count > 28 {
+        return None;
+    }
+    let frac = frac.unwrap_or(0);
+    let scale = scale as usize;
+    let mut v = if frac <= scale {
+        mantissa * 10i128.pow((scale - frac) as u32)
+    } else {
+        let div = 10i128.pow((frac - scale) as u32);
+        let (q, r) = (mantissa / div, mantissa % div);
+        if r * 2 >= div {
+            q + 1
+        } else {
+            q
+        }
+    };
+    if negative {
+        v = -v;
+    }
+    if v.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION as u32) {
+        return Some(Err(format!("out of range for {DECIMAL_PRECISION} digits")));
+    }
+    Some(Ok(v))
+}
+
+/// `HH:MM:SS` without a format string; None for any other shape.
+fn fast_time(t: &[u8]) -> Option<i64> {
+    if t.len() != 8 || t[2] != b':' || t[5] != b':' {
+        return None;
+    }
+    let two = |i: usize| -> Option<i64> {
+        let (a, b) = (t[i], t[i + 1]);
+        (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+    };
+    let (h, m, s) = (two(0)?, two(3)?, two(6)?);
+    (h < 24 && m < 60 && s < 60).then(|| (h * 3600 + m * 60 + s) * 1_000_000)
 }
 
 /// Parse a time of day `HH:MM[:SS[.ffffff]]` as microseconds since midnight.
@@ -83,6 +180,9 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     let t = text.trim();
     // A datetime exported for a time column: keep the time part.
     let time_part = t.rsplit([' ', 'T']).next().unwrap_or(t);
+    if let Some(us) = fast_time(time_part.as_bytes()) {
+        return Ok(us);
+    }
     NaiveTime::parse_from_str(time_part, "%H:%M:%S%.f")
         .or_else(|_| NaiveTime::parse_from_str(time_part, "%H:%M"))
         .map(|tm| {
@@ -312,6 +412,11 @@ mod tests {
         assert_eq!(parse_decimal(" +12 ", 2), Ok(1200));
         assert_eq!(parse_decimal("1.5E3", 2), Ok(150_000));
         assert!(parse_decimal("12,34x", 2).is_err());
+        assert_eq!(parse_decimal("-0.005", 2), Ok(-1));
+        assert_eq!(
+            parse_decimal("99999999999999999.99", 2).map_err(|_| ()),
+            Err(())
+        );
         assert!(parse_decimal("1e30", 2).is_err());
     }
 

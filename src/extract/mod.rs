@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod files;
+pub mod generate;
 pub mod mssql;
 
 use std::collections::BTreeMap;

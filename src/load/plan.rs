@@ -497,20 +497,23 @@ impl Planner {
         let Some(queue) = self.projects.get_mut(job) else {
             return Ok(());
         };
-        let headers = std::mem::take(&mut queue.headers);
-        let lines = std::mem::take(&mut queue.lines);
-        for chunk in headers.chunks(self.max_records) {
+        let mut headers = std::mem::take(&mut queue.headers);
+        let mut lines = std::mem::take(&mut queue.lines);
+        // Chunks are moved out, not cloned: a request owns its records.
+        while !headers.is_empty() {
+            let rest = headers.split_off(headers.len().min(self.max_records));
             self.stats.header_requests += 1;
             sink.send(PlannedRequest::HeaderSync {
                 job: job.to_string(),
-                headers: chunk.to_vec(),
+                headers: std::mem::replace(&mut headers, rest),
             })?;
         }
-        for chunk in lines.chunks(self.max_records) {
+        while !lines.is_empty() {
+            let rest = lines.split_off(lines.len().min(self.max_records));
             self.stats.line_requests += 1;
             sink.send(PlannedRequest::LineSync {
                 job: job.to_string(),
-                lines: chunk.to_vec(),
+                lines: std::mem::replace(&mut lines, rest),
             })?;
         }
         Ok(())
