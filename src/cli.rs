@@ -31,6 +31,10 @@ pub enum Command {
         /// Plan only: write the requests that would be sent to requests.ndjson.
         #[arg(long)]
         dry_run: bool,
+        /// Extract, project, enrich and stage only: no planning, nothing sent (load the run
+        /// later with `jcsync replay`).
+        #[arg(long, conflicts_with = "dry_run")]
+        stage_only: bool,
     },
     /// Load a run again from its staged Parquet, without touching Sage.
     Replay {
@@ -207,7 +211,11 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
-        Command::Sync { pipeline, dry_run } => {
+        Command::Sync {
+            pipeline,
+            dry_run,
+            stage_only,
+        } => {
             let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
@@ -227,6 +235,7 @@ pub fn run(cli: Cli) -> u8 {
             }
             let options = SyncOptions {
                 dry_run,
+                stage_only,
                 cancel: Some(cancel),
             };
             let result =

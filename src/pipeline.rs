@@ -94,6 +94,9 @@ pub fn run_stage<I: Rows + Send, O: Rows + Send>(
 pub struct SyncOptions {
     /// Plan only, whatever the target says.
     pub dry_run: bool,
+    /// Extract, project, enrich and stage only: no planning, no requests. The run directory
+    /// can be loaded later with `jcsync replay`.
+    pub stage_only: bool,
     /// Set (e.g. by Ctrl-C) to stop sending: in-flight requests settle, the ledger stays
     /// consistent, staging completes.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -115,6 +118,13 @@ pub(crate) async fn prepare_target(
     options: &SyncOptions,
 ) -> Result<PreparedTarget> {
     let config = &pipeline.config;
+    if options.stage_only {
+        return Ok(PreparedTarget {
+            label: "none (stage only)".into(),
+            load: None,
+            _sandbox: None,
+        });
+    }
     if options.dry_run {
         return Ok(PreparedTarget {
             label: "dry-run".into(),
@@ -198,6 +208,8 @@ pub(crate) async fn prepare_target(
 
 /// What the last stage produced.
 pub(crate) enum PlanOutput {
+    /// `sync --stage-only`: the staged rows were counted and dropped.
+    Skipped,
     DryRun(crate::stage::FileEntry),
     Load(LoadOutcome),
 }
@@ -349,6 +361,7 @@ pub(crate) fn summarize_output(
     Option<Error>,
 ) {
     match output {
+        PlanOutput::Skipped => (None, None, None),
         PlanOutput::DryRun(f) => (Some(f), None, None),
         PlanOutput::Load(outcome) => {
             let requests: u64 = outcome
@@ -444,6 +457,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
         source,
         target,
         cancel,
+        options.stage_only,
         &run_id,
         &run_dir,
         started_at,
@@ -462,7 +476,10 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     // error here fails the command, but the run itself is complete (no failed.json).
     match (result, &change_window) {
         // A load that did not complete must be resumed from the same window.
-        (Ok(outcome), Some(w)) if outcome.exit_code != EXIT_LOAD_INCOMPLETE => {
+        // A stage-only run loaded nothing: its window is still to be loaded.
+        (Ok(outcome), Some(w))
+            if outcome.exit_code != EXIT_LOAD_INCOMPLETE && !options.stage_only =>
+        {
             match w.new_watermark.as_deref().and_then(parse_stamp) {
                 Some(stamp) => {
                     let (scope, ledger_path, id) =
@@ -536,6 +553,7 @@ async fn execute(
     source: SageSource,
     target: PreparedTarget,
     cancel: Arc<std::sync::atomic::AtomicBool>,
+    options_stage_only: bool,
     run_id: &str,
     run_dir: &std::path::Path,
     started_at: chrono::DateTime<chrono::Utc>,
@@ -706,7 +724,18 @@ async fn execute(
     };
 
     let target_label = target.label.clone();
-    let plan_task = {
+    let stage_only = options_stage_only;
+    let plan_task = if stage_only {
+        drop(load_qtx);
+        drop(cancel);
+        tokio::task::spawn_blocking(move || -> Result<(StageTiming, Planner, PlanOutput)> {
+            let mut timing = StageTiming::default();
+            while let Some(batch) = staged_rx.blocking_recv() {
+                timing.rows_in += batch.rows();
+            }
+            Ok((timing, Planner::new(MAX_SYNC_RECORDS), PlanOutput::Skipped))
+        })
+    } else {
         let setup = LoadSetup {
             run_dir: run_dir.clone(),
             run_id: run_id.clone(),
@@ -795,6 +824,7 @@ async fn execute(
         planned: planner.stats.lines,
         loaded: None,
         pending: 0,
+        plan_skipped: stage_only,
     };
     let mut counts = counts;
     let (requests_file, load_report, load_failure) = summarize_output(output);

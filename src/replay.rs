@@ -182,6 +182,7 @@ pub async fn replay(
     let sync_options = SyncOptions {
         dry_run: options.dry_run,
         cancel: options.cancel.clone(),
+        ..SyncOptions::default()
     };
     let target = prepare_target(&pipeline, &sync_options).await?;
     let (run_id, out_dir) = run::create_run_dir(&config.stage.dir)?;

@@ -62,6 +62,10 @@ pub struct CountsReport {
     pub loaded: Option<u64>,
     /// Planned lines not loaded because the load stopped early (resumed by the next sync).
     pub pending: u64,
+    /// `sync --stage-only`: nothing was planned or sent; `staged` takes `planned`'s place in
+    /// the reconciliation and a replay of the run does the load.
+    #[serde(default)]
+    pub plan_skipped: bool,
 }
 
 impl CountsReport {
@@ -69,6 +73,9 @@ impl CountsReport {
     /// `quarantined_total` that the load rejected (those rows were planned first).
     pub fn reconciles(&self, load_quarantined: u64) -> bool {
         let upstream = self.filtered + self.quarantined_total - load_quarantined;
+        if self.plan_skipped {
+            return self.extracted == upstream + self.staged;
+        }
         match self.loaded {
             None => self.extracted == upstream + self.planned,
             Some(loaded) => {
@@ -332,15 +339,25 @@ pub fn summary_text(report: &Report, run_dir: &Path) -> String {
             format!("({})", reasons.join(", "))
         }
     );
+    if c.plan_skipped {
+        let _ = writeln!(
+            s,
+            "  staged           {:>10}  (stage only: nothing planned or sent; load with `jcsync replay {}`)",
+            c.staged,
+            run_dir.display()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "  planned          {:>10}  lines, amount {}",
+            c.planned, report.planned_amount
+        );
+    }
     let _ = writeln!(
         s,
-        "  planned          {:>10}  lines, amount {}",
-        c.planned, report.planned_amount
-    );
-    let _ = writeln!(
-        s,
-        "  reconciled       {:>10}  (extracted = filtered + quarantined + planned)",
-        if report.reconciled { "yes" } else { "NO" }
+        "  reconciled       {:>10}  (extracted = filtered + quarantined + {})",
+        if report.reconciled { "yes" } else { "NO" },
+        if c.plan_skipped { "staged" } else { "planned" }
     );
     if report.dimension_rows_quarantined > 0 {
         let _ = writeln!(

@@ -213,7 +213,7 @@ fn an_altered_truncated_or_removed_staged_file_is_refused_and_nothing_is_sent() 
         let pipeline = pipeline_for(dir.path(), &sandbox, "");
         let dry = SyncOptions {
             dry_run: true,
-            cancel: None,
+            ..SyncOptions::default()
         };
         type Damage = fn(&Path);
         let damages: [(&str, Damage); 4] = [
