@@ -320,6 +320,8 @@ pub struct StageConfig {
     /// Directory that receives one `<run-id>/` folder per run.
     pub dir: PathBuf,
     pub compression: Compression,
+    /// zstd level (1 = fastest … 22); used when `compression = "zstd"`.
+    pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// Rows per staged part file before a new `part-*.parquet` is started.
@@ -331,10 +333,15 @@ impl Default for StageConfig {
         StageConfig {
             dir: PathBuf::from("runs"),
             compression: Compression::Zstd,
+            zstd_level: default_zstd_level(),
             row_group_rows: default_row_group_rows(),
             part_rows: default_part_rows(),
         }
     }
+}
+
+const fn default_zstd_level() -> i32 {
+    1
 }
 
 const fn default_row_group_rows() -> usize {
@@ -590,6 +597,12 @@ impl PipelineConfig {
                     "key `mappings.transaction_jc.exclude`: {column:?} is needed to build direct costs and cannot be excluded"
                 ));
             }
+        }
+        if !(1..=22).contains(&self.stage.zstd_level) {
+            return Err(format!(
+                "key `stage.zstd_level`: expected 1 to 22, found {}",
+                self.stage.zstd_level
+            ));
         }
         if self.stage.row_group_rows == 0 || self.stage.part_rows == 0 {
             return Err(

@@ -252,16 +252,6 @@ pub fn typed_schema(role: TableRole) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Schema of transaction batches as extracted: the typed columns plus the excluded columns that
-/// the source file carries, as raw text, under their Sage names. The project stage drops them.
-pub fn extracted_transaction_schema(excluded_present: &[String]) -> SchemaRef {
-    let mut fields = typed_schema(TableRole::Transaction).fields().to_vec();
-    for name in excluded_present {
-        fields.push(Arc::new(Field::new(name, DataType::Utf8, true)));
-    }
-    Arc::new(Schema::new(fields))
-}
-
 /// Columns the enrich stage adds from the four joins, then the origin ids of the plan.
 pub const ENRICHMENT_FIELDS: &[(&str, ColumnKind)] = &[
     ("job_description", Text),

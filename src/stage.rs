@@ -13,6 +13,7 @@ use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Compression, StageConfig};
@@ -117,11 +118,17 @@ pub fn write_json(
 /// Parquet writer properties from the `[stage]` section.
 pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
     let compression = match config.compression {
-        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(3)?),
+        Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(config.zstd_level)?),
         Compression::Snappy => ParquetCompression::SNAPPY,
         Compression::None => ParquetCompression::UNCOMPRESSED,
     };
-    Ok(WriterProperties::builder()
+    // Columns unique per row gain nothing from a dictionary but its cost (every value interned,
+    // then the dictionary thrown away once it outgrows its page).
+    let mut builder = WriterProperties::builder();
+    for unique in [crate::schema::SOURCE_LINE, crate::schema::LINE_ORIGIN_ID] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    Ok(builder
         .set_compression(compression)
         .set_max_row_group_row_count(Some(config.row_group_rows))
         .set_created_by(format!("jcsync {}", env!("CARGO_PKG_VERSION")))

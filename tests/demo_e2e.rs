@@ -479,3 +479,30 @@ fn inspect_verifies_the_run_and_refuses_a_tampered_file() {
         .to_string();
     assert!(err.contains("missing"), "{err}");
 }
+
+#[test]
+fn origin_ids_are_pinned_to_the_values_procore_already_holds() {
+    // fixtures/expected/origin_ids.csv was written by the first released id scheme. Every id is
+    // a record Procore already holds: a different id for the same row would load it twice.
+    let expected: BTreeMap<u64, (String, String)> = read_csv(&expected("origin_ids.csv"))
+        .into_iter()
+        .map(|r| {
+            (
+                r["source_line"].parse().expect("source_line"),
+                (
+                    r["line_origin_id"].clone(),
+                    r["direct_cost_origin_id"].clone(),
+                ),
+            )
+        })
+        .collect();
+    let staged = read_parquet(&staged_files(&demo().outcome.run_dir));
+    let got: BTreeMap<u64, (String, String)> = u64s(&staged, "source_line")
+        .into_iter()
+        .zip(strings(&staged, "line_origin_id"))
+        .zip(strings(&staged, "direct_cost_origin_id"))
+        .map(|((l, a), b)| (l, (a.unwrap_or_default(), b.unwrap_or_default())))
+        .collect();
+    assert_eq!(got.len(), 35);
+    assert_eq!(got, expected);
+}

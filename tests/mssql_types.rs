@@ -177,7 +177,6 @@ fn typed(arrow_name: &str, raw: ArrayRef) -> (ArrayRef, usize) {
             batch,
             problems: vec![],
         },
-        &[],
     )
     .expect("typed");
     let q = t.quarantine.map(|q| q.len()).unwrap_or(0);

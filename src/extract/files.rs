@@ -1,8 +1,9 @@
 //! Sage tables exported as files: one file per table, named after the table, CSV or Parquet.
 //!
 //! Readers yield [`RawBatch`]es: the source columns renamed to their Arrow names but not yet typed
-//! (CSV gives text, Parquet whatever the export wrote), plus the excluded columns under their Sage
-//! names, plus per-row problems found while reading. [`super::type_batch`] does the typing.
+//! (CSV gives text, Parquet whatever the export wrote), plus per-row problems found while reading.
+//! [`super::type_batch`] does the typing. Only the columns jcsync uses are read (an allow-list):
+//! the excluded Transaction (JC) columns are never materialized, as with the SQL Server source.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,8 +31,6 @@ pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
 struct ColumnPlan {
     /// For each spec column, its index in the file, or None when the file lacks an optional column.
     spec_index: Vec<Option<usize>>,
-    /// Excluded columns the file carries: (Sage name, index).
-    excluded: Vec<(String, usize)>,
 }
 
 fn plan_columns(
@@ -39,7 +38,6 @@ fn plan_columns(
     table: &str,
     path: &Path,
     header: &[String],
-    excluded: &[String],
 ) -> Result<ColumnPlan> {
     let by_name: HashMap<String, usize> = header
         .iter()
@@ -68,28 +66,16 @@ fn plan_columns(
         }
         spec_index.push(found);
     }
-    let excluded = excluded
-        .iter()
-        .filter_map(|name| find(name).map(|i| (name.clone(), i)))
-        .collect();
-    Ok(ColumnPlan {
-        spec_index,
-        excluded,
-    })
+    Ok(ColumnPlan { spec_index })
 }
 
-fn raw_schema(role: TableRole, excluded: &[(String, usize)], types: &[DataType]) -> Arc<Schema> {
+fn raw_schema(role: TableRole, types: &[DataType]) -> Arc<Schema> {
     let mut fields = vec![Field::new(SOURCE_LINE, DataType::UInt64, false)];
     fields.extend(
         role.columns()
             .iter()
             .zip(types)
             .map(|(c, t)| Field::new(c.name, t.clone(), true)),
-    );
-    fields.extend(
-        excluded
-            .iter()
-            .map(|(name, _)| Field::new(name, DataType::Utf8, true)),
     );
     Arc::new(Schema::new(fields))
 }
@@ -100,7 +86,6 @@ pub fn open_table(
     table: &str,
     format: FileFormat,
     role: TableRole,
-    excluded: &[String],
     batch_rows: usize,
 ) -> Result<TableReader> {
     let path = table_path(dir, table, format);
@@ -112,10 +97,11 @@ pub fn open_table(
     }
     match format {
         FileFormat::Csv => {
-            CsvTableReader::open(path, table, role, excluded, batch_rows).map(TableReader::Csv)
+            CsvTableReader::open(path, table, role, batch_rows).map(TableReader::Csv)
         }
-        FileFormat::Parquet => ParquetTableReader::open(path, table, role, excluded, batch_rows)
-            .map(TableReader::Parquet),
+        FileFormat::Parquet => {
+            ParquetTableReader::open(path, table, role, batch_rows).map(TableReader::Parquet)
+        }
     }
 }
 
@@ -132,15 +118,6 @@ impl TableReader {
             TableReader::Csv(r) => &r.path,
             TableReader::Parquet(r) => &r.path,
         }
-    }
-
-    /// Sage names of the excluded columns this file carries.
-    pub fn excluded_present(&self) -> Vec<String> {
-        let plan = match self {
-            TableReader::Csv(r) => &r.plan,
-            TableReader::Parquet(r) => &r.plan,
-        };
-        plan.excluded.iter().map(|(n, _)| n.clone()).collect()
     }
 }
 
@@ -168,13 +145,7 @@ pub struct CsvTableReader {
 }
 
 impl CsvTableReader {
-    fn open(
-        path: PathBuf,
-        table: &str,
-        role: TableRole,
-        excluded: &[String],
-        batch_rows: usize,
-    ) -> Result<Self> {
+    fn open(path: PathBuf, table: &str, role: TableRole, batch_rows: usize) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .has_headers(true)
@@ -196,7 +167,7 @@ impl CsvTableReader {
                     .to_string()
             })
             .collect();
-        let plan = plan_columns(role, table, &path, &header, excluded)?;
+        let plan = plan_columns(role, table, &path, &header)?;
         Ok(CsvTableReader {
             path,
             role,
@@ -214,7 +185,7 @@ impl CsvTableReader {
             return Ok(None);
         }
         let n_spec = self.plan.spec_index.len();
-        let n_cols = n_spec + self.plan.excluded.len();
+        let n_cols = n_spec;
         let mut builders: Vec<StringBuilder> = (0..n_cols).map(|_| StringBuilder::new()).collect();
         let mut lines = Vec::with_capacity(self.batch_rows);
         let mut problems = Vec::new();
@@ -247,12 +218,7 @@ impl CsvTableReader {
                     ),
                 });
             }
-            let indices = self
-                .plan
-                .spec_index
-                .iter()
-                .copied()
-                .chain(self.plan.excluded.iter().map(|(_, i)| Some(*i)));
+            let indices = self.plan.spec_index.iter().copied();
             for (b, idx) in builders.iter_mut().zip(indices) {
                 match idx.and_then(|i| self.record.get(i)) {
                     Some(bytes) => match std::str::from_utf8(bytes) {
@@ -280,7 +246,7 @@ impl CsvTableReader {
                 .map(|b| Arc::new(b.finish()) as ArrayRef),
         );
         let types = vec![DataType::Utf8; n_spec];
-        let schema = raw_schema(self.role, &self.plan.excluded, &types);
+        let schema = raw_schema(self.role, &types);
         Ok(Some(RawBatch {
             batch: RecordBatch::try_new(schema, columns)?,
             problems,
@@ -300,13 +266,7 @@ pub struct ParquetTableReader {
 }
 
 impl ParquetTableReader {
-    fn open(
-        path: PathBuf,
-        table: &str,
-        role: TableRole,
-        excluded: &[String],
-        batch_rows: usize,
-    ) -> Result<Self> {
+    fn open(path: PathBuf, table: &str, role: TableRole, batch_rows: usize) -> Result<Self> {
         let source_err = |e: parquet::errors::ParquetError| Error::Source {
             path: path.clone(),
             message: e.to_string(),
@@ -319,14 +279,8 @@ impl ParquetTableReader {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let plan = plan_columns(role, table, &path, &header, excluded)?;
-        let mut wanted: Vec<usize> = plan
-            .spec_index
-            .iter()
-            .flatten()
-            .copied()
-            .chain(plan.excluded.iter().map(|(_, i)| *i))
-            .collect();
+        let plan = plan_columns(role, table, &path, &header)?;
+        let mut wanted: Vec<usize> = plan.spec_index.iter().flatten().copied().collect();
         wanted.sort_unstable();
         wanted.dedup();
         let projected_pos = wanted.iter().enumerate().map(|(p, i)| (*i, p)).collect();
@@ -369,18 +323,7 @@ impl ParquetTableReader {
             types.push(col.data_type().clone());
             columns.push(col);
         }
-        for (_, i) in &self.plan.excluded {
-            let col = match self.projected_pos.get(i) {
-                Some(p) => batch.column(*p).clone(),
-                None => new_null_array(&DataType::Utf8, n),
-            };
-            columns.push(if col.data_type() == &DataType::Utf8 {
-                col
-            } else {
-                arrow::compute::cast(&col, &DataType::Utf8)?
-            });
-        }
-        let schema = raw_schema(self.role, &self.plan.excluded, &types);
+        let schema = raw_schema(self.role, &types);
         Ok(Some(RawBatch {
             batch: RecordBatch::try_new(schema, columns)?,
             problems: Vec::new(),
@@ -411,7 +354,6 @@ mod tests {
             "JCM_MASTER__JOB",
             FileFormat::Csv,
             TableRole::Job,
-            &[],
             10,
         )
         .err()
@@ -433,7 +375,6 @@ mod tests {
             "JCM_MASTER__JOB",
             FileFormat::Csv,
             TableRole::Job,
-            &[],
             10,
         )
         .err()
@@ -458,7 +399,6 @@ mod tests {
             "JCM_MASTER__JOB",
             FileFormat::Csv,
             TableRole::Job,
-            &[],
             10,
         )
         .expect("opens");

@@ -14,7 +14,7 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
 use crate::error::{Error, Result};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
-use crate::schema::{extracted_transaction_schema, typed_schema, TableRole};
+use crate::schema::{typed_schema, TableRole};
 use convert::{convert_column, CellProblem};
 use files::TableReader;
 pub use mssql::ReadWindow;
@@ -49,12 +49,7 @@ fn precedence(code: ReasonCode) -> u8 {
 
 /// Type every column of a raw batch. A row with any bad cell is quarantined with all of its
 /// problems in the reason; the other rows go on.
-pub fn type_batch(
-    role: TableRole,
-    table: &str,
-    raw: RawBatch,
-    excluded_present: &[String],
-) -> Result<TypedBatch> {
+pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBatch> {
     let RawBatch {
         batch: raw,
         mut problems,
@@ -65,15 +60,7 @@ pub fn type_batch(
     for (i, spec) in role.columns().iter().enumerate() {
         columns.push(convert_column(spec, raw.column(i + 1), &mut problems)?);
     }
-    let schema = if role == TableRole::Transaction {
-        for j in 0..excluded_present.len() {
-            columns.push(raw.column(1 + role.columns().len() + j).clone());
-        }
-        extracted_transaction_schema(excluded_present)
-    } else {
-        typed_schema(role)
-    };
-    let typed = RecordBatch::try_new(schema, columns)?;
+    let typed = RecordBatch::try_new(typed_schema(role), columns)?;
     if problems.is_empty() {
         return Ok(TypedBatch {
             batch: typed,
@@ -218,18 +205,12 @@ impl SageSource {
     }
 
     fn reader(&self, role: TableRole) -> Result<TableReader> {
-        let excluded: &[String] = if role == TableRole::Transaction {
-            &self.config.mappings.transaction_jc.exclude
-        } else {
-            &[]
-        };
         match &self.config.source {
             SourceConfig::Files(f) => files::open_table(
                 &f.dir,
                 self.table_name(role),
                 f.format,
                 role,
-                excluded,
                 self.config.pipeline.batch_rows,
             ),
             SourceConfig::Mssql(_) => Err(Error::Stage {
@@ -250,7 +231,7 @@ impl SageSource {
         let mut quarantine = Vec::new();
         let mut rows_read = 0;
         for raw in raws {
-            let typed = type_batch(role, &table, raw?, &[])?;
+            let typed = type_batch(role, &table, raw?)?;
             rows_read += typed.rows_read;
             batches.push(typed.batch);
             quarantine.extend(typed.quarantine);
@@ -265,8 +246,8 @@ impl SageSource {
         })
     }
 
-    /// Stream the transaction table as typed batches (the excluded columns still attached; the
-    /// project stage drops them).
+    /// Stream the transaction table as typed batches. The excluded columns are not read (the
+    /// project stage's allow-list would drop them anyway).
     pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
         if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
             let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
@@ -288,10 +269,9 @@ impl SageSource {
             }));
         }
         let reader = self.reader(TableRole::Transaction)?;
-        let excluded = reader.excluded_present();
         let table = self.table_name(TableRole::Transaction).to_string();
         Ok(Box::new(reader.map(move |raw| {
-            type_batch(TableRole::Transaction, &table, raw?, &excluded)
+            type_batch(TableRole::Transaction, &table, raw?)
         })))
     }
 
@@ -314,7 +294,7 @@ impl Iterator for MssqlTransactions {
 
     fn next(&mut self) -> Option<Self::Item> {
         let raw = self.rx.blocking_recv()?;
-        Some(raw.and_then(|raw| type_batch(TableRole::Transaction, &self.table, raw, &[])))
+        Some(raw.and_then(|raw| type_batch(TableRole::Transaction, &self.table, raw)))
     }
 }
 

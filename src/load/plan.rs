@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use arrow::array::{
     Array, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    StringBuilder,
 };
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
 use crate::error::{Error, Result};
 use crate::extract::convert::days_to_date;
@@ -210,10 +211,12 @@ impl<'a> TransactionView<'a> {
         }
     }
 
-    fn natural_key_hash(&self, company: &str, r: usize) -> u128 {
-        let mut h = Xxh3::new();
-        feed(&mut h, Some(b"line"));
-        feed(&mut h, Some(company.as_bytes()));
+    /// Hash of the line's natural key, as `feed` frames it into one buffer (the same bytes, so
+    /// the same digest, as feeding a streaming hasher field by field).
+    fn natural_key_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
+        buf.clear();
+        feed_buf(buf, Some(b"line"));
+        feed_buf(buf, Some(company.as_bytes()));
         for s in [
             self.job,
             self.extra,
@@ -221,13 +224,51 @@ impl<'a> TransactionView<'a> {
             self.category,
             self.transaction_type,
         ] {
-            feed(&mut h, opt_str(s, r).map(str::as_bytes));
+            feed_buf(buf, opt_str(s, r).map(str::as_bytes));
         }
         for i in [self.run, self.sequence, self.dist_sequence] {
-            let bytes = opt_i64(i, r).map(|v| v.to_string());
-            feed(&mut h, bytes.as_deref().map(str::as_bytes));
+            match opt_i64(i, r) {
+                Some(v) => {
+                    let mut digits = itoa::Buffer::new();
+                    feed_buf(buf, Some(digits.format(v).as_bytes()));
+                }
+                None => feed_buf(buf, None),
+            }
         }
-        h.digest128()
+        xxh3_128(buf)
+    }
+
+    /// Hash of the row's direct cost key: the digest `DirectCostKey::origin_id` takes, computed
+    /// from the borrowed cells without building the key.
+    fn direct_cost_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
+        buf.clear();
+        feed_buf(buf, Some(b"direct_cost"));
+        feed_buf(buf, Some(company.as_bytes()));
+        feed_buf(buf, Some(self.job(r).as_bytes()));
+        let ty = self.transaction_type(r);
+        let batch = opt_str(self.batch, r).unwrap_or("");
+        let acct = opt_date(self.accounting_date, r);
+        let mut date = DateText::default();
+        match ty {
+            "AP cost" => {
+                feed_buf(buf, Some(DirectCostKind::Invoice.as_str().as_bytes()));
+                feed_buf(buf, Some(self.vendor(r).unwrap_or("").as_bytes()));
+                feed_buf(buf, Some(self.invoice(r).unwrap_or("").as_bytes()));
+            }
+            "PR cost" => {
+                feed_buf(buf, Some(DirectCostKind::Payroll.as_str().as_bytes()));
+                let d = opt_date(self.period_end_date, r).or(acct);
+                feed_buf(buf, Some(date.format(d)));
+                feed_buf(buf, Some(batch.as_bytes()));
+            }
+            _ => {
+                feed_buf(buf, Some(DirectCostKind::Expense.as_str().as_bytes()));
+                feed_buf(buf, Some(ty.as_bytes()));
+                feed_buf(buf, Some(date.format(acct)));
+                feed_buf(buf, Some(batch.as_bytes()));
+            }
+        }
+        xxh3_128(buf)
     }
 }
 
@@ -239,6 +280,63 @@ fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
             h.update(v);
         }
         None => h.update(&[0]),
+    }
+}
+
+/// `feed`'s framing, appended to a buffer that is hashed in one shot.
+fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            buf.extend_from_slice(v);
+        }
+        None => buf.push(0),
+    }
+}
+
+/// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date.
+#[derive(Default)]
+struct DateText {
+    bytes: [u8; 10],
+    fallback: String,
+}
+
+impl DateText {
+    fn format(&mut self, days: Option<i32>) -> &[u8] {
+        use chrono::Datelike;
+        let Some(d) = days.and_then(days_to_date) else {
+            return b"";
+        };
+        let (y, m, day) = (d.year(), d.month(), d.day());
+        if !(0..=9999).contains(&y) {
+            // chrono's %Y signs and widens such years; keep its exact text.
+            self.fallback = fmt_date(days);
+            return self.fallback.as_bytes();
+        }
+        let digits = |v: u32, out: &mut [u8]| {
+            let mut v = v;
+            for slot in out.iter_mut().rev() {
+                *slot = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(y as u32, &mut self.bytes[0..4]);
+        self.bytes[4] = b'-';
+        digits(m, &mut self.bytes[5..7]);
+        self.bytes[7] = b'-';
+        digits(day, &mut self.bytes[8..10]);
+        &self.bytes
+    }
+}
+
+/// `prefix` followed by the 32 lowercase hex digits of `hash` (what `{:032x}` prints).
+fn push_id(out: &mut String, prefix: &str, hash: u128) {
+    let mut hex_digits = [0u8; 32];
+    // 16 bytes always fit 32 hex digits.
+    if hex::encode_to_slice(hash.to_be_bytes(), &mut hex_digits).is_ok() {
+        out.push_str(prefix);
+        out.extend(hex_digits.iter().map(|&b| b as char));
     }
 }
 
@@ -300,15 +398,29 @@ impl DirectCostKey {
 /// Origin ids of every row: (line item ids, direct cost ids).
 pub fn origin_ids(company: &str, view: &TransactionView) -> Result<(StringArray, StringArray)> {
     let n = view.len();
-    let lines = StringArray::from_iter_values((0..n).map(|r| {
-        format!(
-            "jcsync:{company}:line:{:032x}",
-            view.natural_key_hash(company, r)
-        )
-    }));
-    let dcs =
-        StringArray::from_iter_values((0..n).map(|r| view.direct_cost_key(r).origin_id(company)));
-    Ok((lines, dcs))
+    let line_prefix = format!("jcsync:{company}:line:");
+    let dc_prefix = format!("jcsync:{company}:dc:");
+    let mut lines = StringBuilder::with_capacity(n, n * (line_prefix.len() + 32));
+    let mut dcs = StringBuilder::with_capacity(n, n * (dc_prefix.len() + 32));
+    let mut buf = Vec::with_capacity(256);
+    let mut id = String::with_capacity(line_prefix.len().max(dc_prefix.len()) + 32);
+    for r in 0..n {
+        id.clear();
+        push_id(
+            &mut id,
+            &line_prefix,
+            view.natural_key_hash(company, r, &mut buf),
+        );
+        lines.append_value(&id);
+        id.clear();
+        push_id(
+            &mut id,
+            &dc_prefix,
+            view.direct_cost_hash(company, r, &mut buf),
+        );
+        dcs.append_value(&id);
+    }
+    Ok((lines.finish(), dcs.finish()))
 }
 
 /// A planned direct cost header (`direct_costs/sync` record). Ids still as Sage keys.

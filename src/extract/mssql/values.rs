@@ -349,7 +349,6 @@ mod tests {
                 batch,
                 problems: vec![],
             },
-            &[],
         )
         .expect("types");
         let reasons = t
