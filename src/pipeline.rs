@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::{Pipeline, SourceConfig, SyncKind, TargetConfig};
 use crate::enrich::{Dimensions, Enricher};
 use crate::error::{Error, Result};
-use crate::extract::SageSource;
+use crate::extract::{type_batch, RawBatch, SageSource};
 use crate::ledger::Ledger;
 use crate::load::client::{Connection, ProcoreClient, Secret};
 use crate::load::dry_run::DryRunSink;
@@ -50,6 +50,12 @@ pub trait Rows {
 impl Rows for RecordBatch {
     fn rows(&self) -> u64 {
         self.num_rows() as u64
+    }
+}
+
+impl Rows for RawBatch {
+    fn rows(&self) -> u64 {
+        self.batch.num_rows() as u64
     }
 }
 
@@ -618,49 +624,62 @@ async fn execute(
     tracing::info!(jobs = dims.job_count(), "dimensions indexed");
     let dims = Arc::new(dims);
 
+    let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(cap);
     let (extract_tx, extract_rx) = mpsc::channel::<RecordBatch>(cap);
     let (project_tx, project_rx) = mpsc::channel::<RecordBatch>(cap);
     let (enrich_tx, enrich_rx) = mpsc::channel::<RecordBatch>(cap);
     let (staged_tx, mut staged_rx) = mpsc::channel::<RecordBatch>(cap);
 
+    // Extract reads (CSV parsing, Parquet decoding, TDS rows) and a stage of its own types the
+    // cells, so that the two overlap on separate cores.
     let extracted = Arc::new(AtomicU64::new(0));
     let max_stamp = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
     let extract_task = {
         let source = source.clone();
-        let qtx = qtx.clone();
         let extracted = extracted.clone();
-        let max_stamp = max_stamp.clone();
         tokio::task::spawn_blocking(move || -> Result<StageTiming> {
             let mut timing = StageTiming::default();
             let mut last_log = Instant::now();
-            let mut batches = source.transactions()?;
+            let mut batches = source.raw_transactions()?;
+            let handle = Handle::current();
             loop {
+                // Room downstream first: at most one batch is ever held outside the channels.
+                let permit = handle
+                    .block_on(raw_tx.reserve())
+                    .map_err(|_| downstream_gone("extract"))?;
                 let started = Instant::now();
-                let Some(typed) = batches.next() else { break };
-                let typed = typed?;
+                let Some(raw) = batches.next() else { break };
+                let raw = raw?;
                 timing.busy += started.elapsed();
-                let total = extracted.fetch_add(typed.rows_read as u64, Ordering::Relaxed)
-                    + typed.rows_read as u64;
-                timing.rows_in += typed.rows_read as u64;
-                timing.rows_out += typed.batch.num_rows() as u64;
-                if let Some(q) = typed.quarantine {
-                    qtx.blocking_send(q)
-                        .map_err(|_| downstream_gone("extract"))?;
-                }
-                if let Some(m) = max_change_stamp(&typed.batch) {
-                    max_stamp.fetch_max(m, Ordering::Relaxed);
-                }
-                if typed.batch.num_rows() > 0 {
-                    extract_tx
-                        .blocking_send(typed.batch)
-                        .map_err(|_| downstream_gone("extract"))?;
-                }
+                let rows = raw.batch.num_rows() as u64;
+                let total = extracted.fetch_add(rows, Ordering::Relaxed) + rows;
+                timing.rows_in += rows;
+                timing.rows_out += rows;
+                permit.send(raw);
                 if last_log.elapsed() > Duration::from_secs(5) {
                     tracing::info!(rows = total, "extracting");
                     last_log = Instant::now();
                 }
             }
             Ok(timing)
+        })
+    };
+
+    let type_task = {
+        let qtx = qtx.clone();
+        let max_stamp = max_stamp.clone();
+        let table = source.transaction_table().to_string();
+        tokio::task::spawn_blocking(move || {
+            run_stage("type", raw_rx, extract_tx, |raw| {
+                let typed = type_batch(TableRole::Transaction, &table, raw)?;
+                if let Some(q) = typed.quarantine {
+                    qtx.blocking_send(q).map_err(|_| downstream_gone("type"))?;
+                }
+                if let Some(m) = max_change_stamp(&typed.batch) {
+                    max_stamp.fetch_max(m, Ordering::Relaxed);
+                }
+                Ok((typed.batch.num_rows() > 0).then_some(typed.batch))
+            })
         })
     };
 
@@ -757,6 +776,10 @@ async fn execute(
         .await
         .map_err(|e| join_error("extract", e))
         .and_then(|r| r);
+    let typed = type_task
+        .await
+        .map_err(|e| join_error("type", e))
+        .and_then(|r| r);
     let project = project_task
         .await
         .map_err(|e| join_error("project", e))
@@ -778,6 +801,7 @@ async fn execute(
         .map_err(|e| join_error("quarantine", e))
         .and_then(|r| r);
     let extract = extract.map_err(|e| errors.push(e)).ok();
+    let typed = typed.map_err(|e| errors.push(e)).ok();
     let project = project.map_err(|e| errors.push(e)).ok();
     let enrich = enrich.map_err(|e| errors.push(e)).ok();
     let stage = stage.map_err(|e| errors.push(e)).ok();
@@ -785,12 +809,13 @@ async fn execute(
     let quarantine = quarantine.map_err(|e| errors.push(e)).ok();
     let (
         Some(extract),
+        Some(typed),
         Some(project),
         Some(enrich),
         Some((stage, staged_files)),
         Some((plan, planner, output)),
         Some(quarantine),
-    ) = (extract, project, enrich, stage, plan, quarantine)
+    ) = (extract, typed, project, enrich, stage, plan, quarantine)
     else {
         return Err(first_real_error(errors).unwrap_or_else(|| Error::Stage {
             stage: "pipeline",
@@ -841,6 +866,7 @@ async fn execute(
             dims.job_count() as u64,
         ),
         StageReport::from_timing("extract", extract),
+        StageReport::from_timing("type", typed),
         StageReport::from_timing("project", project),
         StageReport::from_timing("enrich", enrich),
         StageReport::from_timing("stage", stage),

@@ -246,9 +246,10 @@ impl SageSource {
         })
     }
 
-    /// Stream the transaction table as typed batches. The excluded columns are not read (the
-    /// project stage's allow-list would drop them anyway).
-    pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
+    /// Stream the transaction table as raw batches, not yet typed (type them with
+    /// [`type_batch`]). The excluded columns are not read (the project stage's allow-list would
+    /// drop them anyway).
+    pub fn raw_transactions(&self) -> Result<Box<dyn Iterator<Item = Result<RawBatch>> + Send>> {
         if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
             let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
                 stage: "extract",
@@ -262,17 +263,28 @@ impl SageSource {
                 self.config.pipeline.batch_rows,
                 tx,
             ));
-            return Ok(Box::new(MssqlTransactions {
-                rx,
-                driver,
-                table: plan.table.clone(),
-            }));
+            return Ok(Box::new(MssqlTransactions { rx, driver }));
         }
-        let reader = self.reader(TableRole::Transaction)?;
-        let table = self.table_name(TableRole::Transaction).to_string();
-        Ok(Box::new(reader.map(move |raw| {
+        Ok(Box::new(self.reader(TableRole::Transaction)?))
+    }
+
+    /// Stream the transaction table as typed batches: [`Self::raw_transactions`] typed on the
+    /// caller's thread. (The sync types on a thread of its own, so that reading and typing
+    /// overlap.)
+    pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
+        let raw = self.raw_transactions()?;
+        let table = self.transaction_table().to_string();
+        Ok(Box::new(raw.map(move |raw| {
             type_batch(TableRole::Transaction, &table, raw?)
         })))
+    }
+
+    /// The transaction table's name in the source (as read, and as quarantine rows name it).
+    pub fn transaction_table(&self) -> &str {
+        match self.mssql_plan(TableRole::Transaction) {
+            Some((_, plan)) => &plan.table,
+            None => self.table_name(TableRole::Transaction),
+        }
     }
 
     /// The window the transactions are read in.
@@ -281,20 +293,17 @@ impl SageSource {
     }
 }
 
-/// Transactions streamed from SQL Server partitions; typed on the consumer's thread. Dropping it
-/// stops the partition readers.
+/// Raw transactions streamed from SQL Server partitions. Dropping it stops the partition readers.
 struct MssqlTransactions {
     rx: tokio::sync::mpsc::Receiver<Result<RawBatch>>,
     driver: tokio::task::JoinHandle<()>,
-    table: String,
 }
 
 impl Iterator for MssqlTransactions {
-    type Item = Result<TypedBatch>;
+    type Item = Result<RawBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let raw = self.rx.blocking_recv()?;
-        Some(raw.and_then(|raw| type_batch(TableRole::Transaction, &self.table, raw)))
+        self.rx.blocking_recv()
     }
 }
 
