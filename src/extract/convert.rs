@@ -30,6 +30,38 @@ pub struct CellProblem {
 
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
+/// `str::trim`, with a fast answer for the usual cell that starts and ends with a visible ASCII
+/// character (nothing to trim).
+pub fn trim_cell(v: &str) -> &str {
+    match (v.as_bytes().first(), v.as_bytes().last()) {
+        (Some(&f), Some(&l)) if (0x21..0x80).contains(&f) && (0x21..0x80).contains(&l) => v,
+        _ => v.trim(),
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date, or None when it does not exist
+/// (Howard Hinnant's `days_from_civil`; agrees with chrono for every year 0..=9999).
+fn civil_days(y: i32, m: u32, d: u32) -> Option<i32> {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if d == 0 || d > month_days {
+        return None;
+    }
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let (m, d) = (m as i32, d as i32);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
 /// Days since 1970-01-01, the Date32 representation.
 pub fn date_to_days(d: NaiveDate) -> i32 {
     use chrono::Datelike;
@@ -44,7 +76,7 @@ pub fn days_to_date(days: i32) -> Option<NaiveDate> {
 /// Parse a decimal number and round it half away from zero to `scale` places, as the unscaled
 /// i128 of a Decimal128(18, scale).
 pub fn parse_decimal(text: &str, scale: i8) -> Result<i128, String> {
-    let t = text.trim();
+    let t = trim_cell(text);
     if let Some(v) = fast_decimal(t, scale) {
         return v;
     }
@@ -73,7 +105,10 @@ pub fn float_text(v: f64) -> Option<String> {
 /// Parse a date as Sage exports write it: `YYYY-MM-DD`, `MM/DD/YYYY`, or a date-time whose date
 /// part is one of those.
 pub fn parse_date(text: &str) -> Result<i32, String> {
-    let t = text.trim();
+    let t = trim_cell(text);
+    if let Some(days) = fast_iso_date(t.as_bytes()) {
+        return days.map_err(|()| BAD_DATE.to_string());
+    }
     let date_part = t.split([' ', 'T']).next().unwrap_or(t);
     match fast_iso_date(date_part.as_bytes()) {
         Some(Ok(days)) => return Ok(days),
@@ -103,11 +138,7 @@ fn fast_iso_date(t: &[u8]) -> Option<Result<i32, ()>> {
             n[k] = n[k] * 10 + u32::from(c - b'0');
         }
     }
-    Some(
-        NaiveDate::from_ymd_opt(n[0] as i32, n[1], n[2])
-            .map(date_to_days)
-            .ok_or(()),
-    )
+    Some(civil_days(n[0] as i32, n[1], n[2]).ok_or(()))
 }
 
 /// A plain decimal (`-123.4567`, at most 28 digits) parsed and rounded half away from zero
@@ -177,7 +208,7 @@ fn fast_time(t: &[u8]) -> Option<i64> {
 
 /// Parse a time of day `HH:MM[:SS[.ffffff]]` as microseconds since midnight.
 pub fn parse_time(text: &str) -> Result<i64, String> {
-    let t = text.trim();
+    let t = trim_cell(text);
     // A datetime exported for a time column: keep the time part.
     let time_part = t.rsplit([' ', 'T']).next().unwrap_or(t);
     if let Some(us) = fast_time(time_part.as_bytes()) {
@@ -194,7 +225,7 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
 
 /// Parse a whole number; `12.0` (a numeric exported through a float) is accepted, `12.5` is not.
 pub fn parse_integer(text: &str) -> Result<i64, String> {
-    let t = text.trim();
+    let t = trim_cell(text);
     if let Ok(v) = t.parse::<i64>() {
         return Ok(v);
     }
@@ -237,6 +268,17 @@ pub fn convert_column(
     };
     let text = text.as_string::<i32>();
     Ok(match spec.kind {
+        ColumnKind::Text if already_clean(text) => {
+            // Nothing to trim and no empty cell: the column is its own typed form.
+            if spec.required {
+                for row in 0..text.len() {
+                    if text.is_null(row) {
+                        problems.push(missing(spec, row));
+                    }
+                }
+            }
+            Arc::new(text.clone())
+        }
         ColumnKind::Text => {
             let mut b = StringBuilder::with_capacity(text.len(), text.value_data().len());
             for row in 0..text.len() {
@@ -289,6 +331,16 @@ pub fn convert_column(
     })
 }
 
+/// True when no cell of a text column would change under trimming and none is empty.
+fn already_clean(text: &arrow::array::StringArray) -> bool {
+    (0..text.len()).all(|row| {
+        text.is_null(row) || {
+            let v = text.value(row);
+            !v.is_empty() && trim_cell(v).len() == v.len()
+        }
+    })
+}
+
 fn scale_of(kind: ColumnKind) -> i8 {
     if kind == ColumnKind::Money {
         MONEY_SCALE
@@ -301,7 +353,7 @@ fn non_empty(text: &arrow::array::StringArray, row: usize) -> Option<&str> {
     if text.is_null(row) {
         return None;
     }
-    let v = text.value(row).trim();
+    let v = trim_cell(text.value(row));
     (!v.is_empty()).then_some(v)
 }
 
@@ -389,6 +441,56 @@ fn floats_to_decimal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn civil_days_agree_with_chrono_on_every_day_of_years_0_to_9999() {
+        let mut d = NaiveDate::from_ymd_opt(0, 1, 1).expect("start");
+        let end = NaiveDate::from_ymd_opt(9999, 12, 31).expect("end");
+        let mut checked = 0u32;
+        while d <= end {
+            use chrono::Datelike;
+            assert_eq!(
+                civil_days(d.year(), d.month(), d.day()),
+                Some(date_to_days(d)),
+                "{d}"
+            );
+            checked += 1;
+            d = d.succ_opt().expect("next day");
+        }
+        assert_eq!(checked, 3_652_425);
+        for (y, m, day) in [
+            (2023, 2, 29),
+            (1900, 2, 29),
+            (2024, 13, 1),
+            (2024, 4, 31),
+            (2024, 1, 0),
+        ] {
+            assert_eq!(civil_days(y, m, day), None, "{y}-{m}-{day}");
+        }
+        assert_eq!(civil_days(2000, 2, 29), Some(11_016));
+    }
+
+    #[test]
+    fn trim_cell_trims_exactly_as_str_trim() {
+        for v in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "1037      ",
+            "\tx\n",
+            "\u{a0}x",
+            "x\u{3000}",
+            "\u{1f}x",
+            "é",
+            "x\u{85}",
+            "~",
+            "\u{7f}",
+        ] {
+            assert_eq!(trim_cell(v), v.trim(), "{v:?}");
+        }
+    }
     use arrow::array::{Decimal128Array, Float64Array, StringArray};
     use arrow::datatypes::Decimal128Type;
 

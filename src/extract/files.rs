@@ -141,6 +141,8 @@ pub struct CsvTableReader {
     header_len: usize,
     batch_rows: usize,
     record: csv::ByteRecord,
+    /// Text bytes of each column in the last batch (capacity hint for the next).
+    value_bytes: Vec<usize>,
     done: bool,
 }
 
@@ -176,6 +178,7 @@ impl CsvTableReader {
             header_len: header.len(),
             batch_rows,
             record: csv::ByteRecord::new(),
+            value_bytes: Vec::new(),
             done: false,
         })
     }
@@ -186,7 +189,13 @@ impl CsvTableReader {
         }
         let n_spec = self.plan.spec_index.len();
         let n_cols = n_spec;
-        let mut builders: Vec<StringBuilder> = (0..n_cols).map(|_| StringBuilder::new()).collect();
+        // Sized from the previous batch, so that the buffers rarely grow (and copy) mid-batch.
+        let mut builders: Vec<StringBuilder> = (0..n_cols)
+            .map(|c| {
+                let bytes = self.value_bytes.get(c).copied().unwrap_or(0);
+                StringBuilder::with_capacity(self.batch_rows, bytes + bytes / 8)
+            })
+            .collect();
         let mut lines = Vec::with_capacity(self.batch_rows);
         let mut problems = Vec::new();
         while lines.len() < self.batch_rows {
@@ -218,21 +227,35 @@ impl CsvTableReader {
                     ),
                 });
             }
-            let indices = self.plan.spec_index.iter().copied();
-            for (b, idx) in builders.iter_mut().zip(indices) {
-                match idx.and_then(|i| self.record.get(i)) {
-                    Some(bytes) => match std::str::from_utf8(bytes) {
-                        Ok(s) => b.append_value(s),
-                        Err(_) => {
-                            b.append_null();
-                            problems.push(CellProblem {
-                                row,
-                                code: ReasonCode::MalformedRecord,
-                                message: format!("line {line}: a field is not valid UTF-8"),
-                            });
+            // One UTF-8 check per record (not per field); the record's buffer is reused.
+            match csv::StringRecord::from_byte_record(std::mem::take(&mut self.record)) {
+                Ok(text) => {
+                    for (b, idx) in builders.iter_mut().zip(&self.plan.spec_index) {
+                        match idx.and_then(|i| text.get(i)) {
+                            Some(v) => b.append_value(v),
+                            None => b.append_null(),
                         }
-                    },
-                    None => b.append_null(),
+                    }
+                    self.record = text.into_byte_record();
+                }
+                Err(e) => {
+                    self.record = e.into_byte_record();
+                    for (b, idx) in builders.iter_mut().zip(&self.plan.spec_index) {
+                        match idx.and_then(|i| self.record.get(i)) {
+                            Some(bytes) => match std::str::from_utf8(bytes) {
+                                Ok(v) => b.append_value(v),
+                                Err(_) => {
+                                    b.append_null();
+                                    problems.push(CellProblem {
+                                        row,
+                                        code: ReasonCode::MalformedRecord,
+                                        message: format!("line {line}: a field is not valid UTF-8"),
+                                    });
+                                }
+                            },
+                            None => b.append_null(),
+                        }
+                    }
                 }
             }
         }
@@ -240,11 +263,12 @@ impl CsvTableReader {
             return Ok(None);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(lines))];
-        columns.extend(
-            builders
-                .iter_mut()
-                .map(|b| Arc::new(b.finish()) as ArrayRef),
-        );
+        self.value_bytes.clear();
+        for b in builders.iter_mut() {
+            let column = b.finish();
+            self.value_bytes.push(column.value_data().len());
+            columns.push(Arc::new(column));
+        }
         let types = vec![DataType::Utf8; n_spec];
         let schema = raw_schema(self.role, &types);
         Ok(Some(RawBatch {
