@@ -7,12 +7,18 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
@@ -142,8 +148,187 @@ pub struct ParquetFileSet {
     schema: SchemaRef,
     props: WriterProperties,
     part_rows: usize,
-    current: Option<(ArrowWriter<HashedFile>, u64)>,
+    current: Option<PartWriter>,
     entries: Vec<FileEntry>,
+}
+
+/// Threads that encode the columns of a staged file (the stage thread plus helpers): a row's
+/// columns are independent, so a wide schema splits well across cores.
+fn encode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// One Parquet file being written, its columns encoded in parallel (the `ArrowColumnWriter`
+/// pattern of the parquet crate), row group by row group.
+struct PartWriter {
+    file: SerializedFileWriter<HashedFile>,
+    factory: ArrowRowGroupWriterFactory,
+    /// The current row group's column writers, one per leaf column.
+    columns: Vec<Mutex<ArrowColumnWriter>>,
+    row_groups: usize,
+    rows_in_group: usize,
+    group_rows: usize,
+    rows: u64,
+    threads: usize,
+}
+
+/// Run `f(i)` for every `i < n` on up to `threads` threads (this one included), each thread
+/// taking the next index when it is done with one; the first error wins.
+fn parallel_for(threads: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<()> {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                return Ok(());
+            }
+            f(i)?;
+        }
+    };
+    if threads <= 1 || n <= 1 {
+        return work();
+    }
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.min(n)).map(|_| scope.spawn(work)).collect();
+        let mut result = work();
+        for h in helpers {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(Error::Stage {
+                    stage: "stage",
+                    message: "a column encoder panicked".into(),
+                })
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| Error::Stage {
+        stage: "stage",
+        message: "a column encoder failed mid-write".into(),
+    })
+}
+
+impl PartWriter {
+    fn create(file: HashedFile, schema: SchemaRef, props: WriterProperties) -> Result<PartWriter> {
+        let group_rows = props.max_row_group_row_count().unwrap_or(1 << 20).max(1);
+        // ArrowWriter sets up the file (schema, Arrow schema metadata); its lower-level parts
+        // then let the columns be encoded on several threads.
+        let (file, factory) =
+            ArrowWriter::try_new(file, schema, Some(props))?.into_serialized_writer()?;
+        let columns = Self::fresh_columns(&factory, 0)?;
+        Ok(PartWriter {
+            file,
+            factory,
+            columns,
+            row_groups: 0,
+            rows_in_group: 0,
+            group_rows,
+            rows: 0,
+            threads: encode_threads(),
+        })
+    }
+
+    fn fresh_columns(
+        factory: &ArrowRowGroupWriterFactory,
+        row_group: usize,
+    ) -> Result<Vec<Mutex<ArrowColumnWriter>>> {
+        Ok(factory
+            .create_column_writers(row_group)?
+            .into_iter()
+            .map(Mutex::new)
+            .collect())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (batch.num_rows() - offset).min(self.group_rows - self.rows_in_group);
+            self.encode(&batch.slice(offset, take))?;
+            offset += take;
+            self.rows_in_group += take;
+            self.rows += take as u64;
+            if self.rows_in_group >= self.group_rows {
+                self.flush_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut leaves = Vec::with_capacity(self.columns.len());
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, column)?);
+        }
+        if leaves.len() != self.columns.len() {
+            return Err(Error::Stage {
+                stage: "stage",
+                message: format!(
+                    "batch has {} leaf columns, the file {}",
+                    leaves.len(),
+                    self.columns.len()
+                ),
+            });
+        }
+        let columns = &self.columns;
+        parallel_for(self.threads, leaves.len(), |i| {
+            lock(&columns[i])?.write(&leaves[i])?;
+            Ok(())
+        })
+    }
+
+    /// Close the current row group: its column chunks, in schema order, into the file.
+    fn flush_group(&mut self) -> Result<()> {
+        if self.rows_in_group == 0 {
+            return Ok(());
+        }
+        self.row_groups += 1;
+        let next = Self::fresh_columns(&self.factory, self.row_groups)?;
+        let writers = std::mem::replace(&mut self.columns, next);
+        let writers: Vec<Mutex<Option<ArrowColumnWriter>>> = writers
+            .into_iter()
+            .map(|w| w.into_inner().map(Some).map(Mutex::new))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::Stage {
+                stage: "stage",
+                message: "a column encoder failed mid-write".into(),
+            })?;
+        let chunks: Vec<Mutex<Option<ArrowColumnChunk>>> =
+            (0..writers.len()).map(|_| Mutex::new(None)).collect();
+        parallel_for(self.threads, writers.len(), |i| {
+            if let Some(w) = lock(&writers[i])?.take() {
+                *lock(&chunks[i])? = Some(w.close()?);
+            }
+            Ok(())
+        })?;
+        let mut group = self.file.next_row_group()?;
+        for chunk in chunks {
+            let chunk = chunk
+                .into_inner()
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::Stage {
+                    stage: "stage",
+                    message: "a column chunk is missing".into(),
+                })?;
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        self.rows_in_group = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(HashedFile, u64)> {
+        self.flush_group()?;
+        Ok((self.file.into_inner()?, self.rows))
+    }
 }
 
 impl ParquetFileSet {
@@ -168,14 +353,17 @@ impl ParquetFileSet {
 
     fn open(&mut self) -> Result<()> {
         let file = HashedFile::create(&self.run_dir, &(self.name)(self.entries.len()))?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
-        self.current = Some((writer, 0));
+        self.current = Some(PartWriter::create(
+            file,
+            self.schema.clone(),
+            self.props.clone(),
+        )?);
         Ok(())
     }
 
     fn close(&mut self) -> Result<()> {
-        if let Some((writer, rows)) = self.current.take() {
-            let file = writer.into_inner()?;
+        if let Some(writer) = self.current.take() {
+            let (file, rows) = writer.finish()?;
             self.entries.push(file.finish(Some(rows))?);
         }
         Ok(())
@@ -189,10 +377,9 @@ impl ParquetFileSet {
         if self.current.is_none() {
             self.open()?;
         }
-        if let Some((writer, rows)) = self.current.as_mut() {
+        if let Some(writer) = self.current.as_mut() {
             writer.write(batch)?;
-            *rows += batch.num_rows() as u64;
-            if *rows >= self.part_rows as u64 {
+            if writer.rows >= self.part_rows as u64 {
                 self.close()?;
             }
         }
