@@ -166,8 +166,8 @@ fn encode_threads() -> usize {
 struct PartWriter {
     file: SerializedFileWriter<HashedFile>,
     factory: ArrowRowGroupWriterFactory,
-    /// The current row group's column writers, one per leaf column.
-    columns: Vec<Mutex<ArrowColumnWriter>>,
+    /// The current row group's column writers, one per leaf column (taken when it closes).
+    columns: Vec<Mutex<Option<ArrowColumnWriter>>>,
     row_groups: usize,
     rows_in_group: usize,
     group_rows: usize,
@@ -239,11 +239,11 @@ impl PartWriter {
     fn fresh_columns(
         factory: &ArrowRowGroupWriterFactory,
         row_group: usize,
-    ) -> Result<Vec<Mutex<ArrowColumnWriter>>> {
+    ) -> Result<Vec<Mutex<Option<ArrowColumnWriter>>>> {
         Ok(factory
             .create_column_writers(row_group)?
             .into_iter()
-            .map(Mutex::new)
+            .map(|w| Mutex::new(Some(w)))
             .collect())
     }
 
@@ -279,7 +279,9 @@ impl PartWriter {
         }
         let columns = &self.columns;
         parallel_for(self.threads, leaves.len(), |i| {
-            lock(&columns[i])?.write(&leaves[i])?;
+            if let Some(w) = lock(&columns[i])?.as_mut() {
+                w.write(&leaves[i])?;
+            }
             Ok(())
         })
     }
@@ -292,14 +294,6 @@ impl PartWriter {
         self.row_groups += 1;
         let next = Self::fresh_columns(&self.factory, self.row_groups)?;
         let writers = std::mem::replace(&mut self.columns, next);
-        let writers: Vec<Mutex<Option<ArrowColumnWriter>>> = writers
-            .into_iter()
-            .map(|w| w.into_inner().map(Some).map(Mutex::new))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|_| Error::Stage {
-                stage: "stage",
-                message: "a column encoder failed mid-write".into(),
-            })?;
         let chunks: Vec<Mutex<Option<ArrowColumnChunk>>> =
             (0..writers.len()).map(|_| Mutex::new(None)).collect();
         parallel_for(self.threads, writers.len(), |i| {
