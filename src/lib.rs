@@ -7,6 +7,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod enrich;
 pub mod error;
 pub mod extract;

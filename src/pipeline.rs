@@ -683,7 +683,12 @@ async fn execute(
         })
     };
 
-    let projector = Arc::new(std::sync::Mutex::new(Projector::new(&config)));
+    // Natural keys beyond what memory holds spill beside the runs, and are removed at the end.
+    let projector = Arc::new(std::sync::Mutex::new(Projector::with_spill_dir(
+        &config,
+        config.stage.dir.join(format!(".keys-{run_id}")),
+        crate::dedup::DEFAULT_RECENT_KEYS,
+    )));
     let project_task = {
         let qtx = qtx.clone();
         let projector = projector.clone();

@@ -4,7 +4,8 @@
 //! The output schema is an allow-list (`schema::typed_schema(Transaction)`): a column that is not
 //! in it, excluded or not, cannot reach a later stage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
@@ -12,6 +13,7 @@ use arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::{PipelineConfig, Since};
+use crate::dedup::{KeySet, KeySetStats, DEFAULT_RECENT_KEYS};
 use crate::error::Result;
 use crate::extract::convert::date_to_days;
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
@@ -42,20 +44,31 @@ impl FilterCounts {
     }
 }
 
-/// The project stage. Keeps the natural keys seen so far (16 bytes of hash each, plus the line
-/// that first used the key) to find repeats across the whole run.
+/// The project stage. Keeps the natural keys seen so far (as 128-bit hashes, with the line that
+/// first used each key) to find repeats across the whole run, in bounded memory: see
+/// [`KeySet`].
 pub struct Projector {
     output: SchemaRef,
     since_days: Option<i32>,
     table: String,
-    seen: HashMap<u128, u64>,
+    seen: KeySet,
     /// Running filter counts.
     pub filtered: FilterCounts,
 }
 
 impl Projector {
-    /// A projector for the pipeline's window and table names.
+    /// A projector for the pipeline's window and table names, spilling keys under the system's
+    /// temporary directory.
     pub fn new(config: &PipelineConfig) -> Projector {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("jcsync-keys-{}-{n}", std::process::id()));
+        Projector::with_spill_dir(config, dir, DEFAULT_RECENT_KEYS)
+    }
+
+    /// A projector that spills natural keys into `dir` (created when needed, removed on drop)
+    /// once more than `recent_keys` are held in memory.
+    pub fn with_spill_dir(config: &PipelineConfig, dir: PathBuf, recent_keys: usize) -> Projector {
         Projector {
             output: typed_schema(TableRole::Transaction),
             since_days: match config.sync.since {
@@ -63,9 +76,14 @@ impl Projector {
                 Since::Date(d) => Some(date_to_days(d)),
             },
             table: config.tables.transaction.clone(),
-            seen: HashMap::new(),
+            seen: KeySet::new(dir, recent_keys),
             filtered: FilterCounts::default(),
         }
+    }
+
+    /// What the natural-key set did (keys held, runs spilled, disk lookups).
+    pub fn key_stats(&self) -> KeySetStats {
+        self.seen.stats
     }
 
     /// Project one extracted batch.
@@ -135,7 +153,7 @@ impl Projector {
         let mut keep = Vec::with_capacity(batch.num_rows());
         for (row, key) in keys.into_iter().enumerate() {
             let line = lines.value(row);
-            match self.seen.get(&key) {
+            match self.seen.first_line(key, line)? {
                 Some(first) => {
                     rejections.push(Rejection {
                         row,
@@ -147,10 +165,7 @@ impl Projector {
                     });
                     keep.push(false);
                 }
-                None => {
-                    self.seen.insert(key, line);
-                    keep.push(true);
-                }
+                None => keep.push(true),
             }
         }
         if rejections.is_empty() {
@@ -242,12 +257,34 @@ mod tests {
     }
 
     #[test]
-    fn excluded_columns_arrive_from_extract_and_leave_at_project() {
+    fn excluded_columns_are_not_read_and_cannot_pass_projection() {
         let batch = extracted();
-        assert!(
-            batch.column_by_name("Employee").is_some(),
-            "the file source reads them"
-        );
+        for c in EXCLUDED_TRANSACTION_COLUMNS {
+            assert!(
+                batch.column_by_name(c).is_none(),
+                "the file source read {c}"
+            );
+        }
+        // A source that did pass them (the fixture file carries all eight) is still safe: the
+        // projection is an allow-list.
+        let mut fields = batch.schema().fields().to_vec();
+        let mut columns = batch.columns().to_vec();
+        for c in EXCLUDED_TRANSACTION_COLUMNS {
+            fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+                c.to_string(),
+                arrow::datatypes::DataType::Utf8,
+                true,
+            )));
+            columns.push(std::sync::Arc::new(arrow::array::StringArray::from(vec![
+                Some("secret");
+                batch.num_rows()
+            ])));
+        }
+        let batch = RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+            columns,
+        )
+        .expect("batch");
         let out = Projector::new(&fixture_config())
             .process(&batch)
             .expect("project");
