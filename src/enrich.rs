@@ -18,12 +18,25 @@ use crate::schema::enriched_schema;
 /// The Sage template invoice key ('.~', '.~'): not an invoice.
 pub const TEMPLATE_INVOICE: &str = ".~";
 
+/// The 128-bit hash of an invoice's (vendor, number), each part length-prefixed so that no two
+/// pairs frame to the same bytes. (A collision among even 10^9 invoices has odds below 10^-20.)
+fn invoice_key(buf: &mut Vec<u8>, vendor: &str, number: &str) -> u128 {
+    buf.clear();
+    for part in [vendor, number] {
+        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        buf.extend_from_slice(part.as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_128(buf)
+}
+
 /// Dimension tables indexed for probing.
 pub struct Dimensions {
     jobs: HashMap<String, u32>,
     /// One row per job row: job_description … gl_account_type (ENRICHMENT_FIELDS[0..9]).
     job_columns: Vec<ArrayRef>,
-    invoices: HashMap<String, HashMap<String, u32>>,
+    /// Sorted hashes of (vendor, invoice) ([`invoice_key`]), and the invoice row of each.
+    invoice_keys: Vec<u128>,
+    invoice_rows: Vec<u32>,
     /// One row per invoice row: invoice_date … invoice_status (ENRICHMENT_FIELDS[9..14]).
     invoice_columns: Vec<ArrayRef>,
 }
@@ -159,7 +172,10 @@ impl Dimensions {
 
         let vendors = text_column(&invoice.batch, &invoice.table, "vendor")?;
         let numbers = text_column(&invoice.batch, &invoice.table, "invoice")?;
-        let mut invoices: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        // (vendor, invoice) → row, as a sorted array of 128-bit key hashes: 20 bytes an invoice,
+        // where nested maps of owned strings took ~55.
+        let mut keyed: Vec<(u128, u32)> = Vec::with_capacity(vendors.len());
+        let mut buf = Vec::with_capacity(64);
         for row in 0..vendors.len() {
             if vendors.is_null(row) || numbers.is_null(row) {
                 continue;
@@ -168,19 +184,31 @@ impl Dimensions {
             if v == TEMPLATE_INVOICE && i == TEMPLATE_INVOICE {
                 continue;
             }
-            let by_number = invoices.entry(v.to_string()).or_default();
-            if by_number.contains_key(i) {
-                rej.push(Rejection {
-                    row,
-                    code: ReasonCode::DuplicateKey,
-                    reason: format!(
-                        "{}: invoice ({v:?}, {i:?}) repeats; the first row is used",
-                        invoice.table
-                    ),
-                });
+            keyed.push((invoice_key(&mut buf, v, i), row as u32));
+        }
+        keyed.sort_unstable();
+        let mut invoice_keys = Vec::with_capacity(keyed.len());
+        let mut invoice_rows = Vec::with_capacity(keyed.len());
+        let mut repeats = Vec::new();
+        for (key, row) in keyed {
+            if invoice_keys.last() == Some(&key) {
+                repeats.push(row as usize);
             } else {
-                by_number.insert(i.to_string(), row as u32);
+                invoice_keys.push(key);
+                invoice_rows.push(row);
             }
+        }
+        repeats.sort_unstable();
+        for row in repeats {
+            let (v, i) = (vendors.value(row), numbers.value(row));
+            rej.push(Rejection {
+                row,
+                code: ReasonCode::DuplicateKey,
+                reason: format!(
+                    "{}: invoice ({v:?}, {i:?}) repeats; the first row is used",
+                    invoice.table
+                ),
+            });
         }
         set_aside(invoice, rej)?;
         let invoice_columns = vec![
@@ -194,7 +222,8 @@ impl Dimensions {
             Dimensions {
                 jobs,
                 job_columns,
-                invoices,
+                invoice_keys,
+                invoice_rows,
                 invoice_columns,
             },
             quarantine,
@@ -292,13 +321,15 @@ impl Enricher {
         };
 
         let view = TransactionView::new(&batch)?;
+        let mut buf = Vec::with_capacity(64);
         let invoice_idx: UInt32Array = (0..batch.num_rows())
             .map(|r| {
                 if view.transaction_type(r) != "AP cost" {
                     return None;
                 }
-                let (v, i) = (view.vendor(r)?, view.invoice(r)?);
-                self.dims.invoices.get(v)?.get(i).copied()
+                let key = invoice_key(&mut buf, view.vendor(r)?, view.invoice(r)?);
+                let at = self.dims.invoice_keys.binary_search(&key).ok()?;
+                self.dims.invoice_rows.get(at).copied()
             })
             .collect();
 
