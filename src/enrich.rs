@@ -396,8 +396,15 @@ mod tests {
         let config = fixture_config();
         let source = SageSource::open(&config).expect("source");
         let d = dims(&source);
-        assert!(!d.invoices.contains_key(TEMPLATE_INVOICE));
-        assert_eq!(d.invoices.values().map(|m| m.len()).sum::<usize>(), 6);
+        let mut buf = Vec::new();
+        let template = invoice_key(&mut buf, TEMPLATE_INVOICE, TEMPLATE_INVOICE);
+        assert!(d.invoice_keys.binary_search(&template).is_err());
+        assert_eq!(d.invoice_keys.len(), 6);
+        assert_eq!(d.invoice_rows.len(), 6);
+        assert!(
+            d.invoice_keys.windows(2).all(|w| w[0] < w[1]),
+            "sorted, unique"
+        );
     }
 
     #[test]
