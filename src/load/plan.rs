@@ -6,13 +6,17 @@
 //! Headers and lines carry deterministic origin_ids: the same input gives the same ids on any
 //! machine, so re-sending is an update, never a duplicate.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
-use xxhash_rust::xxh3::Xxh3;
+use chrono::Datelike;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::error::{Error, Result};
 use crate::extract::convert::days_to_date;
@@ -314,7 +318,8 @@ pub fn origin_ids(company: &str, view: &TransactionView) -> Result<(StringArray,
 /// A planned direct cost header (`direct_costs/sync` record). Ids still as Sage keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectCostHeader {
-    pub origin_id: String,
+    /// Shared with the lines of the direct cost.
+    pub origin_id: Arc<str>,
     pub key: DirectCostKey,
     pub invoice_number: Option<String>,
     pub vendor: Option<String>,
@@ -325,14 +330,18 @@ pub struct DirectCostHeader {
 }
 
 /// A planned line item (`direct_costs/line_items/sync` record).
+///
+/// Text that many lines share (job, budget code parts, the direct cost's origin_id, the
+/// transaction type) is reference-counted, not copied per line; the natural key is derived when
+/// it is written, not stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineItem {
     pub origin_id: String,
-    pub direct_cost_origin_id: String,
-    pub job: String,
-    pub extra: Option<String>,
-    pub cost_code: Option<String>,
-    pub category: Option<String>,
+    pub direct_cost_origin_id: Arc<str>,
+    pub job: Arc<str>,
+    pub extra: Option<Arc<str>>,
+    pub cost_code: Option<Arc<str>>,
+    pub category: Option<Arc<str>>,
     /// Cents.
     pub amount: i128,
     /// Units, 4 decimals.
@@ -340,11 +349,48 @@ pub struct LineItem {
     /// Unit cost, 4 decimals.
     pub unit_cost: Option<i128>,
     pub description: Option<String>,
-    /// Natural key, for origin_data.
-    pub natural_key: String,
+    pub run: Option<i64>,
+    pub sequence: Option<i64>,
+    pub dist_sequence: Option<i64>,
     /// Where the transaction came from, for quarantine rows.
     pub source_line: u64,
-    pub transaction_type: String,
+    pub transaction_type: Arc<str>,
+}
+
+impl LineItem {
+    /// The natural key `JOB|EXTRA|COST_CODE|CATEGORY|TYPE|RUN|SEQUENCE|DIST_SEQUENCE` (NULL as
+    /// empty), for origin_data.
+    pub fn natural_key(&self) -> NaturalKey<'_> {
+        NaturalKey(self)
+    }
+}
+
+/// [`LineItem::natural_key`], written without an intermediate String.
+pub struct NaturalKey<'a>(&'a LineItem);
+
+impl fmt::Display for NaturalKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn s(v: &Option<Arc<str>>) -> &str {
+            v.as_deref().unwrap_or("")
+        }
+        let l = self.0;
+        write!(
+            f,
+            "{}|{}|{}|{}|{}",
+            l.job,
+            s(&l.extra),
+            s(&l.cost_code),
+            s(&l.category),
+            l.transaction_type
+        )?;
+        for v in [l.run, l.sequence, l.dist_sequence] {
+            f.write_str("|")?;
+            if let Some(v) = v {
+                write!(f, "{v}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One request the load will send, for one project (Sage job).
@@ -383,6 +429,8 @@ pub type BudgetKey = (String, Option<String>, Option<String>, Option<String>);
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PlanStats {
     pub lines: u64,
+    /// Header records planned: one per direct cost, plus one for each direct cost planned again
+    /// because the bounded cache of recent direct costs had forgotten it (a harmless upsert).
     pub direct_costs: u64,
     pub header_requests: u64,
     pub line_requests: u64,
@@ -391,34 +439,312 @@ pub struct PlanStats {
     pub amount_cents: i128,
 }
 
-#[derive(Default)]
-struct ProjectQueue {
-    headers: Vec<DirectCostHeader>,
-    lines: Vec<LineItem>,
+/// How the planner batches requests and bounds its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Records per request (1 to [`MAX_SYNC_RECORDS`]).
+    pub max_records: usize,
+    /// Full line requests a project holds before its pending headers are sent (in as few
+    /// requests as they fit) followed by those lines: one header request serves several line
+    /// requests.
+    pub chunks_per_project: usize,
+    /// Lines queued over all projects before the biggest queues are sent early.
+    pub max_queued_lines: usize,
+    /// Direct costs remembered as already planned (rounded up to a power of two). One that has
+    /// been forgotten is planned again when another of its lines comes: an upsert, never a loss.
+    pub header_cache: usize,
 }
 
-/// Groups lines into direct costs and emits sync requests per project: a project's new headers
-/// are always sent before the lines that reference them.
+impl Default for PlanLimits {
+    fn default() -> PlanLimits {
+        PlanLimits {
+            max_records: MAX_SYNC_RECORDS,
+            chunks_per_project: 8,
+            max_queued_lines: 64 * 1024,
+            header_cache: 64 * 1024,
+        }
+    }
+}
+
+/// Hasher for keys that already are xxh3 hashes.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type PreHashedMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
+
+const WAYS: usize = 4;
+
+#[derive(Clone)]
+struct Recent {
+    fingerprint: u64,
+    project: u32,
+    origin_id: Arc<str>,
+}
+
+/// The direct costs planned most recently: a fixed-size 4-way set-associative cache (LRU within
+/// a set) of origin_ids. Memory is fixed at creation (32 bytes a slot plus the shared ids);
+/// what it forgets is planned again, never lost.
+struct RecentHeaders {
+    slots: Vec<Option<Recent>>,
+    mask: usize,
+    /// Entries dropped to make room, ever.
+    evictions: u64,
+}
+
+impl RecentHeaders {
+    fn new(capacity: usize) -> RecentHeaders {
+        let sets = (capacity / WAYS).max(1).next_power_of_two();
+        RecentHeaders {
+            slots: vec![None; sets * WAYS],
+            mask: sets - 1,
+            evictions: 0,
+        }
+    }
+
+    /// The shared origin_id of direct cost `origin_id` of `project`, and true when it is not
+    /// among the recently planned (its header must be planned).
+    fn get_or_insert(&mut self, origin_id: &str, project: u32) -> (Arc<str>, bool) {
+        let fingerprint = xxh3_64(origin_id.as_bytes());
+        let set = (fingerprint as usize) & self.mask;
+        let ways = &mut self.slots[set * WAYS..(set + 1) * WAYS];
+        for i in 0..WAYS {
+            match &ways[i] {
+                Some(e)
+                    if e.fingerprint == fingerprint
+                        && e.project == project
+                        && *e.origin_id == *origin_id =>
+                {
+                    let found = e.origin_id.clone();
+                    ways[..=i].rotate_right(1);
+                    return (found, false);
+                }
+                Some(_) => {}
+                // Sets fill from the front: the first empty way ends it.
+                None => break,
+            }
+        }
+        let id: Arc<str> = Arc::from(origin_id);
+        if ways[WAYS - 1].is_some() {
+            self.evictions += 1;
+        }
+        ways.rotate_right(1);
+        ways[0] = Some(Recent {
+            fingerprint,
+            project,
+            origin_id: id.clone(),
+        });
+        (id, true)
+    }
+}
+
+const NO_BUDGET: u32 = u32::MAX;
+
+/// Running total of one budget code, with the shared text its lines point to.
+struct Budget {
+    job: Arc<str>,
+    extra: Option<Arc<str>>,
+    cost_code: Option<Arc<str>>,
+    category: Option<Arc<str>>,
+    cents: i128,
+    project: u32,
+    /// Next budget code with the same hash.
+    next: u32,
+}
+
+/// What one project (Sage job) has planned but not sent.
+struct Project {
+    job: Arc<str>,
+    /// Headers not sent yet: every one has at least one queued line.
+    headers: Vec<DirectCostHeader>,
+    /// Full line requests, in order.
+    sealed: Vec<Vec<LineItem>>,
+    /// The line request being filled.
+    open: Vec<LineItem>,
+    /// Cache evictions when this project last sent its headers.
+    evictions_seen: u64,
+}
+
+impl Project {
+    fn queued(&self) -> usize {
+        self.sealed.iter().map(Vec::len).sum::<usize>() + self.open.len()
+    }
+}
+
+/// Groups lines into direct costs and emits sync requests per project. Invariant: a line is sent
+/// only after the header of its direct cost (in an earlier request of the same project), since
+/// every flush of a project sends all its pending headers before any of its lines.
+///
+/// Memory is bounded by [`PlanLimits`] and the chart of accounts (budget codes, projects), not by
+/// the number of rows.
 pub struct Planner {
-    max_records: usize,
-    headers_seen: HashSet<String>,
-    projects: BTreeMap<String, ProjectQueue>,
+    limits: PlanLimits,
+    recent: RecentHeaders,
+    projects: Vec<Project>,
+    project_index: HashMap<Arc<str>, u32>,
+    budgets: Vec<Budget>,
+    budget_heads: PreHashedMap<u32>,
+    transaction_types: Vec<Arc<str>>,
+    /// Lines queued over all projects.
+    queued: usize,
+    scratch: Vec<u8>,
     /// Running counts.
     pub stats: PlanStats,
-    /// Cents per budget code.
-    pub totals: BTreeMap<BudgetKey, i128>,
 }
 
 impl Planner {
-    /// A planner with `max_records` per request (at most [`MAX_SYNC_RECORDS`]).
+    /// A planner with `max_records` per request (at most [`MAX_SYNC_RECORDS`]) and the default
+    /// batching and memory limits.
     pub fn new(max_records: usize) -> Planner {
+        Planner::with_limits(PlanLimits {
+            max_records,
+            ..PlanLimits::default()
+        })
+    }
+
+    /// A planner with explicit limits (each clamped to a workable value).
+    pub fn with_limits(limits: PlanLimits) -> Planner {
+        let max_records = limits.max_records.clamp(1, MAX_SYNC_RECORDS);
+        let limits = PlanLimits {
+            max_records,
+            chunks_per_project: limits.chunks_per_project.max(1),
+            max_queued_lines: limits.max_queued_lines.max(max_records),
+            header_cache: limits.header_cache.max(WAYS),
+        };
         Planner {
-            max_records: max_records.clamp(1, MAX_SYNC_RECORDS),
-            headers_seen: HashSet::new(),
-            projects: BTreeMap::new(),
+            limits,
+            recent: RecentHeaders::new(limits.header_cache),
+            projects: Vec::new(),
+            project_index: HashMap::new(),
+            budgets: Vec::new(),
+            budget_heads: PreHashedMap::default(),
+            transaction_types: Vec::new(),
+            queued: 0,
+            scratch: Vec::new(),
             stats: PlanStats::default(),
-            totals: BTreeMap::new(),
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> PlanLimits {
+        self.limits
+    }
+
+    /// Cents per budget code, in key order.
+    pub fn totals(&self) -> BTreeMap<BudgetKey, i128> {
+        let own = |v: &Option<Arc<str>>| v.as_deref().map(str::to_string);
+        let mut totals = BTreeMap::new();
+        for b in &self.budgets {
+            *totals
+                .entry((
+                    b.job.to_string(),
+                    own(&b.extra),
+                    own(&b.cost_code),
+                    own(&b.category),
+                ))
+                .or_insert(0) += b.cents;
+        }
+        totals
+    }
+
+    fn project_of(&mut self, job: &str) -> Result<u32> {
+        if let Some(&p) = self.project_index.get(job) {
+            return Ok(p);
+        }
+        let p = u32::try_from(self.projects.len()).map_err(|_| Error::Stage {
+            stage: "plan",
+            message: "more than 4 billion projects".into(),
+        })?;
+        let job: Arc<str> = Arc::from(job);
+        self.projects.push(Project {
+            job: job.clone(),
+            headers: Vec::new(),
+            sealed: Vec::new(),
+            open: Vec::new(),
+            evictions_seen: self.recent.evictions,
+        });
+        self.project_index.insert(job, p);
+        Ok(p)
+    }
+
+    /// The budget code of row `r`, found by hash (exact comparison on a hit).
+    fn budget_of(&mut self, view: &TransactionView, r: usize) -> Result<usize> {
+        let job = view.job(r);
+        let extra = opt_str(view.extra, r);
+        let cost_code = opt_str(view.cost_code, r);
+        let category = opt_str(view.category, r);
+        self.scratch.clear();
+        for part in [Some(job), extra, cost_code, category] {
+            match part {
+                Some(s) => {
+                    self.scratch.push(1);
+                    self.scratch
+                        .extend_from_slice(&(s.len() as u64).to_le_bytes());
+                    self.scratch.extend_from_slice(s.as_bytes());
+                }
+                None => self.scratch.push(0),
+            }
+        }
+        let hash = xxh3_64(&self.scratch);
+        let head = self.budget_heads.get(&hash).copied().unwrap_or(NO_BUDGET);
+        let mut i = head;
+        while let Some(b) = self.budgets.get(i as usize) {
+            if *b.job == *job
+                && b.extra.as_deref() == extra
+                && b.cost_code.as_deref() == cost_code
+                && b.category.as_deref() == category
+            {
+                return Ok(i as usize);
+            }
+            i = b.next;
+        }
+        let project = self.project_of(job)?;
+        let index = u32::try_from(self.budgets.len())
+            .ok()
+            .filter(|&i| i != NO_BUDGET)
+            .ok_or_else(|| Error::Stage {
+                stage: "plan",
+                message: "more than 4 billion budget codes".into(),
+            })?;
+        let shared = |s: Option<&str>| s.map(Arc::<str>::from);
+        self.budgets.push(Budget {
+            job: self.projects[project as usize].job.clone(),
+            extra: shared(extra),
+            cost_code: shared(cost_code),
+            category: shared(category),
+            cents: 0,
+            project,
+            next: head,
+        });
+        self.budget_heads.insert(hash, index);
+        Ok(index as usize)
+    }
+
+    fn transaction_type(&mut self, ty: &str) -> Arc<str> {
+        if let Some(t) = self.transaction_types.iter().find(|t| ***t == *ty) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(ty);
+        // Sage has a handful of types; a flood of odd ones is not worth remembering.
+        if self.transaction_types.len() < 64 {
+            self.transaction_types.push(t.clone());
+        }
+        t
     }
 
     /// Plan one enriched batch.
@@ -428,102 +754,132 @@ impl Planner {
             stage: "plan",
             message: "planning needs enriched batches (with origin ids)".into(),
         })?;
+        let max_records = self.limits.max_records;
         for r in 0..view.len() {
-            let dc_id = enriched.direct_cost_origin_id.value(r);
-            let job = view.job(r).to_string();
-            if !self.headers_seen.contains(dc_id) {
-                self.headers_seen.insert(dc_id.to_string());
-                let key = view.direct_cost_key(r);
-                let header = build_header(&view, enriched, r, key, dc_id);
+            let b = self.budget_of(&view, r)?;
+            let p = self.budgets[b].project;
+            let (dc_id, new) = self
+                .recent
+                .get_or_insert(enriched.direct_cost_origin_id.value(r), p);
+            if new {
+                let header = build_header(&view, enriched, r, view.direct_cost_key(r), &dc_id);
                 self.stats.direct_costs += 1;
-                self.projects
-                    .entry(job.clone())
-                    .or_default()
-                    .headers
-                    .push(header);
+                self.projects[p as usize].headers.push(header);
             }
+            let transaction_type = self.transaction_type(view.transaction_type(r));
+            let amount = opt_i128(view.amount, r).unwrap_or(0);
+            let budget = &mut self.budgets[b];
+            budget.cents += amount;
             let line = LineItem {
                 origin_id: enriched.line_origin_id.value(r).to_string(),
-                direct_cost_origin_id: dc_id.to_string(),
-                job: job.clone(),
-                extra: opt_str(view.extra, r).map(str::to_string),
-                cost_code: opt_str(view.cost_code, r).map(str::to_string),
-                category: opt_str(view.category, r).map(str::to_string),
-                amount: opt_i128(view.amount, r).unwrap_or(0),
+                direct_cost_origin_id: dc_id,
+                job: budget.job.clone(),
+                extra: budget.extra.clone(),
+                cost_code: budget.cost_code.clone(),
+                category: budget.category.clone(),
+                amount,
                 quantity: opt_i128(view.units, r),
                 unit_cost: opt_i128(view.unit_cost, r),
                 description: opt_str(view.description, r).map(str::to_string),
-                natural_key: format!(
-                    "{}|{}|{}|{}|{}|{}|{}|{}",
-                    job,
-                    opt_str(view.extra, r).unwrap_or(""),
-                    opt_str(view.cost_code, r).unwrap_or(""),
-                    opt_str(view.category, r).unwrap_or(""),
-                    view.transaction_type(r),
-                    opt_i64(view.run, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    opt_i64(view.sequence, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    opt_i64(view.dist_sequence, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                ),
+                run: opt_i64(view.run, r),
+                sequence: opt_i64(view.sequence, r),
+                dist_sequence: opt_i64(view.dist_sequence, r),
                 source_line: view.source_line.value(r),
-                transaction_type: view.transaction_type(r).to_string(),
+                transaction_type,
             };
             self.stats.lines += 1;
-            self.stats.amount_cents += line.amount;
-            *self
-                .totals
-                .entry((
-                    job.clone(),
-                    line.extra.clone(),
-                    line.cost_code.clone(),
-                    line.category.clone(),
-                ))
-                .or_default() += line.amount;
-            let queue = self.projects.entry(job.clone()).or_default();
-            queue.lines.push(line);
-            if queue.lines.len() >= self.max_records {
-                self.flush(&job, sink)?;
+            self.stats.amount_cents += amount;
+            let project = &mut self.projects[p as usize];
+            project.open.push(line);
+            self.queued += 1;
+            if project.open.len() >= max_records {
+                let full = std::mem::take(&mut project.open);
+                project.sealed.push(full);
+            }
+            if project.headers.len() >= max_records
+                || project.sealed.len() >= self.limits.chunks_per_project
+            {
+                self.flush(p as usize, false, sink)?;
+            }
+            if self.queued > self.limits.max_queued_lines {
+                self.shed(sink)?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self, job: &str, sink: &mut dyn RequestSink) -> Result<()> {
-        let Some(queue) = self.projects.get_mut(job) else {
+    /// Send project `p`'s pending headers, then its full line requests (and the one being filled
+    /// when `include_open`).
+    fn flush(&mut self, p: usize, include_open: bool, sink: &mut dyn RequestSink) -> Result<()> {
+        let max = self.limits.max_records;
+        let evictions = self.recent.evictions;
+        let Some(project) = self.projects.get_mut(p) else {
             return Ok(());
         };
-        let mut headers = std::mem::take(&mut queue.headers);
-        let mut lines = std::mem::take(&mut queue.lines);
+        let mut headers = std::mem::take(&mut project.headers);
+        if project.evictions_seen != evictions {
+            // The cache forgot something since the last flush: a header may be pending twice.
+            let mut seen = HashSet::with_capacity(headers.len());
+            headers.retain(|h| seen.insert(h.origin_id.clone()));
+            project.evictions_seen = evictions;
+        }
+        let mut lines = std::mem::take(&mut project.sealed);
+        if include_open && !project.open.is_empty() {
+            lines.push(std::mem::take(&mut project.open));
+        }
+        let job = &project.job;
         // Chunks are moved out, not cloned: a request owns its records.
         while !headers.is_empty() {
-            let rest = headers.split_off(headers.len().min(self.max_records));
+            let rest = headers.split_off(headers.len().min(max));
             self.stats.header_requests += 1;
             sink.send(PlannedRequest::HeaderSync {
                 job: job.to_string(),
                 headers: std::mem::replace(&mut headers, rest),
             })?;
         }
-        while !lines.is_empty() {
-            let rest = lines.split_off(lines.len().min(self.max_records));
+        for chunk in lines {
+            self.queued -= chunk.len();
             self.stats.line_requests += 1;
             sink.send(PlannedRequest::LineSync {
                 job: job.to_string(),
-                lines: std::mem::replace(&mut lines, rest),
+                lines: chunk,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Too many lines queued: send the biggest projects' full requests (then, if that is not
+    /// enough, the partly filled ones) until the queue is down to three quarters of the limit.
+    fn shed(&mut self, sink: &mut dyn RequestSink) -> Result<()> {
+        let target = self.limits.max_queued_lines / 4 * 3;
+        let mut order: Vec<(usize, usize)> = self
+            .projects
+            .iter()
+            .enumerate()
+            .map(|(p, pr)| (pr.queued(), p))
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for include_open in [false, true] {
+            for &(_, p) in &order {
+                if self.queued <= target {
+                    return Ok(());
+                }
+                let pr = &self.projects[p];
+                let has_lines = !pr.sealed.is_empty() || (include_open && !pr.open.is_empty());
+                if has_lines {
+                    self.flush(p, include_open, sink)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Send everything still queued, project by project in job order.
     pub fn finish(&mut self, sink: &mut dyn RequestSink) -> Result<()> {
-        let jobs: Vec<String> = self.projects.keys().cloned().collect();
-        for job in jobs {
-            self.flush(&job, sink)?;
+        let mut order: Vec<usize> = (0..self.projects.len()).collect();
+        order.sort_by(|&a, &b| self.projects[a].job.cmp(&self.projects[b].job));
+        for p in order {
+            self.flush(p, true, sink)?;
         }
         Ok(())
     }
@@ -534,10 +890,11 @@ fn build_header(
     e: &EnrichedView,
     r: usize,
     key: DirectCostKey,
-    origin_id: &str,
+    origin_id: &Arc<str>,
 ) -> DirectCostHeader {
     let acct = opt_date(view.accounting_date, r);
     let batch = opt_str(view.batch, r).unwrap_or("");
+    let origin_id = origin_id.clone();
     match key.kind {
         DirectCostKind::Invoice => {
             let vendor = view.vendor(r).map(str::to_string);
@@ -552,7 +909,7 @@ fn build_header(
                     )
                 });
             DirectCostHeader {
-                origin_id: origin_id.to_string(),
+                origin_id,
                 invoice_number: invoice,
                 vendor,
                 direct_cost_date: opt_date(e.invoice_date, r).or(acct),
@@ -563,7 +920,7 @@ fn build_header(
             }
         }
         DirectCostKind::Payroll => DirectCostHeader {
-            origin_id: origin_id.to_string(),
+            origin_id,
             invoice_number: None,
             vendor: None,
             direct_cost_date: opt_date(view.period_end_date, r).or(acct),
@@ -573,7 +930,7 @@ fn build_header(
             key,
         },
         DirectCostKind::Expense => DirectCostHeader {
-            origin_id: origin_id.to_string(),
+            origin_id,
             invoice_number: None,
             vendor: None,
             direct_cost_date: acct,
@@ -587,23 +944,52 @@ fn build_header(
 
 /// Text of a Decimal128 value with `scale` places (`-2.68`).
 pub fn format_decimal(value: i128, scale: u32) -> String {
-    let sign = if value < 0 { "-" } else { "" };
-    let abs = value.unsigned_abs();
-    if scale == 0 {
-        return format!("{sign}{abs}");
+    DecimalText(value, scale).to_string()
+}
+
+/// [`format_decimal`] as a `Display`, to write without an intermediate String.
+#[derive(Debug, Clone, Copy)]
+pub struct DecimalText(pub i128, pub u32);
+
+impl fmt::Display for DecimalText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let DecimalText(value, scale) = *self;
+        let sign = if value < 0 { "-" } else { "" };
+        let abs = value.unsigned_abs();
+        if scale == 0 {
+            return write!(f, "{sign}{abs}");
+        }
+        let p = 10u128.pow(scale);
+        write!(
+            f,
+            "{sign}{}.{:0width$}",
+            abs / p,
+            abs % p,
+            width = scale as usize
+        )
     }
-    let p = 10u128.pow(scale);
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / p,
-        abs % p,
-        width = scale as usize
-    )
 }
 
 /// `YYYY-MM-DD` of a Date32 value.
 pub fn format_date(days: i32) -> String {
     fmt_date(Some(days))
+}
+
+/// [`format_date`] as a `Display` (empty for a day chrono cannot represent).
+#[derive(Debug, Clone, Copy)]
+pub struct DateText(pub i32);
+
+impl fmt::Display for DateText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(d) = days_to_date(self.0) else {
+            return Ok(());
+        };
+        if (0..=9999).contains(&d.year()) {
+            write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        } else {
+            write!(f, "{}", d.format("%Y-%m-%d"))
+        }
+    }
 }
 
 #[cfg(test)]
