@@ -213,7 +213,7 @@ impl QuarantineBatch {
                 "category" => text(&|l| l.category.as_deref().map(str::to_string)),
                 "transaction_type" => text(&|l| Some(l.transaction_type.to_string())),
                 "amount" => text(&|l| Some(crate::load::plan::format_decimal(l.amount, 2))),
-                "description" => text(&|l| l.description.clone()),
+                "description" => text(&|l| l.description().map(str::to_string)),
                 _ => Arc::new(StringArray::new_null(n)),
             });
         }

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::plan::{
-    format_date, format_decimal, DateText, DecimalText, DirectCostHeader, LineItem,
-    PlannedRequest, RequestSink,
+    format_date, format_decimal, DateText, DecimalText, DirectCostHeader, LineItem, PlannedRequest,
+    RequestSink,
 };
 use crate::error::Result;
 use crate::stage::HashedFile;
@@ -78,11 +78,11 @@ pub fn header_json(h: &DirectCostHeader) -> Value {
 /// The `updates[]` record of a line item, as the dry run shows it.
 pub fn line_json(l: &LineItem) -> Value {
     json!({
-        "origin_id": l.origin_id,
+        "origin_id": l.origin_id(),
         "amount": format_decimal(l.amount, 2),
         "quantity": l.quantity.map(|q| format_decimal(q, 4)),
         "unit_cost": l.unit_cost.map(|q| format_decimal(q, 4)),
-        "description": l.description,
+        "description": l.description(),
         "origin_data": format!("sage:{}", l.natural_key()),
         "unresolved": {
             "direct_cost_id": { "origin_id": &*l.direct_cost_origin_id },
@@ -147,7 +147,10 @@ impl Serialize for HeaderRecord<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("origin_id", &*h.origin_id)?;
         m.serialize_entry("direct_cost_type", h.key.kind.as_str())?;
-        m.serialize_entry("direct_cost_date", &h.direct_cost_date.map(DateText).map(Text))?;
+        m.serialize_entry(
+            "direct_cost_date",
+            &h.direct_cost_date.map(DateText).map(Text),
+        )?;
         m.serialize_entry("status", "approved")?;
         m.serialize_entry("description", &h.description)?;
         m.serialize_entry("origin_data", &Text(HeaderOrigin(h)))?;
@@ -196,11 +199,11 @@ impl Serialize for LineRecord<'_> {
         }
         let l = self.0;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("origin_id", &l.origin_id)?;
+        m.serialize_entry("origin_id", l.origin_id())?;
         m.serialize_entry("amount", &Text(DecimalText(l.amount, 2)))?;
         m.serialize_entry("quantity", &l.quantity.map(|q| Text(DecimalText(q, 4))))?;
         m.serialize_entry("unit_cost", &l.unit_cost.map(|q| Text(DecimalText(q, 4))))?;
-        m.serialize_entry("description", &l.description)?;
+        m.serialize_entry("description", &l.description())?;
         m.serialize_entry("origin_data", &Text(LineOrigin(l)))?;
         m.serialize_entry(
             "unresolved",
@@ -289,7 +292,7 @@ impl RequestSink for DryRunSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::plan::{DirectCostKey, DirectCostKind};
+    use crate::load::plan::{DirectCostKey, DirectCostKind, LineText};
     use std::sync::Arc;
 
     fn header(kind: DirectCostKind, vendor: Option<&str>, dates: bool) -> DirectCostHeader {
@@ -311,7 +314,7 @@ mod tests {
 
     fn line(optional: bool) -> LineItem {
         LineItem {
-            origin_id: "jcsync:X:line:01".into(),
+            text: LineText::new("jcsync:X:line:01", optional.then_some("caf\u{e9} \\ \"x\"")),
             direct_cost_origin_id: Arc::from("jcsync:X:dc:00ff"),
             job: Arc::from("1001"),
             extra: optional.then(|| Arc::from("2")),
@@ -320,7 +323,6 @@ mod tests {
             amount: -5,
             quantity: optional.then_some(12_500),
             unit_cost: optional.then_some(-1),
-            description: optional.then(|| "caf\u{e9} \\ \"x\"".to_string()),
             run: Some(3),
             sequence: None,
             dist_sequence: optional.then_some(-2),

@@ -247,9 +247,7 @@ fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
 }
 
 fn fmt_date(days: Option<i32>) -> String {
-    days.and_then(days_to_date)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
+    days.map(|d| DateText(d).to_string()).unwrap_or_default()
 }
 
 /// Procore's `direct_cost_type`.
@@ -336,7 +334,8 @@ pub struct DirectCostHeader {
 /// it is written, not stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineItem {
-    pub origin_id: String,
+    /// origin_id and description, in one allocation.
+    pub text: LineText,
     pub direct_cost_origin_id: Arc<str>,
     pub job: Arc<str>,
     pub extra: Option<Arc<str>>,
@@ -348,7 +347,6 @@ pub struct LineItem {
     pub quantity: Option<i128>,
     /// Unit cost, 4 decimals.
     pub unit_cost: Option<i128>,
-    pub description: Option<String>,
     pub run: Option<i64>,
     pub sequence: Option<i64>,
     pub dist_sequence: Option<i64>,
@@ -357,7 +355,52 @@ pub struct LineItem {
     pub transaction_type: Arc<str>,
 }
 
+/// A line's own text, its origin_id and description, in one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineText {
+    text: Box<str>,
+    /// Where the description starts (the end of the origin_id).
+    split: usize,
+    has_description: bool,
+}
+
+impl LineText {
+    /// The text of a line.
+    pub fn new(origin_id: &str, description: Option<&str>) -> LineText {
+        let d = description.unwrap_or("");
+        let mut text = String::with_capacity(origin_id.len() + d.len());
+        text.push_str(origin_id);
+        text.push_str(d);
+        LineText {
+            text: text.into_boxed_str(),
+            split: origin_id.len(),
+            has_description: description.is_some(),
+        }
+    }
+
+    /// The line's origin_id.
+    pub fn origin_id(&self) -> &str {
+        self.text.get(..self.split).unwrap_or_default()
+    }
+
+    /// The line's description.
+    pub fn description(&self) -> Option<&str> {
+        self.has_description
+            .then(|| self.text.get(self.split..).unwrap_or_default())
+    }
+}
+
 impl LineItem {
+    /// The line's origin_id.
+    pub fn origin_id(&self) -> &str {
+        self.text.origin_id()
+    }
+
+    /// The line's description.
+    pub fn description(&self) -> Option<&str> {
+        self.text.description()
+    }
+
     /// The natural key `JOB|EXTRA|COST_CODE|CATEGORY|TYPE|RUN|SEQUENCE|DIST_SEQUENCE` (NULL as
     /// empty), for origin_data.
     pub fn natural_key(&self) -> NaturalKey<'_> {
@@ -494,6 +537,8 @@ const WAYS: usize = 4;
 struct Recent {
     fingerprint: u64,
     project: u32,
+    /// The project's flush count when this entry was planned.
+    epoch: u32,
     origin_id: Arc<str>,
 }
 
@@ -507,6 +552,9 @@ struct RecentHeaders {
     evictions: u64,
 }
 
+/// What [`RecentHeaders::get_or_insert`] dropped to make room: (project, epoch).
+type Evicted = Option<(u32, u32)>;
+
 impl RecentHeaders {
     fn new(capacity: usize) -> RecentHeaders {
         let sets = (capacity / WAYS).max(1).next_power_of_two();
@@ -518,8 +566,13 @@ impl RecentHeaders {
     }
 
     /// The shared origin_id of direct cost `origin_id` of `project`, and true when it is not
-    /// among the recently planned (its header must be planned).
-    fn get_or_insert(&mut self, origin_id: &str, project: u32) -> (Arc<str>, bool) {
+    /// among the recently planned (its header must be planned), with the entry dropped for it.
+    fn get_or_insert(
+        &mut self,
+        origin_id: &str,
+        project: u32,
+        epoch: u32,
+    ) -> (Arc<str>, bool, Evicted) {
         let fingerprint = xxh3_64(origin_id.as_bytes());
         let set = (fingerprint as usize) & self.mask;
         let ways = &mut self.slots[set * WAYS..(set + 1) * WAYS];
@@ -532,7 +585,7 @@ impl RecentHeaders {
                 {
                     let found = e.origin_id.clone();
                     ways[..=i].rotate_right(1);
-                    return (found, false);
+                    return (found, false, None);
                 }
                 Some(_) => {}
                 // Sets fill from the front: the first empty way ends it.
@@ -540,16 +593,18 @@ impl RecentHeaders {
             }
         }
         let id: Arc<str> = Arc::from(origin_id);
-        if ways[WAYS - 1].is_some() {
+        let evicted = ways[WAYS - 1].as_ref().map(|e| (e.project, e.epoch));
+        if evicted.is_some() {
             self.evictions += 1;
         }
         ways.rotate_right(1);
         ways[0] = Some(Recent {
             fingerprint,
             project,
+            epoch,
             origin_id: id.clone(),
         });
-        (id, true)
+        (id, true, evicted)
     }
 }
 
@@ -576,8 +631,10 @@ struct Project {
     sealed: Vec<Vec<LineItem>>,
     /// The line request being filled.
     open: Vec<LineItem>,
-    /// Cache evictions when this project last sent its headers.
-    evictions_seen: u64,
+    /// Flushes so far (wrapping).
+    epoch: u32,
+    /// The cache forgot one of the pending headers: one may be pending twice.
+    maybe_twice: bool,
 }
 
 impl Project {
@@ -645,6 +702,12 @@ impl Planner {
         self.limits
     }
 
+    /// Direct costs the bounded cache has forgotten so far (each is planned again if another of
+    /// its lines comes).
+    pub fn headers_forgotten(&self) -> u64 {
+        self.recent.evictions
+    }
+
     /// Cents per budget code, in key order.
     pub fn totals(&self) -> BTreeMap<BudgetKey, i128> {
         let own = |v: &Option<Arc<str>>| v.as_deref().map(str::to_string);
@@ -676,7 +739,8 @@ impl Planner {
             headers: Vec::new(),
             sealed: Vec::new(),
             open: Vec::new(),
-            evictions_seen: self.recent.evictions,
+            epoch: 0,
+            maybe_twice: false,
         });
         self.project_index.insert(job, p);
         Ok(p)
@@ -736,7 +800,11 @@ impl Planner {
     }
 
     fn transaction_type(&mut self, ty: &str) -> Arc<str> {
-        if let Some(t) = self.transaction_types.iter().find(|t| ***t == *ty) {
+        if let Some(t) = self
+            .transaction_types
+            .iter()
+            .find(|t| t.len() == ty.len() && ***t == *ty)
+        {
             return t.clone();
         }
         let t: Arc<str> = Arc::from(ty);
@@ -758,9 +826,16 @@ impl Planner {
         for r in 0..view.len() {
             let b = self.budget_of(&view, r)?;
             let p = self.budgets[b].project;
-            let (dc_id, new) = self
-                .recent
-                .get_or_insert(enriched.direct_cost_origin_id.value(r), p);
+            let epoch = self.projects[p as usize].epoch;
+            let (dc_id, new, evicted) =
+                self.recent
+                    .get_or_insert(enriched.direct_cost_origin_id.value(r), p, epoch);
+            if let Some((q, e)) = evicted {
+                // Forgotten while still pending (planned since its project's last flush)?
+                if let Some(q) = self.projects.get_mut(q as usize) {
+                    q.maybe_twice |= q.epoch == e;
+                }
+            }
             if new {
                 let header = build_header(&view, enriched, r, view.direct_cost_key(r), &dc_id);
                 self.stats.direct_costs += 1;
@@ -771,7 +846,10 @@ impl Planner {
             let budget = &mut self.budgets[b];
             budget.cents += amount;
             let line = LineItem {
-                origin_id: enriched.line_origin_id.value(r).to_string(),
+                text: LineText::new(
+                    enriched.line_origin_id.value(r),
+                    opt_str(view.description, r),
+                ),
                 direct_cost_origin_id: dc_id,
                 job: budget.job.clone(),
                 extra: budget.extra.clone(),
@@ -780,7 +858,6 @@ impl Planner {
                 amount,
                 quantity: opt_i128(view.units, r),
                 unit_cost: opt_i128(view.unit_cost, r),
-                description: opt_str(view.description, r).map(str::to_string),
                 run: opt_i64(view.run, r),
                 sequence: opt_i64(view.sequence, r),
                 dist_sequence: opt_i64(view.dist_sequence, r),
@@ -793,7 +870,8 @@ impl Planner {
             project.open.push(line);
             self.queued += 1;
             if project.open.len() >= max_records {
-                let full = std::mem::take(&mut project.open);
+                // A project that filled one request is likely to fill the next.
+                let full = std::mem::replace(&mut project.open, Vec::with_capacity(max_records));
                 project.sealed.push(full);
             }
             if project.headers.len() >= max_records
@@ -812,17 +890,16 @@ impl Planner {
     /// when `include_open`).
     fn flush(&mut self, p: usize, include_open: bool, sink: &mut dyn RequestSink) -> Result<()> {
         let max = self.limits.max_records;
-        let evictions = self.recent.evictions;
         let Some(project) = self.projects.get_mut(p) else {
             return Ok(());
         };
         let mut headers = std::mem::take(&mut project.headers);
-        if project.evictions_seen != evictions {
-            // The cache forgot something since the last flush: a header may be pending twice.
+        if project.maybe_twice {
             let mut seen = HashSet::with_capacity(headers.len());
             headers.retain(|h| seen.insert(h.origin_id.clone()));
-            project.evictions_seen = evictions;
+            project.maybe_twice = false;
         }
+        project.epoch = project.epoch.wrapping_add(1);
         let mut lines = std::mem::take(&mut project.sealed);
         if include_open && !project.open.is_empty() {
             lines.push(std::mem::take(&mut project.open));

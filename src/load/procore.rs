@@ -502,25 +502,25 @@ impl ProjectWorker {
                 continue;
             };
             let payload = json!({
-                "origin_id": l.origin_id,
+                "origin_id": l.origin_id(),
                 "direct_cost_id": dc,
                 "wbs_code_id": wbs_id,
                 "amount": format_decimal(l.amount, 2),
                 "quantity": l.quantity.map(|q| format_decimal(q, 4)),
                 "unit_cost": l.unit_cost.map(|q| format_decimal(q, 4)),
-                "description": l.description,
+                "description": l.description(),
                 "origin_data": format!("sage:{}", l.natural_key()),
             });
             let hash = payload_hash(&payload);
             if !self.ctx.config.force {
-                if let Some(known) = self.ctx.known(&l.origin_id)? {
+                if let Some(known) = self.ctx.known(l.origin_id())? {
                     if known.payload_hash == hash && known.procore_id.is_some() {
                         unchanged += 1;
                         continue;
                     }
                 }
             }
-            pending.insert(l.origin_id.clone(), (l, hash));
+            pending.insert(l.origin_id().to_string(), (l, hash));
             updates.push(payload);
         }
         self.ctx.counts().lines_unchanged += unchanged;
