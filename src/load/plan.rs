@@ -491,7 +491,10 @@ pub struct PlanLimits {
     /// requests as they fit) followed by those lines: one header request serves several line
     /// requests.
     pub chunks_per_project: usize,
-    /// Lines queued over all projects before the biggest queues are sent early.
+    /// Lines queued over all projects before the biggest queues are sent early. Each queued
+    /// line costs ~350 bytes (plus ~100 for its share of pending headers), so the default
+    /// 131,072 bounds the queue near 60 MB; halving it costs requests (2M generated rows:
+    /// 1,053 header requests instead of 399).
     pub max_queued_lines: usize,
     /// Direct costs remembered as already planned (rounded up to a power of two). One that has
     /// been forgotten is planned again when another of its lines comes: an upsert, never a loss.
@@ -503,7 +506,7 @@ impl Default for PlanLimits {
         PlanLimits {
             max_records: MAX_SYNC_RECORDS,
             chunks_per_project: 8,
-            max_queued_lines: 64 * 1024,
+            max_queued_lines: 128 * 1024,
             header_cache: 64 * 1024,
         }
     }
@@ -926,9 +929,10 @@ impl Planner {
     }
 
     /// Too many lines queued: send the biggest projects' full requests (then, if that is not
-    /// enough, the partly filled ones) until the queue is down to three quarters of the limit.
+    /// enough, the partly filled ones) until the queue is down to 7/8 of the limit. Sending
+    /// the biggest first keeps the requests of the others filling.
     fn shed(&mut self, sink: &mut dyn RequestSink) -> Result<()> {
-        let target = self.limits.max_queued_lines / 4 * 3;
+        let target = self.limits.max_queued_lines / 8 * 7;
         let mut order: Vec<(usize, usize)> = self
             .projects
             .iter()
