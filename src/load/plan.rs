@@ -625,15 +625,47 @@ struct Budget {
     next: u32,
 }
 
+/// A queued line, about half the size of a [`LineItem`]: the shared text it points to (budget
+/// code, transaction type) is looked up when its request is built.
+struct Queued {
+    text: LineText,
+    direct_cost: Arc<str>,
+    amount: i128,
+    quantity: i128,
+    unit_cost: i128,
+    run: i64,
+    sequence: i64,
+    dist_sequence: i64,
+    source_line: u64,
+    budget: u32,
+    transaction_type: u16,
+    /// Bits 0-4: quantity, unit_cost, run, sequence, dist_sequence are present.
+    present: u8,
+}
+
+fn bit<T: Default>(v: Option<T>, b: u8, present: &mut u8) -> T {
+    match v {
+        Some(v) => {
+            *present |= 1 << b;
+            v
+        }
+        None => T::default(),
+    }
+}
+
+fn has<T>(present: u8, b: u8, v: T) -> Option<T> {
+    (present & (1 << b) != 0).then_some(v)
+}
+
 /// What one project (Sage job) has planned but not sent.
 struct Project {
     job: Arc<str>,
     /// Headers not sent yet: every one has at least one queued line.
     headers: Vec<DirectCostHeader>,
     /// Full line requests, in order.
-    sealed: Vec<Vec<LineItem>>,
+    sealed: Vec<Vec<Queued>>,
     /// The line request being filled.
-    open: Vec<LineItem>,
+    open: Vec<Queued>,
     /// Flushes so far (wrapping).
     epoch: u32,
     /// The cache forgot one of the pending headers: one may be pending twice.
@@ -802,20 +834,45 @@ impl Planner {
         Ok(index as usize)
     }
 
-    fn transaction_type(&mut self, ty: &str) -> Arc<str> {
-        if let Some(t) = self
+    fn transaction_type(&mut self, ty: &str) -> Result<u16> {
+        if let Some(i) = self
             .transaction_types
             .iter()
-            .find(|t| t.len() == ty.len() && ***t == *ty)
+            .position(|t| t.len() == ty.len() && **t == *ty)
         {
-            return t.clone();
+            return Ok(i as u16);
         }
-        let t: Arc<str> = Arc::from(ty);
-        // Sage has a handful of types; a flood of odd ones is not worth remembering.
-        if self.transaction_types.len() < 64 {
-            self.transaction_types.push(t.clone());
+        // Projection lets the six cost types through: this bound is never near.
+        let i = u16::try_from(self.transaction_types.len()).map_err(|_| Error::Stage {
+            stage: "plan",
+            message: "more than 65,536 transaction types".into(),
+        })?;
+        self.transaction_types.push(Arc::from(ty));
+        Ok(i)
+    }
+
+    /// The request record of a queued line.
+    fn line_item(budgets: &[Budget], types: &[Arc<str>], q: Queued) -> LineItem {
+        let b = &budgets[q.budget as usize];
+        LineItem {
+            text: q.text,
+            direct_cost_origin_id: q.direct_cost,
+            job: b.job.clone(),
+            extra: b.extra.clone(),
+            cost_code: b.cost_code.clone(),
+            category: b.category.clone(),
+            amount: q.amount,
+            quantity: has(q.present, 0, q.quantity),
+            unit_cost: has(q.present, 1, q.unit_cost),
+            run: has(q.present, 2, q.run),
+            sequence: has(q.present, 3, q.sequence),
+            dist_sequence: has(q.present, 4, q.dist_sequence),
+            source_line: q.source_line,
+            transaction_type: types
+                .get(usize::from(q.transaction_type))
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
         }
-        t
     }
 
     /// Plan one enriched batch.
@@ -844,28 +901,26 @@ impl Planner {
                 self.stats.direct_costs += 1;
                 self.projects[p as usize].headers.push(header);
             }
-            let transaction_type = self.transaction_type(view.transaction_type(r));
+            let transaction_type = self.transaction_type(view.transaction_type(r))?;
             let amount = opt_i128(view.amount, r).unwrap_or(0);
-            let budget = &mut self.budgets[b];
-            budget.cents += amount;
-            let line = LineItem {
+            self.budgets[b].cents += amount;
+            let mut present = 0;
+            let line = Queued {
                 text: LineText::new(
                     enriched.line_origin_id.value(r),
                     opt_str(view.description, r),
                 ),
-                direct_cost_origin_id: dc_id,
-                job: budget.job.clone(),
-                extra: budget.extra.clone(),
-                cost_code: budget.cost_code.clone(),
-                category: budget.category.clone(),
+                direct_cost: dc_id,
                 amount,
-                quantity: opt_i128(view.units, r),
-                unit_cost: opt_i128(view.unit_cost, r),
-                run: opt_i64(view.run, r),
-                sequence: opt_i64(view.sequence, r),
-                dist_sequence: opt_i64(view.dist_sequence, r),
+                quantity: bit(opt_i128(view.units, r), 0, &mut present),
+                unit_cost: bit(opt_i128(view.unit_cost, r), 1, &mut present),
+                run: bit(opt_i64(view.run, r), 2, &mut present),
+                sequence: bit(opt_i64(view.sequence, r), 3, &mut present),
+                dist_sequence: bit(opt_i64(view.dist_sequence, r), 4, &mut present),
                 source_line: view.source_line.value(r),
+                budget: b as u32,
                 transaction_type,
+                present,
             };
             self.stats.lines += 1;
             self.stats.amount_cents += amount;
@@ -920,9 +975,14 @@ impl Planner {
         for chunk in lines {
             self.queued -= chunk.len();
             self.stats.line_requests += 1;
+            let (budgets, types) = (&self.budgets, &self.transaction_types);
+            let lines = chunk
+                .into_iter()
+                .map(|q| Planner::line_item(budgets, types, q))
+                .collect();
             sink.send(PlannedRequest::LineSync {
                 job: job.to_string(),
-                lines: chunk,
+                lines,
             })?;
         }
         Ok(())
