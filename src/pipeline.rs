@@ -878,14 +878,14 @@ async fn execute(
         StageReport::from_timing("plan", plan),
     ];
     let totals = planner
-        .totals
-        .iter()
+        .totals()
+        .into_iter()
         .map(|((job, extra, cost_code, category), cents)| TotalRow {
-            job: job.clone(),
-            extra: extra.clone(),
-            cost_code: cost_code.clone(),
-            category: category.clone(),
-            amount: format_decimal(*cents, 2),
+            job,
+            extra,
+            cost_code,
+            category,
+            amount: format_decimal(cents, 2),
         })
         .collect();
     let dim_quarantined: u64 = quarantine

@@ -207,13 +207,13 @@ impl QuarantineBatch {
         ];
         for name in QUARANTINE_DATA_COLUMNS {
             columns.push(match name {
-                "job" => text(&|l| Some(l.job.clone())),
-                "extra" => text(&|l| l.extra.clone()),
-                "cost_code" => text(&|l| l.cost_code.clone()),
-                "category" => text(&|l| l.category.clone()),
-                "transaction_type" => text(&|l| Some(l.transaction_type.clone())),
+                "job" => text(&|l| Some(l.job.to_string())),
+                "extra" => text(&|l| l.extra.as_deref().map(str::to_string)),
+                "cost_code" => text(&|l| l.cost_code.as_deref().map(str::to_string)),
+                "category" => text(&|l| l.category.as_deref().map(str::to_string)),
+                "transaction_type" => text(&|l| Some(l.transaction_type.to_string())),
                 "amount" => text(&|l| Some(crate::load::plan::format_decimal(l.amount, 2))),
-                "description" => text(&|l| l.description.clone()),
+                "description" => text(&|l| l.description().map(str::to_string)),
                 _ => Arc::new(StringArray::new_null(n)),
             });
         }

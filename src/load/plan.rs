@@ -6,14 +6,18 @@
 //! Headers and lines carry deterministic origin_ids: the same input gives the same ids on any
 //! machine, so re-sending is an update, never a duplicate.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
     StringBuilder,
 };
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
-use xxhash_rust::xxh3::{xxh3_128, Xxh3};
+use chrono::Datelike;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64, Xxh3};
 
 use crate::error::{Error, Result};
 use crate::extract::convert::days_to_date;
@@ -248,7 +252,7 @@ impl<'a> TransactionView<'a> {
         let ty = self.transaction_type(r);
         let batch = opt_str(self.batch, r).unwrap_or("");
         let acct = opt_date(self.accounting_date, r);
-        let mut date = DateText::default();
+        let mut date = DateBytes::default();
         match ty {
             "AP cost" => {
                 feed_buf(buf, Some(DirectCostKind::Invoice.as_str().as_bytes()));
@@ -297,12 +301,12 @@ fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date.
 #[derive(Default)]
-struct DateText {
+struct DateBytes {
     bytes: [u8; 10],
     fallback: String,
 }
 
-impl DateText {
+impl DateBytes {
     fn format(&mut self, days: Option<i32>) -> &[u8] {
         use chrono::Datelike;
         let Some(d) = days.and_then(days_to_date) else {
@@ -341,9 +345,7 @@ fn push_id(out: &mut String, prefix: &str, hash: u128) {
 }
 
 fn fmt_date(days: Option<i32>) -> String {
-    days.and_then(days_to_date)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
+    days.map(|d| DateText(d).to_string()).unwrap_or_default()
 }
 
 /// Procore's `direct_cost_type`.
@@ -426,7 +428,8 @@ pub fn origin_ids(company: &str, view: &TransactionView) -> Result<(StringArray,
 /// A planned direct cost header (`direct_costs/sync` record). Ids still as Sage keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectCostHeader {
-    pub origin_id: String,
+    /// Shared with the lines of the direct cost.
+    pub origin_id: Arc<str>,
     pub key: DirectCostKey,
     pub invoice_number: Option<String>,
     pub vendor: Option<String>,
@@ -437,26 +440,112 @@ pub struct DirectCostHeader {
 }
 
 /// A planned line item (`direct_costs/line_items/sync` record).
+///
+/// Text that many lines share (job, budget code parts, the direct cost's origin_id, the
+/// transaction type) is reference-counted, not copied per line; the natural key is derived when
+/// it is written, not stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LineItem {
-    pub origin_id: String,
-    pub direct_cost_origin_id: String,
-    pub job: String,
-    pub extra: Option<String>,
-    pub cost_code: Option<String>,
-    pub category: Option<String>,
+    /// origin_id and description, in one allocation.
+    pub text: LineText,
+    pub direct_cost_origin_id: Arc<str>,
+    pub job: Arc<str>,
+    pub extra: Option<Arc<str>>,
+    pub cost_code: Option<Arc<str>>,
+    pub category: Option<Arc<str>>,
     /// Cents.
     pub amount: i128,
     /// Units, 4 decimals.
     pub quantity: Option<i128>,
     /// Unit cost, 4 decimals.
     pub unit_cost: Option<i128>,
-    pub description: Option<String>,
-    /// Natural key, for origin_data.
-    pub natural_key: String,
+    pub run: Option<i64>,
+    pub sequence: Option<i64>,
+    pub dist_sequence: Option<i64>,
     /// Where the transaction came from, for quarantine rows.
     pub source_line: u64,
-    pub transaction_type: String,
+    pub transaction_type: Arc<str>,
+}
+
+/// A line's own text, its origin_id and description, in one allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineText {
+    text: Box<str>,
+    /// Where the description starts (the end of the origin_id).
+    split: usize,
+    has_description: bool,
+}
+
+impl LineText {
+    /// The text of a line.
+    pub fn new(origin_id: &str, description: Option<&str>) -> LineText {
+        let d = description.unwrap_or("");
+        let mut text = String::with_capacity(origin_id.len() + d.len());
+        text.push_str(origin_id);
+        text.push_str(d);
+        LineText {
+            text: text.into_boxed_str(),
+            split: origin_id.len(),
+            has_description: description.is_some(),
+        }
+    }
+
+    /// The line's origin_id.
+    pub fn origin_id(&self) -> &str {
+        self.text.get(..self.split).unwrap_or_default()
+    }
+
+    /// The line's description.
+    pub fn description(&self) -> Option<&str> {
+        self.has_description
+            .then(|| self.text.get(self.split..).unwrap_or_default())
+    }
+}
+
+impl LineItem {
+    /// The line's origin_id.
+    pub fn origin_id(&self) -> &str {
+        self.text.origin_id()
+    }
+
+    /// The line's description.
+    pub fn description(&self) -> Option<&str> {
+        self.text.description()
+    }
+
+    /// The natural key `JOB|EXTRA|COST_CODE|CATEGORY|TYPE|RUN|SEQUENCE|DIST_SEQUENCE` (NULL as
+    /// empty), for origin_data.
+    pub fn natural_key(&self) -> NaturalKey<'_> {
+        NaturalKey(self)
+    }
+}
+
+/// [`LineItem::natural_key`], written without an intermediate String.
+pub struct NaturalKey<'a>(&'a LineItem);
+
+impl fmt::Display for NaturalKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn s(v: &Option<Arc<str>>) -> &str {
+            v.as_deref().unwrap_or("")
+        }
+        let l = self.0;
+        write!(
+            f,
+            "{}|{}|{}|{}|{}",
+            l.job,
+            s(&l.extra),
+            s(&l.cost_code),
+            s(&l.category),
+            l.transaction_type
+        )?;
+        for v in [l.run, l.sequence, l.dist_sequence] {
+            f.write_str("|")?;
+            if let Some(v) = v {
+                write!(f, "{v}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One request the load will send, for one project (Sage job).
@@ -495,6 +584,8 @@ pub type BudgetKey = (String, Option<String>, Option<String>, Option<String>);
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PlanStats {
     pub lines: u64,
+    /// Header records planned: one per direct cost, plus one for each direct cost planned again
+    /// because the bounded cache of recent direct costs had forgotten it (a harmless upsert).
     pub direct_costs: u64,
     pub header_requests: u64,
     pub line_requests: u64,
@@ -503,33 +594,396 @@ pub struct PlanStats {
     pub amount_cents: i128,
 }
 
-#[derive(Default)]
-struct ProjectQueue {
-    headers: Vec<DirectCostHeader>,
-    lines: Vec<LineItem>,
+/// How the planner batches requests and bounds its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Records per request (1 to [`MAX_SYNC_RECORDS`]).
+    pub max_records: usize,
+    /// Full line requests a project holds before its pending headers are sent (in as few
+    /// requests as they fit) followed by those lines: one header request serves several line
+    /// requests.
+    pub chunks_per_project: usize,
+    /// Lines queued over all projects before the biggest queues are sent early. Each queued
+    /// line costs ~350 bytes (plus ~100 for its share of pending headers), so the default
+    /// 131,072 bounds the queue near 60 MB; halving it costs requests (2M generated rows:
+    /// 1,053 header requests instead of 399).
+    pub max_queued_lines: usize,
+    /// Direct costs remembered as already planned (rounded up to a power of two). One that has
+    /// been forgotten is planned again when another of its lines comes: an upsert, never a loss.
+    pub header_cache: usize,
 }
 
-/// Groups lines into direct costs and emits sync requests per project: a project's new headers
-/// are always sent before the lines that reference them.
+impl Default for PlanLimits {
+    fn default() -> PlanLimits {
+        PlanLimits {
+            max_records: MAX_SYNC_RECORDS,
+            chunks_per_project: 8,
+            max_queued_lines: 128 * 1024,
+            header_cache: 64 * 1024,
+        }
+    }
+}
+
+/// Hasher for keys that already are xxh3 hashes.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type PreHashedMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
+
+const WAYS: usize = 4;
+
+#[derive(Clone)]
+struct Recent {
+    fingerprint: u64,
+    project: u32,
+    /// The project's flush count when this entry was planned.
+    epoch: u32,
+    origin_id: Arc<str>,
+}
+
+/// The direct costs planned most recently: a fixed-size 4-way set-associative cache (LRU within
+/// a set) of origin_ids. Memory is fixed at creation (32 bytes a slot plus the shared ids);
+/// what it forgets is planned again, never lost.
+struct RecentHeaders {
+    slots: Vec<Option<Recent>>,
+    mask: usize,
+    /// Entries dropped to make room, ever.
+    evictions: u64,
+}
+
+/// What [`RecentHeaders::get_or_insert`] dropped to make room: (project, epoch).
+type Evicted = Option<(u32, u32)>;
+
+impl RecentHeaders {
+    fn new(capacity: usize) -> RecentHeaders {
+        let sets = (capacity / WAYS).max(1).next_power_of_two();
+        RecentHeaders {
+            slots: vec![None; sets * WAYS],
+            mask: sets - 1,
+            evictions: 0,
+        }
+    }
+
+    /// The shared origin_id of direct cost `origin_id` of `project`, and true when it is not
+    /// among the recently planned (its header must be planned), with the entry dropped for it.
+    fn get_or_insert(
+        &mut self,
+        origin_id: &str,
+        project: u32,
+        epoch: u32,
+    ) -> (Arc<str>, bool, Evicted) {
+        let fingerprint = xxh3_64(origin_id.as_bytes());
+        let set = (fingerprint as usize) & self.mask;
+        let ways = &mut self.slots[set * WAYS..(set + 1) * WAYS];
+        for i in 0..WAYS {
+            match &ways[i] {
+                Some(e)
+                    if e.fingerprint == fingerprint
+                        && e.project == project
+                        && *e.origin_id == *origin_id =>
+                {
+                    let found = e.origin_id.clone();
+                    ways[..=i].rotate_right(1);
+                    return (found, false, None);
+                }
+                Some(_) => {}
+                // Sets fill from the front: the first empty way ends it.
+                None => break,
+            }
+        }
+        let id: Arc<str> = Arc::from(origin_id);
+        let evicted = ways[WAYS - 1].as_ref().map(|e| (e.project, e.epoch));
+        if evicted.is_some() {
+            self.evictions += 1;
+        }
+        ways.rotate_right(1);
+        ways[0] = Some(Recent {
+            fingerprint,
+            project,
+            epoch,
+            origin_id: id.clone(),
+        });
+        (id, true, evicted)
+    }
+}
+
+const NO_BUDGET: u32 = u32::MAX;
+
+/// Running total of one budget code, with the shared text its lines point to.
+struct Budget {
+    job: Arc<str>,
+    extra: Option<Arc<str>>,
+    cost_code: Option<Arc<str>>,
+    category: Option<Arc<str>>,
+    cents: i128,
+    project: u32,
+    /// Next budget code with the same hash.
+    next: u32,
+}
+
+/// A queued line, about half the size of a [`LineItem`]: the shared text it points to (budget
+/// code, transaction type) is looked up when its request is built.
+struct Queued {
+    text: LineText,
+    direct_cost: Arc<str>,
+    amount: i128,
+    quantity: i128,
+    unit_cost: i128,
+    run: i64,
+    sequence: i64,
+    dist_sequence: i64,
+    source_line: u64,
+    budget: u32,
+    transaction_type: u16,
+    /// Bits 0-4: quantity, unit_cost, run, sequence, dist_sequence are present.
+    present: u8,
+}
+
+fn bit<T: Default>(v: Option<T>, b: u8, present: &mut u8) -> T {
+    match v {
+        Some(v) => {
+            *present |= 1 << b;
+            v
+        }
+        None => T::default(),
+    }
+}
+
+fn has<T>(present: u8, b: u8, v: T) -> Option<T> {
+    (present & (1 << b) != 0).then_some(v)
+}
+
+/// What one project (Sage job) has planned but not sent.
+struct Project {
+    job: Arc<str>,
+    /// Headers not sent yet: every one has at least one queued line.
+    headers: Vec<DirectCostHeader>,
+    /// Full line requests, in order.
+    sealed: Vec<Vec<Queued>>,
+    /// The line request being filled.
+    open: Vec<Queued>,
+    /// Flushes so far (wrapping).
+    epoch: u32,
+    /// The cache forgot one of the pending headers: one may be pending twice.
+    maybe_twice: bool,
+}
+
+impl Project {
+    fn queued(&self) -> usize {
+        self.sealed.iter().map(Vec::len).sum::<usize>() + self.open.len()
+    }
+}
+
+/// Groups lines into direct costs and emits sync requests per project. Invariant: a line is sent
+/// only after the header of its direct cost (in an earlier request of the same project), since
+/// every flush of a project sends all its pending headers before any of its lines.
+///
+/// Memory is bounded by [`PlanLimits`] and the chart of accounts (budget codes, projects), not by
+/// the number of rows.
 pub struct Planner {
-    max_records: usize,
-    headers_seen: HashSet<String>,
-    projects: BTreeMap<String, ProjectQueue>,
+    limits: PlanLimits,
+    recent: RecentHeaders,
+    projects: Vec<Project>,
+    project_index: HashMap<Arc<str>, u32>,
+    budgets: Vec<Budget>,
+    budget_heads: PreHashedMap<u32>,
+    transaction_types: Vec<Arc<str>>,
+    /// Lines queued over all projects.
+    queued: usize,
+    scratch: Vec<u8>,
     /// Running counts.
     pub stats: PlanStats,
-    /// Cents per budget code.
-    pub totals: BTreeMap<BudgetKey, i128>,
 }
 
 impl Planner {
-    /// A planner with `max_records` per request (at most [`MAX_SYNC_RECORDS`]).
+    /// A planner with `max_records` per request (at most [`MAX_SYNC_RECORDS`]) and the default
+    /// batching and memory limits.
     pub fn new(max_records: usize) -> Planner {
+        Planner::with_limits(PlanLimits {
+            max_records,
+            ..PlanLimits::default()
+        })
+    }
+
+    /// A planner with explicit limits (each clamped to a workable value).
+    pub fn with_limits(limits: PlanLimits) -> Planner {
+        let max_records = limits.max_records.clamp(1, MAX_SYNC_RECORDS);
+        let limits = PlanLimits {
+            max_records,
+            chunks_per_project: limits.chunks_per_project.max(1),
+            max_queued_lines: limits.max_queued_lines.max(max_records),
+            header_cache: limits.header_cache.max(WAYS),
+        };
         Planner {
-            max_records: max_records.clamp(1, MAX_SYNC_RECORDS),
-            headers_seen: HashSet::new(),
-            projects: BTreeMap::new(),
+            limits,
+            recent: RecentHeaders::new(limits.header_cache),
+            projects: Vec::new(),
+            project_index: HashMap::new(),
+            budgets: Vec::new(),
+            budget_heads: PreHashedMap::default(),
+            transaction_types: Vec::new(),
+            queued: 0,
+            scratch: Vec::new(),
             stats: PlanStats::default(),
-            totals: BTreeMap::new(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> PlanLimits {
+        self.limits
+    }
+
+    /// Direct costs the bounded cache has forgotten so far (each is planned again if another of
+    /// its lines comes).
+    pub fn headers_forgotten(&self) -> u64 {
+        self.recent.evictions
+    }
+
+    /// Cents per budget code, in key order.
+    pub fn totals(&self) -> BTreeMap<BudgetKey, i128> {
+        let own = |v: &Option<Arc<str>>| v.as_deref().map(str::to_string);
+        let mut totals = BTreeMap::new();
+        for b in &self.budgets {
+            *totals
+                .entry((
+                    b.job.to_string(),
+                    own(&b.extra),
+                    own(&b.cost_code),
+                    own(&b.category),
+                ))
+                .or_insert(0) += b.cents;
+        }
+        totals
+    }
+
+    fn project_of(&mut self, job: &str) -> Result<u32> {
+        if let Some(&p) = self.project_index.get(job) {
+            return Ok(p);
+        }
+        let p = u32::try_from(self.projects.len()).map_err(|_| Error::Stage {
+            stage: "plan",
+            message: "more than 4 billion projects".into(),
+        })?;
+        let job: Arc<str> = Arc::from(job);
+        self.projects.push(Project {
+            job: job.clone(),
+            headers: Vec::new(),
+            sealed: Vec::new(),
+            open: Vec::new(),
+            epoch: 0,
+            maybe_twice: false,
+        });
+        self.project_index.insert(job, p);
+        Ok(p)
+    }
+
+    /// The budget code of row `r`, found by hash (exact comparison on a hit).
+    fn budget_of(&mut self, view: &TransactionView, r: usize) -> Result<usize> {
+        let job = view.job(r);
+        let extra = opt_str(view.extra, r);
+        let cost_code = opt_str(view.cost_code, r);
+        let category = opt_str(view.category, r);
+        self.scratch.clear();
+        for part in [Some(job), extra, cost_code, category] {
+            match part {
+                Some(s) => {
+                    self.scratch.push(1);
+                    self.scratch
+                        .extend_from_slice(&(s.len() as u64).to_le_bytes());
+                    self.scratch.extend_from_slice(s.as_bytes());
+                }
+                None => self.scratch.push(0),
+            }
+        }
+        let hash = xxh3_64(&self.scratch);
+        let head = self.budget_heads.get(&hash).copied().unwrap_or(NO_BUDGET);
+        let mut i = head;
+        while let Some(b) = self.budgets.get(i as usize) {
+            if *b.job == *job
+                && b.extra.as_deref() == extra
+                && b.cost_code.as_deref() == cost_code
+                && b.category.as_deref() == category
+            {
+                return Ok(i as usize);
+            }
+            i = b.next;
+        }
+        let project = self.project_of(job)?;
+        let index = u32::try_from(self.budgets.len())
+            .ok()
+            .filter(|&i| i != NO_BUDGET)
+            .ok_or_else(|| Error::Stage {
+                stage: "plan",
+                message: "more than 4 billion budget codes".into(),
+            })?;
+        let shared = |s: Option<&str>| s.map(Arc::<str>::from);
+        self.budgets.push(Budget {
+            job: self.projects[project as usize].job.clone(),
+            extra: shared(extra),
+            cost_code: shared(cost_code),
+            category: shared(category),
+            cents: 0,
+            project,
+            next: head,
+        });
+        self.budget_heads.insert(hash, index);
+        Ok(index as usize)
+    }
+
+    fn transaction_type(&mut self, ty: &str) -> Result<u16> {
+        if let Some(i) = self
+            .transaction_types
+            .iter()
+            .position(|t| t.len() == ty.len() && **t == *ty)
+        {
+            return Ok(i as u16);
+        }
+        // Projection lets the six cost types through: this bound is never near.
+        let i = u16::try_from(self.transaction_types.len()).map_err(|_| Error::Stage {
+            stage: "plan",
+            message: "more than 65,536 transaction types".into(),
+        })?;
+        self.transaction_types.push(Arc::from(ty));
+        Ok(i)
+    }
+
+    /// The request record of a queued line.
+    fn line_item(budgets: &[Budget], types: &[Arc<str>], q: Queued) -> LineItem {
+        let b = &budgets[q.budget as usize];
+        LineItem {
+            text: q.text,
+            direct_cost_origin_id: q.direct_cost,
+            job: b.job.clone(),
+            extra: b.extra.clone(),
+            cost_code: b.cost_code.clone(),
+            category: b.category.clone(),
+            amount: q.amount,
+            quantity: has(q.present, 0, q.quantity),
+            unit_cost: has(q.present, 1, q.unit_cost),
+            run: has(q.present, 2, q.run),
+            sequence: has(q.present, 3, q.sequence),
+            dist_sequence: has(q.present, 4, q.dist_sequence),
+            source_line: q.source_line,
+            transaction_type: types
+                .get(usize::from(q.transaction_type))
+                .cloned()
+                .unwrap_or_else(|| Arc::from("")),
         }
     }
 
@@ -540,102 +994,145 @@ impl Planner {
             stage: "plan",
             message: "planning needs enriched batches (with origin ids)".into(),
         })?;
+        let max_records = self.limits.max_records;
         for r in 0..view.len() {
-            let dc_id = enriched.direct_cost_origin_id.value(r);
-            let job = view.job(r).to_string();
-            if !self.headers_seen.contains(dc_id) {
-                self.headers_seen.insert(dc_id.to_string());
-                let key = view.direct_cost_key(r);
-                let header = build_header(&view, enriched, r, key, dc_id);
-                self.stats.direct_costs += 1;
-                self.projects
-                    .entry(job.clone())
-                    .or_default()
-                    .headers
-                    .push(header);
+            let b = self.budget_of(&view, r)?;
+            let p = self.budgets[b].project;
+            let epoch = self.projects[p as usize].epoch;
+            let (dc_id, new, evicted) =
+                self.recent
+                    .get_or_insert(enriched.direct_cost_origin_id.value(r), p, epoch);
+            if let Some((q, e)) = evicted {
+                // Forgotten while still pending (planned since its project's last flush)?
+                if let Some(q) = self.projects.get_mut(q as usize) {
+                    q.maybe_twice |= q.epoch == e;
+                }
             }
-            let line = LineItem {
-                origin_id: enriched.line_origin_id.value(r).to_string(),
-                direct_cost_origin_id: dc_id.to_string(),
-                job: job.clone(),
-                extra: opt_str(view.extra, r).map(str::to_string),
-                cost_code: opt_str(view.cost_code, r).map(str::to_string),
-                category: opt_str(view.category, r).map(str::to_string),
-                amount: opt_i128(view.amount, r).unwrap_or(0),
-                quantity: opt_i128(view.units, r),
-                unit_cost: opt_i128(view.unit_cost, r),
-                description: opt_str(view.description, r).map(str::to_string),
-                natural_key: format!(
-                    "{}|{}|{}|{}|{}|{}|{}|{}",
-                    job,
-                    opt_str(view.extra, r).unwrap_or(""),
-                    opt_str(view.cost_code, r).unwrap_or(""),
-                    opt_str(view.category, r).unwrap_or(""),
-                    view.transaction_type(r),
-                    opt_i64(view.run, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    opt_i64(view.sequence, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
-                    opt_i64(view.dist_sequence, r)
-                        .map(|v| v.to_string())
-                        .unwrap_or_default(),
+            if new {
+                let header = build_header(&view, enriched, r, view.direct_cost_key(r), &dc_id);
+                self.stats.direct_costs += 1;
+                self.projects[p as usize].headers.push(header);
+            }
+            let transaction_type = self.transaction_type(view.transaction_type(r))?;
+            let amount = opt_i128(view.amount, r).unwrap_or(0);
+            self.budgets[b].cents += amount;
+            let mut present = 0;
+            let line = Queued {
+                text: LineText::new(
+                    enriched.line_origin_id.value(r),
+                    opt_str(view.description, r),
                 ),
+                direct_cost: dc_id,
+                amount,
+                quantity: bit(opt_i128(view.units, r), 0, &mut present),
+                unit_cost: bit(opt_i128(view.unit_cost, r), 1, &mut present),
+                run: bit(opt_i64(view.run, r), 2, &mut present),
+                sequence: bit(opt_i64(view.sequence, r), 3, &mut present),
+                dist_sequence: bit(opt_i64(view.dist_sequence, r), 4, &mut present),
                 source_line: view.source_line.value(r),
-                transaction_type: view.transaction_type(r).to_string(),
+                budget: b as u32,
+                transaction_type,
+                present,
             };
             self.stats.lines += 1;
-            self.stats.amount_cents += line.amount;
-            *self
-                .totals
-                .entry((
-                    job.clone(),
-                    line.extra.clone(),
-                    line.cost_code.clone(),
-                    line.category.clone(),
-                ))
-                .or_default() += line.amount;
-            let queue = self.projects.entry(job.clone()).or_default();
-            queue.lines.push(line);
-            if queue.lines.len() >= self.max_records {
-                self.flush(&job, sink)?;
+            self.stats.amount_cents += amount;
+            let project = &mut self.projects[p as usize];
+            project.open.push(line);
+            self.queued += 1;
+            if project.open.len() >= max_records {
+                // A project that filled one request is likely to fill the next.
+                let full = std::mem::replace(&mut project.open, Vec::with_capacity(max_records));
+                project.sealed.push(full);
+            }
+            if project.headers.len() >= max_records
+                || project.sealed.len() >= self.limits.chunks_per_project
+            {
+                self.flush(p as usize, false, sink)?;
+            }
+            if self.queued > self.limits.max_queued_lines {
+                self.shed(sink)?;
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self, job: &str, sink: &mut dyn RequestSink) -> Result<()> {
-        let Some(queue) = self.projects.get_mut(job) else {
+    /// Send project `p`'s pending headers, then its full line requests (and the one being filled
+    /// when `include_open`).
+    fn flush(&mut self, p: usize, include_open: bool, sink: &mut dyn RequestSink) -> Result<()> {
+        let max = self.limits.max_records;
+        let Some(project) = self.projects.get_mut(p) else {
             return Ok(());
         };
-        let mut headers = std::mem::take(&mut queue.headers);
-        let mut lines = std::mem::take(&mut queue.lines);
+        let mut headers = std::mem::take(&mut project.headers);
+        if project.maybe_twice {
+            let mut seen = HashSet::with_capacity(headers.len());
+            headers.retain(|h| seen.insert(h.origin_id.clone()));
+            project.maybe_twice = false;
+        }
+        project.epoch = project.epoch.wrapping_add(1);
+        let mut lines = std::mem::take(&mut project.sealed);
+        if include_open && !project.open.is_empty() {
+            lines.push(std::mem::take(&mut project.open));
+        }
+        let job = &project.job;
         // Chunks are moved out, not cloned: a request owns its records.
         while !headers.is_empty() {
-            let rest = headers.split_off(headers.len().min(self.max_records));
+            let rest = headers.split_off(headers.len().min(max));
             self.stats.header_requests += 1;
             sink.send(PlannedRequest::HeaderSync {
                 job: job.to_string(),
                 headers: std::mem::replace(&mut headers, rest),
             })?;
         }
-        while !lines.is_empty() {
-            let rest = lines.split_off(lines.len().min(self.max_records));
+        for chunk in lines {
+            self.queued -= chunk.len();
             self.stats.line_requests += 1;
+            let (budgets, types) = (&self.budgets, &self.transaction_types);
+            let lines = chunk
+                .into_iter()
+                .map(|q| Planner::line_item(budgets, types, q))
+                .collect();
             sink.send(PlannedRequest::LineSync {
                 job: job.to_string(),
-                lines: std::mem::replace(&mut lines, rest),
+                lines,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Too many lines queued: send the biggest projects' full requests (then, if that is not
+    /// enough, the partly filled ones) until the queue is down to 7/8 of the limit. Sending
+    /// the biggest first keeps the requests of the others filling.
+    fn shed(&mut self, sink: &mut dyn RequestSink) -> Result<()> {
+        let target = self.limits.max_queued_lines / 8 * 7;
+        let mut order: Vec<(usize, usize)> = self
+            .projects
+            .iter()
+            .enumerate()
+            .map(|(p, pr)| (pr.queued(), p))
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        for include_open in [false, true] {
+            for &(_, p) in &order {
+                if self.queued <= target {
+                    return Ok(());
+                }
+                let pr = &self.projects[p];
+                let has_lines = !pr.sealed.is_empty() || (include_open && !pr.open.is_empty());
+                if has_lines {
+                    self.flush(p, include_open, sink)?;
+                }
+            }
         }
         Ok(())
     }
 
     /// Send everything still queued, project by project in job order.
     pub fn finish(&mut self, sink: &mut dyn RequestSink) -> Result<()> {
-        let jobs: Vec<String> = self.projects.keys().cloned().collect();
-        for job in jobs {
-            self.flush(&job, sink)?;
+        let mut order: Vec<usize> = (0..self.projects.len()).collect();
+        order.sort_by(|&a, &b| self.projects[a].job.cmp(&self.projects[b].job));
+        for p in order {
+            self.flush(p, true, sink)?;
         }
         Ok(())
     }
@@ -646,10 +1143,11 @@ fn build_header(
     e: &EnrichedView,
     r: usize,
     key: DirectCostKey,
-    origin_id: &str,
+    origin_id: &Arc<str>,
 ) -> DirectCostHeader {
     let acct = opt_date(view.accounting_date, r);
     let batch = opt_str(view.batch, r).unwrap_or("");
+    let origin_id = origin_id.clone();
     match key.kind {
         DirectCostKind::Invoice => {
             let vendor = view.vendor(r).map(str::to_string);
@@ -664,7 +1162,7 @@ fn build_header(
                     )
                 });
             DirectCostHeader {
-                origin_id: origin_id.to_string(),
+                origin_id,
                 invoice_number: invoice,
                 vendor,
                 direct_cost_date: opt_date(e.invoice_date, r).or(acct),
@@ -675,7 +1173,7 @@ fn build_header(
             }
         }
         DirectCostKind::Payroll => DirectCostHeader {
-            origin_id: origin_id.to_string(),
+            origin_id,
             invoice_number: None,
             vendor: None,
             direct_cost_date: opt_date(view.period_end_date, r).or(acct),
@@ -685,7 +1183,7 @@ fn build_header(
             key,
         },
         DirectCostKind::Expense => DirectCostHeader {
-            origin_id: origin_id.to_string(),
+            origin_id,
             invoice_number: None,
             vendor: None,
             direct_cost_date: acct,
@@ -699,23 +1197,52 @@ fn build_header(
 
 /// Text of a Decimal128 value with `scale` places (`-2.68`).
 pub fn format_decimal(value: i128, scale: u32) -> String {
-    let sign = if value < 0 { "-" } else { "" };
-    let abs = value.unsigned_abs();
-    if scale == 0 {
-        return format!("{sign}{abs}");
+    DecimalText(value, scale).to_string()
+}
+
+/// [`format_decimal`] as a `Display`, to write without an intermediate String.
+#[derive(Debug, Clone, Copy)]
+pub struct DecimalText(pub i128, pub u32);
+
+impl fmt::Display for DecimalText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let DecimalText(value, scale) = *self;
+        let sign = if value < 0 { "-" } else { "" };
+        let abs = value.unsigned_abs();
+        if scale == 0 {
+            return write!(f, "{sign}{abs}");
+        }
+        let p = 10u128.pow(scale);
+        write!(
+            f,
+            "{sign}{}.{:0width$}",
+            abs / p,
+            abs % p,
+            width = scale as usize
+        )
     }
-    let p = 10u128.pow(scale);
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / p,
-        abs % p,
-        width = scale as usize
-    )
 }
 
 /// `YYYY-MM-DD` of a Date32 value.
 pub fn format_date(days: i32) -> String {
     fmt_date(Some(days))
+}
+
+/// [`format_date`] as a `Display` (empty for a day chrono cannot represent).
+#[derive(Debug, Clone, Copy)]
+pub struct DateText(pub i32);
+
+impl fmt::Display for DateText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(d) = days_to_date(self.0) else {
+            return Ok(());
+        };
+        if (0..=9999).contains(&d.year()) {
+            write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        } else {
+            write!(f, "{}", d.format("%Y-%m-%d"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -760,5 +1287,233 @@ mod tests {
         };
         assert_eq!(a.group_key(), b.group_key());
         assert_ne!(a.origin_id("X"), b.origin_id("X"));
+    }
+
+    use arrow::array::{ArrayRef, UInt64Array};
+
+    /// One synthetic row: (job, direct cost origin_id, amount in cents).
+    type Row<'a> = (&'a str, &'a str, i128);
+
+    /// An enriched batch of expense lines (one batch per direct cost, so the header key follows
+    /// the origin_id).
+    fn batch(rows: &[Row], first_line: usize) -> RecordBatch {
+        let n = rows.len();
+        let text = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from_iter((0..n).map(f)))
+        };
+        let dates = |v: Option<i32>| -> ArrayRef { Arc::new(Date32Array::from(vec![v; n])) };
+        let dec = |f: &dyn Fn(usize) -> Option<i128>| -> ArrayRef {
+            Arc::new(Decimal128Array::from_iter((0..n).map(f)))
+        };
+        let seq = |f: &dyn Fn(usize) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values((0..n).map(f)))
+        };
+        let line = |i: usize| first_line + i;
+        RecordBatch::try_from_iter([
+            ("job", text(&|i| Some(rows[i].0.to_string()))),
+            ("extra", text(&|_| None)),
+            ("cost_code", text(&|i| Some(format!("01-{}", line(i) % 7)))),
+            ("category", text(&|_| Some("E".into()))),
+            ("transaction_type", text(&|_| Some("EQ cost".into()))),
+            ("description", text(&|i| Some(format!("line {}", line(i))))),
+            ("vendor", text(&|_| None)),
+            ("invoice", text(&|_| None)),
+            ("batch", text(&|i| Some(rows[i].1.to_string()))),
+            ("accounting_date", dates(Some(19_727))),
+            ("period_end_date", dates(None)),
+            ("amount", dec(&|i| Some(rows[i].2))),
+            ("units", dec(&|_| None)),
+            ("unit_cost", dec(&|_| None)),
+            ("run", seq(&|_| 1)),
+            ("sequence", seq(&|i| line(i) as i64)),
+            ("dist_sequence", seq(&|_| 1)),
+            (
+                crate::schema::SOURCE_LINE,
+                Arc::new(UInt64Array::from_iter_values(
+                    (0..n).map(|i| line(i) as u64),
+                )),
+            ),
+            ("invoice_date", dates(None)),
+            ("invoice_received_date", dates(None)),
+            ("invoice_payment_date", dates(None)),
+            ("invoice_description", text(&|_| None)),
+            (LINE_ORIGIN_ID, text(&|i| Some(format!("line:{}", line(i))))),
+            (
+                DIRECT_COST_ORIGIN_ID,
+                text(&|i| Some(rows[i].1.to_string())),
+            ),
+        ])
+        .expect("batch")
+    }
+
+    /// Checks every request as it arrives: the size limit, and that each line's header was sent
+    /// before it (in an earlier request of the same project).
+    #[derive(Default)]
+    struct Checking {
+        max_records: usize,
+        sent_headers: HashSet<(String, String)>,
+        header_records: Vec<String>,
+        lines: Vec<String>,
+        cents: i128,
+        requests: usize,
+    }
+
+    impl RequestSink for Checking {
+        fn send(&mut self, request: PlannedRequest) -> Result<()> {
+            self.requests += 1;
+            assert!(request.records() >= 1 && request.records() <= self.max_records);
+            match request {
+                PlannedRequest::HeaderSync { job, headers } => {
+                    let mut in_request = HashSet::new();
+                    for h in headers {
+                        assert!(in_request.insert(h.origin_id.clone()), "twice in a request");
+                        self.sent_headers
+                            .insert((job.clone(), h.origin_id.to_string()));
+                        self.header_records.push(h.origin_id.to_string());
+                    }
+                }
+                PlannedRequest::LineSync { job, lines } => {
+                    for l in lines {
+                        assert_eq!(*l.job, *job);
+                        assert!(
+                            self.sent_headers
+                                .contains(&(job.clone(), l.direct_cost_origin_id.to_string())),
+                            "line {} before its header {}",
+                            l.origin_id(),
+                            l.direct_cost_origin_id
+                        );
+                        self.cents += l.amount;
+                        self.lines.push(l.origin_id().to_string());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn plan(limits: PlanLimits, rows: &[Row], batch_rows: usize) -> (Checking, Planner) {
+        let mut planner = Planner::with_limits(limits);
+        let mut sink = Checking {
+            max_records: planner.limits().max_records,
+            ..Checking::default()
+        };
+        for (i, chunk) in rows.chunks(batch_rows).enumerate() {
+            planner
+                .process(&batch(chunk, i * batch_rows), &mut sink)
+                .expect("process");
+            assert!(planner.queued <= planner.limits().max_queued_lines);
+        }
+        planner.finish(&mut sink).expect("finish");
+        (sink, planner)
+    }
+
+    /// `lines` lines over `jobs` interleaved projects, `per_header` consecutive lines (of one
+    /// project) per direct cost.
+    fn stream(lines: usize, jobs: usize, per_header: usize) -> (Vec<String>, Vec<String>) {
+        let job: Vec<String> = (0..lines)
+            .map(|i| format!("{}", 1001 + (i / per_header) % jobs))
+            .collect();
+        let dc = (0..lines)
+            .map(|i| format!("dc:{}", i / per_header))
+            .collect();
+        (job, dc)
+    }
+
+    fn rows<'a>(job: &'a [String], dc: &'a [String]) -> Vec<Row<'a>> {
+        job.iter()
+            .zip(dc)
+            .enumerate()
+            .map(|(i, (j, d))| (j.as_str(), d.as_str(), (i % 500) as i128 - 100))
+            .collect()
+    }
+
+    #[test]
+    fn one_header_request_serves_several_line_requests() {
+        // 5 lines a direct cost: 200 new headers per 1000 lines. Flushing headers with every
+        // line request would give 2 requests per 1000 lines (500 a request, less the tails).
+        let (job, dc) = stream(100_000, 4, 5);
+        let rows = rows(&job, &dc);
+        let (sink, planner) = plan(PlanLimits::default(), &rows, 4096);
+        assert_eq!(sink.lines.len(), 100_000);
+        let distinct: HashSet<&String> = sink.lines.iter().collect();
+        assert_eq!(distinct.len(), 100_000, "every line exactly once");
+        assert_eq!(
+            sink.header_records.len(),
+            20_000,
+            "every header exactly once"
+        );
+        let expected: i128 = rows.iter().map(|r| r.2).sum();
+        assert_eq!(sink.cents, expected);
+        assert_eq!(planner.stats.amount_cents, expected);
+        assert_eq!(planner.totals().values().sum::<i128>(), expected);
+        let per_request = sink.lines.len() as f64 / sink.requests as f64;
+        assert!(per_request >= 800.0, "{per_request} lines a request");
+        assert_eq!(
+            sink.requests as u64,
+            planner.stats.header_requests + planner.stats.line_requests
+        );
+    }
+
+    #[test]
+    fn the_queue_limit_holds_with_many_projects() {
+        // 40 projects, a small queue: projects are sent early, still headers first.
+        let (job, dc) = stream(60_000, 40, 3);
+        let rows = rows(&job, &dc);
+        let limits = PlanLimits {
+            max_queued_lines: 5_000,
+            ..PlanLimits::default()
+        };
+        let (sink, planner) = plan(limits, &rows, 1000);
+        assert_eq!(sink.lines.len(), 60_000);
+        assert_eq!(sink.header_records.len(), 20_000);
+        assert_eq!(planner.stats.lines, 60_000);
+        assert_eq!(planner.totals().len(), 40 * 7);
+    }
+
+    #[test]
+    fn a_forgotten_header_is_sent_again_never_lost() {
+        // A cache of 4 direct costs; 2 records a request. dc:0 comes back after 5 others have
+        // pushed it out of the cache: its header is sent again before its second line.
+        let job = vec!["1001".to_string(); 8];
+        let dc: Vec<String> = [0, 1, 2, 3, 4, 5, 6, 0]
+            .iter()
+            .map(|d| format!("dc:{d}"))
+            .collect();
+        let rows = rows(&job, &dc);
+        let limits = PlanLimits {
+            max_records: 2,
+            chunks_per_project: 1,
+            max_queued_lines: 2,
+            header_cache: 4,
+        };
+        let (sink, planner) = plan(limits, &rows, 8);
+        assert_eq!(sink.lines.len(), 8);
+        assert!(planner.headers_forgotten() >= 1);
+        let sent = |id: &str| sink.header_records.iter().filter(|h| *h == id).count();
+        assert_eq!(sent("dc:0"), 2, "{:?}", sink.header_records);
+        assert_eq!(planner.stats.direct_costs, 8);
+    }
+
+    #[test]
+    fn a_header_forgotten_while_pending_is_sent_once() {
+        // Nothing is sent before the end: dc:0 is forgotten while still pending and planned
+        // again; the header request carries it once.
+        let job = vec!["1001".to_string(); 6];
+        let dc: Vec<String> = [0, 1, 2, 3, 4, 0]
+            .iter()
+            .map(|d| format!("dc:{d}"))
+            .collect();
+        let rows = rows(&job, &dc);
+        let limits = PlanLimits {
+            header_cache: 4,
+            ..PlanLimits::default()
+        };
+        let (sink, planner) = plan(limits, &rows, 6);
+        // dc:4 pushes dc:0 out; dc:0 planned again pushes dc:1 out.
+        assert_eq!(planner.headers_forgotten(), 2);
+        assert_eq!(planner.stats.direct_costs, 6);
+        assert_eq!(sink.header_records.len(), 5);
+        assert_eq!(sink.lines.len(), 6);
+        assert_eq!(sink.requests, 2);
     }
 }

@@ -28,6 +28,10 @@ use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::quarantine::{QuarantineBatch, ReasonCode};
 
+/// Procore ids of direct costs a project worker keeps at hand; past this, lines find their
+/// direct cost's id in the ledger.
+const HEADER_IDS_KEPT: usize = 100_000;
+
 /// Largest `bulk_create` body jcsync sends.
 const BULK_CREATE_MAX: usize = 100;
 
@@ -207,8 +211,9 @@ struct ProjectWorker {
     job: String,
     project_id: Option<i64>,
     wbs: Option<HashMap<String, i64>>,
-    /// Header origin_id → Procore id, or the reason it has none.
-    headers: HashMap<String, std::result::Result<i64, (ReasonCode, String)>>,
+    /// Header origin_id → Procore id, or the reason it has none. Bounded: past
+    /// [`HEADER_IDS_KEPT`] the ids are dropped (the ledger has them), the reasons kept.
+    headers: HashMap<Arc<str>, std::result::Result<i64, (ReasonCode, String)>>,
 }
 
 impl ProjectWorker {
@@ -266,7 +271,7 @@ impl ProjectWorker {
         h: &DirectCostHeader,
     ) -> std::result::Result<Value, (ReasonCode, String)> {
         let mut v = json!({
-            "origin_id": h.origin_id,
+            "origin_id": &*h.origin_id,
             "direct_cost_type": h.key.kind.as_str(),
             "direct_cost_date": date(h.direct_cost_date),
             "status": self.ctx.config.status,
@@ -299,7 +304,12 @@ impl ProjectWorker {
 
     async fn sync_headers(&mut self, headers: Vec<DirectCostHeader>) -> Result<()> {
         let mut updates = Vec::new();
-        let mut hashes = HashMap::new();
+        if self.headers.len() > HEADER_IDS_KEPT {
+            // Every id here is in the ledger (recorded when Procore answered, or found there):
+            // forget them, keep the rejections, which only this map knows.
+            self.headers.retain(|_, v| v.is_err());
+        }
+        let mut hashes: HashMap<Arc<str>, String> = HashMap::new();
         let mut unchanged = 0;
         for h in &headers {
             let payload = match self.header_payload(h) {
@@ -338,7 +348,7 @@ impl ProjectWorker {
                 continue;
             };
             if let Some(hash) = hashes.remove(origin) {
-                self.headers.insert(origin.to_string(), Ok(id));
+                self.headers.insert(Arc::from(origin), Ok(id));
                 ledger.push(LedgerEntry {
                     origin_id: origin.to_string(),
                     kind: "header".into(),
@@ -354,7 +364,7 @@ impl ProjectWorker {
                 hashes.remove(origin);
                 let message = e["errors"].to_string();
                 self.headers.insert(
-                    origin.to_string(),
+                    Arc::from(origin),
                     Err((
                         ReasonCode::ProcoreRejected,
                         format!("Procore rejected the direct cost: {message}"),
@@ -492,25 +502,25 @@ impl ProjectWorker {
                 continue;
             };
             let payload = json!({
-                "origin_id": l.origin_id,
+                "origin_id": l.origin_id(),
                 "direct_cost_id": dc,
                 "wbs_code_id": wbs_id,
                 "amount": format_decimal(l.amount, 2),
                 "quantity": l.quantity.map(|q| format_decimal(q, 4)),
                 "unit_cost": l.unit_cost.map(|q| format_decimal(q, 4)),
-                "description": l.description,
-                "origin_data": format!("sage:{}", l.natural_key),
+                "description": l.description(),
+                "origin_data": format!("sage:{}", l.natural_key()),
             });
             let hash = payload_hash(&payload);
             if !self.ctx.config.force {
-                if let Some(known) = self.ctx.known(&l.origin_id)? {
+                if let Some(known) = self.ctx.known(l.origin_id())? {
                     if known.payload_hash == hash && known.procore_id.is_some() {
                         unchanged += 1;
                         continue;
                     }
                 }
             }
-            pending.insert(l.origin_id.clone(), (l, hash));
+            pending.insert(l.origin_id().to_string(), (l, hash));
             updates.push(payload);
         }
         self.ctx.counts().lines_unchanged += unchanged;
