@@ -511,8 +511,10 @@ const fn default_batch_rows() -> usize {
     8192
 }
 
+/// Batches buffered between two stages. 2 keeps every stage fed (the 2M-row anchor ran as fast
+/// as with 4) at ~25 MiB less peak RSS (BENCHMARKS.md).
 const fn default_channel_capacity() -> usize {
-    4
+    2
 }
 
 /// `[report]`.
@@ -725,7 +727,7 @@ kind = "dry-run"
         assert_eq!(c.sync.kind, SyncKind::Deep);
         assert_eq!(c.sync.since, Since::BeginningOfTime);
         assert_eq!(c.stage.compression, Compression::Zstd);
-        assert_eq!(c.pipeline.channel_capacity, 4);
+        assert_eq!(c.pipeline.channel_capacity, 2);
     }
 
     #[test]
