@@ -605,8 +605,9 @@ pub struct PlanLimits {
     pub chunks_per_project: usize,
     /// Lines queued over all projects before the biggest queues are sent early. Each queued
     /// line costs ~350 bytes (plus ~100 for its share of pending headers), so the default
-    /// 131,072 bounds the queue near 60 MB; halving it costs requests (2M generated rows:
-    /// 1,053 header requests instead of 399).
+    /// 65,536 bounds the queue near 30 MB. Twice that saves header requests (2M generated rows:
+    /// 399 instead of 1,053; 790 transactions a request instead of 597) but planned slower
+    /// (0.92M rows/s instead of ~1.2M in `cargo bench --bench stages -- plan`) and held 23 MB more.
     pub max_queued_lines: usize,
     /// Direct costs remembered as already planned (rounded up to a power of two). One that has
     /// been forgotten is planned again when another of its lines comes: an upsert, never a loss.
@@ -618,7 +619,7 @@ impl Default for PlanLimits {
         PlanLimits {
             max_records: MAX_SYNC_RECORDS,
             chunks_per_project: 8,
-            max_queued_lines: 128 * 1024,
+            max_queued_lines: 64 * 1024,
             header_cache: 64 * 1024,
         }
     }
