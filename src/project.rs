@@ -324,6 +324,38 @@ mod tests {
     }
 
     #[test]
+    fn spilled_keys_quarantine_exactly_what_the_map_alone_does() {
+        // Two keys in memory: nearly every key is found in a spilled run, not in the map.
+        let batch = extracted();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spill = dir.path().join("keys");
+        let mut small = Projector::with_spill_dir(&fixture_config(), spill.clone(), 2);
+        let mut big = Projector::new(&fixture_config());
+        for round in 0..2 {
+            let a = small.process(&batch).expect("small");
+            let b = big.process(&batch).expect("big");
+            assert_eq!(a.batch, b.batch, "round {round}");
+            let (qa, qb) = (a.quarantine.expect("q"), b.quarantine.expect("q"));
+            assert_eq!(qa.codes, qb.codes, "round {round}");
+            assert_eq!(
+                qa.batch, qb.batch,
+                "round {round}: same rows, same first lines named"
+            );
+        }
+        assert!(
+            small.key_stats().spilled_runs >= 10,
+            "{:?}",
+            small.key_stats()
+        );
+        assert!(spill.is_dir());
+        drop(small);
+        assert!(
+            !spill.exists(),
+            "spilled keys are removed with the projector"
+        );
+    }
+
+    #[test]
     fn padding_does_not_make_a_key_new() {
         let batch = extracted();
         let keys = natural_key_hashes(

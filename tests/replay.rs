@@ -256,3 +256,61 @@ fn an_altered_truncated_or_removed_staged_file_is_refused_and_nothing_is_sent() 
         }
     });
 }
+
+#[test]
+fn a_stage_only_sync_sends_nothing_and_its_replay_loads_what_a_full_sync_would() {
+    let rt = runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staged_only = Sandbox::start(seed()).await.expect("sandbox");
+        let pipeline = pipeline_for(dir.path(), &staged_only, "");
+        let run = sync(
+            &pipeline,
+            &SyncOptions {
+                stage_only: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await
+        .expect("stage-only sync");
+        let c = &run.report.counts;
+        assert!(c.plan_skipped);
+        assert!(
+            run.report.reconciled,
+            "extracted = filtered + quarantined + staged"
+        );
+        assert_eq!((c.staged, c.planned), (35, 0));
+        assert!(run.report.load.is_none());
+        assert!(!run.run_dir.join("requests.ndjson").exists());
+        assert_eq!(writes(&staged_only.stats()), 0, "nothing was sent");
+        assert!(staged_only.snapshot().line_items.is_empty());
+        assert!(
+            jcsync::run::summary_text(&run.report, &run.run_dir).contains("jcsync replay"),
+            "the summary says how to load the run"
+        );
+
+        // Replaying the staged run loads exactly what a full sync loads.
+        let outcome = replay(&run.run_dir, &pipeline, &ReplayOptions::default())
+            .await
+            .expect("replay");
+        assert_eq!(
+            outcome
+                .report
+                .load
+                .as_ref()
+                .expect("load")
+                .counts
+                .lines_sent,
+            35
+        );
+        let full = Sandbox::start(seed()).await.expect("sandbox");
+        let other = tempfile::tempdir().expect("tempdir");
+        sync(
+            &pipeline_for(other.path(), &full, ""),
+            &SyncOptions::default(),
+        )
+        .await
+        .expect("full sync");
+        assert_eq!(procore_state(&staged_only), procore_state(&full));
+    });
+}
