@@ -59,6 +59,17 @@ fn procore_state(sandbox: &SandboxHandle) -> BTreeSet<(String, String, String, S
         .collect()
 }
 
+/// Lines a replay sent.
+fn lines_sent(outcome: &jcsync::replay::ReplayOutcome) -> u64 {
+    outcome
+        .report
+        .load
+        .as_ref()
+        .expect("load")
+        .counts
+        .lines_sent
+}
+
 fn writes(stats: &jcsync::sandbox::Stats) -> u64 {
     stats
         .requests
@@ -154,16 +165,7 @@ fn replay_into_a_fresh_procore_gives_the_same_direct_costs_and_force_resends_as_
         let outcome = replay(&run.run_dir, &into_fresh, &ReplayOptions::default())
             .await
             .expect("replay");
-        assert_eq!(
-            outcome
-                .report
-                .load
-                .as_ref()
-                .expect("load")
-                .counts
-                .lines_sent,
-            35
-        );
+        assert_eq!(lines_sent(&outcome), 35);
         assert_eq!(procore_state(&fresh), procore_state(&original));
 
         // Again: the ledger says everything is there, nothing is sent.
@@ -194,10 +196,7 @@ fn replay_into_a_fresh_procore_gives_the_same_direct_costs_and_force_resends_as_
         )
         .await
         .expect("replay");
-        assert_eq!(
-            forced.report.load.as_ref().expect("load").counts.lines_sent,
-            35
-        );
+        assert_eq!(lines_sent(&forced), 35);
         assert!(writes(&fresh.stats()) > before);
         assert_no_duplicates(&fresh.snapshot(), 21, 35);
         assert_eq!(procore_state(&fresh), procore_state(&original));
@@ -293,16 +292,7 @@ fn a_stage_only_sync_sends_nothing_and_its_replay_loads_what_a_full_sync_would()
         let outcome = replay(&run.run_dir, &pipeline, &ReplayOptions::default())
             .await
             .expect("replay");
-        assert_eq!(
-            outcome
-                .report
-                .load
-                .as_ref()
-                .expect("load")
-                .counts
-                .lines_sent,
-            35
-        );
+        assert_eq!(lines_sent(&outcome), 35);
         let full = Sandbox::start(seed()).await.expect("sandbox");
         let other = tempfile::tempdir().expect("tempdir");
         sync(
