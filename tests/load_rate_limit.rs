@@ -16,27 +16,13 @@ const WINDOW_SECS: u64 = 10;
 /// Lines per project: 24 line-item syncs of 1000 each.
 const LINES_PER_PROJECT: usize = 24_000;
 
-const HEADER: &str = "Job,Extra,Cost_Code,Category,Transaction_Type,Transaction_Date,Accounting_Date,Description,Units,Unit_Cost,Amount,Vendor,Invoice,Dist_Sequence,Application_of_Origin,Batch,Run,Sequence,Commitment,Commitment_Line_Item,Period_End_Date,Date_Stamp,Time_Stamp";
-
 #[test]
 fn tight_rate_limit_gets_zero_429s_and_uses_the_budget() {
     set_sandbox_credentials();
     let dir = tempfile::tempdir().expect("tempdir");
     let sage = dir.path().join("sage");
-    std::fs::create_dir_all(&sage).expect("mkdir");
-    for t in [
-        "JCM_MASTER__JOB",
-        "GLM_MASTER__ACCOUNT_PREFIX_A",
-        "GLM_MASTER__ACCOUNT",
-        "APM_MASTER__INVOICE",
-    ] {
-        std::fs::copy(
-            repo().join(format!("fixtures/sage/{t}.csv")),
-            sage.join(format!("{t}.csv")),
-        )
-        .expect("copy");
-    }
-    let mut csv = String::from(HEADER);
+    copy_dimension_fixtures(&sage);
+    let mut csv = String::from(TRANSACTION_HEADER);
     csv.push('\n');
     for job in ["1001", "1002", "1003"] {
         for i in 0..LINES_PER_PROJECT {

@@ -42,15 +42,6 @@ async fn sync_into(
         .expect("sync")
 }
 
-fn writes(stats: &jcsync::sandbox::Stats) -> u64 {
-    stats
-        .requests
-        .iter()
-        .filter(|(route, _)| route.starts_with("PATCH") || route.starts_with("POST /rest"))
-        .flat_map(|(_, by)| by.values())
-        .sum()
-}
-
 #[test]
 fn fixtures_load_to_the_cent_and_a_second_run_sends_no_write() {
     let rt = runtime();
@@ -69,7 +60,7 @@ fn fixtures_load_to_the_cent_and_a_second_run_sends_no_write() {
             expected_budget_totals()
         );
         assert_no_duplicates(&sandbox.snapshot(), 21, 35);
-        let writes_after_first = writes(&sandbox.stats());
+        let writes_after_first = sandbox_writes(&sandbox.stats());
         assert_eq!(
             writes_after_first, 6,
             "3 projects × (header sync + line sync)"
@@ -80,7 +71,7 @@ fn fixtures_load_to_the_cent_and_a_second_run_sends_no_write() {
         assert_eq!(load.counts.lines_sent, 0);
         assert_eq!(load.counts.lines_unchanged, 35);
         assert_eq!(
-            writes(&sandbox.stats()),
+            sandbox_writes(&sandbox.stats()),
             writes_after_first,
             "a second run sends no write"
         );

@@ -8,26 +8,12 @@ use std::fmt::Write as _;
 
 use common::*;
 
-const HEADER: &str = "Job,Extra,Cost_Code,Category,Transaction_Type,Transaction_Date,Accounting_Date,Description,Units,Unit_Cost,Amount,Vendor,Invoice,Dist_Sequence,Application_of_Origin,Batch,Run,Sequence,Commitment,Commitment_Line_Item,Period_End_Date,Date_Stamp,Time_Stamp";
-
 #[test]
 fn large_plans_respect_the_1000_record_limit_and_send_headers_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sage = dir.path().join("sage");
-    std::fs::create_dir_all(&sage).expect("mkdir");
-    for t in [
-        "JCM_MASTER__JOB",
-        "GLM_MASTER__ACCOUNT_PREFIX_A",
-        "GLM_MASTER__ACCOUNT",
-        "APM_MASTER__INVOICE",
-    ] {
-        std::fs::copy(
-            repo().join(format!("fixtures/sage/{t}.csv")),
-            sage.join(format!("{t}.csv")),
-        )
-        .expect("copy");
-    }
-    let mut csv = String::from(HEADER);
+    copy_dimension_fixtures(&sage);
+    let mut csv = String::from(TRANSACTION_HEADER);
     csv.push('\n');
     // Job 1001: 2500 lines of one invoice. Job 1002: 2500 expense lines, one batch each
     // (2500 direct costs). Interleaved, so both projects fill up at once.

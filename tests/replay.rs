@@ -70,15 +70,6 @@ fn lines_sent(outcome: &jcsync::replay::ReplayOutcome) -> u64 {
         .lines_sent
 }
 
-fn writes(stats: &jcsync::sandbox::Stats) -> u64 {
-    stats
-        .requests
-        .iter()
-        .filter(|(r, _)| r.starts_with("PATCH") || r.starts_with("POST /rest"))
-        .flat_map(|(_, b)| b.values())
-        .sum()
-}
-
 #[test]
 fn a_load_that_failed_midway_is_replayed_to_the_undisturbed_state() {
     let rt = runtime();
@@ -169,7 +160,7 @@ fn replay_into_a_fresh_procore_gives_the_same_direct_costs_and_force_resends_as_
         assert_eq!(procore_state(&fresh), procore_state(&original));
 
         // Again: the ledger says everything is there, nothing is sent.
-        let before = writes(&fresh.stats());
+        let before = sandbox_writes(&fresh.stats());
         let again = replay(&run.run_dir, &into_fresh, &ReplayOptions::default())
             .await
             .expect("replay");
@@ -183,7 +174,7 @@ fn replay_into_a_fresh_procore_gives_the_same_direct_costs_and_force_resends_as_
                 .lines_unchanged,
             35
         );
-        assert_eq!(writes(&fresh.stats()), before);
+        assert_eq!(sandbox_writes(&fresh.stats()), before);
 
         // --force: everything goes out again, as updates (no duplicate).
         let forced = replay(
@@ -197,7 +188,7 @@ fn replay_into_a_fresh_procore_gives_the_same_direct_costs_and_force_resends_as_
         .await
         .expect("replay");
         assert_eq!(lines_sent(&forced), 35);
-        assert!(writes(&fresh.stats()) > before);
+        assert!(sandbox_writes(&fresh.stats()) > before);
         assert_no_duplicates(&fresh.snapshot(), 21, 35);
         assert_eq!(procore_state(&fresh), procore_state(&original));
     });
@@ -281,7 +272,7 @@ fn a_stage_only_sync_sends_nothing_and_its_replay_loads_what_a_full_sync_would()
         assert_eq!((c.staged, c.planned), (35, 0));
         assert!(run.report.load.is_none());
         assert!(!run.run_dir.join("requests.ndjson").exists());
-        assert_eq!(writes(&staged_only.stats()), 0, "nothing was sent");
+        assert_eq!(sandbox_writes(&staged_only.stats()), 0, "nothing was sent");
         assert!(staged_only.snapshot().line_items.is_empty());
         assert!(
             jcsync::run::summary_text(&run.report, &run.run_dir).contains("jcsync replay"),

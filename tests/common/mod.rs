@@ -183,6 +183,37 @@ pub fn copy_sage_fixtures(to: &Path) {
     }
 }
 
+/// Header of a synthetic Transaction (JC) file: the columns jcsync reads, no excluded ones.
+pub const TRANSACTION_HEADER: &str = "Job,Extra,Cost_Code,Category,Transaction_Type,Transaction_Date,Accounting_Date,Description,Units,Unit_Cost,Amount,Vendor,Invoice,Dist_Sequence,Application_of_Origin,Batch,Run,Sequence,Commitment,Commitment_Line_Item,Period_End_Date,Date_Stamp,Time_Stamp";
+
+/// Copy the four dimension tables of the fixtures into `to` (a test then writes its own
+/// transactions there).
+pub fn copy_dimension_fixtures(to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for t in [
+        "JCM_MASTER__JOB",
+        "GLM_MASTER__ACCOUNT_PREFIX_A",
+        "GLM_MASTER__ACCOUNT",
+        "APM_MASTER__INVOICE",
+    ] {
+        std::fs::copy(
+            repo().join(format!("fixtures/sage/{t}.csv")),
+            to.join(format!("{t}.csv")),
+        )
+        .expect("copy");
+    }
+}
+
+/// Writes the sandbox received (PATCH syncs and POSTs to its REST routes).
+pub fn sandbox_writes(stats: &jcsync::sandbox::Stats) -> u64 {
+    stats
+        .requests
+        .iter()
+        .filter(|(route, _)| route.starts_with("PATCH") || route.starts_with("POST /rest"))
+        .flat_map(|(_, by)| by.values())
+        .sum()
+}
+
 /// Expected totals per (project number, flat budget code), from `fixtures/expected/totals.csv`.
 pub fn expected_budget_totals() -> BTreeMap<(String, String), String> {
     read_csv(&repo().join("fixtures/expected/totals.csv"))
