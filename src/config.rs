@@ -762,6 +762,30 @@ kind = "dry-run"
     }
 
     #[test]
+    fn zstd_level_defaults_to_1_and_is_range_checked() {
+        assert_eq!(
+            PipelineConfig::parse(MINIMAL)
+                .expect("parses")
+                .stage
+                .zstd_level,
+            1
+        );
+        let ok = format!("{MINIMAL}\n[stage]\nzstd_level = 9\n");
+        assert_eq!(
+            PipelineConfig::parse(&ok).expect("parses").stage.zstd_level,
+            9
+        );
+        for bad in [0, 23] {
+            let text = format!("{MINIMAL}\n[stage]\nzstd_level = {bad}\n");
+            let err = PipelineConfig::parse(&text).unwrap_err();
+            assert!(
+                err.contains("stage.zstd_level") && err.contains(&bad.to_string()),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn dropping_a_personal_data_column_from_exclude_is_refused() {
         let text = format!(
             "{MINIMAL}\n[mappings.transaction_jc]\nexclude = [\"Commitment_CO\", \"Credit_Account\"]\n"
