@@ -15,9 +15,10 @@ use jcsync::config::{FileFormat, PipelineConfig};
 use jcsync::enrich::{Dimensions, Enricher};
 use jcsync::extract::generate::{generate, GenerateOptions};
 use jcsync::extract::SageSource;
+use jcsync::invoices::DEFAULT_INVOICE_MEMORY;
 use jcsync::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
 use jcsync::project::Projector;
-use jcsync::schema::{enriched_schema, TableRole};
+use jcsync::schema::enriched_schema;
 use jcsync::stage::{staged_part_name, writer_properties, ParquetFileSet};
 
 /// Counts requests and drops them: the plan stage's own cost, without serialization.
@@ -47,22 +48,11 @@ fn extract_all(config: &PipelineConfig) -> Vec<RecordBatch> {
         .collect()
 }
 
-fn dimensions(config: &PipelineConfig) -> Arc<Dimensions> {
+fn dimensions(config: &PipelineConfig, spill: std::path::PathBuf) -> Arc<Dimensions> {
     let source = SageSource::open(config).expect("source");
-    let t: Vec<_> = [
-        TableRole::Job,
-        TableRole::AccountPrefix,
-        TableRole::Account,
-        TableRole::Invoice,
-    ]
-    .into_iter()
-    .map(|r| source.read_dimension(r).expect("dimension"))
-    .collect();
-    Arc::new(
-        Dimensions::build(&t[0], &t[1], &t[2], &t[3])
-            .expect("dims")
-            .0,
-    )
+    let (dims, _) =
+        Dimensions::load(&source, spill, DEFAULT_INVOICE_MEMORY, |_| Ok(())).expect("dimensions");
+    Arc::new(dims)
 }
 
 fn rows(batches: &[RecordBatch]) -> u64 {
@@ -99,7 +89,7 @@ fn stages(c: &mut Criterion) {
         .iter()
         .map(|b| projector.process(b).expect("project").batch)
         .collect();
-    let dims = dimensions(&csv);
+    let dims = dimensions(&csv, tmp.path().join("invoices"));
     let enricher = Enricher::new(dims.clone(), "GEN", "JCT_CURRENT__TRANSACTION");
     let enriched: Vec<RecordBatch> = projected
         .iter()

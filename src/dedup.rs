@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use fastbloom::BloomFilter;
 
 use crate::error::{Error, Result};
+use crate::spill::{read_at, SpillDir};
 
 /// Keys held in memory before a spill: 7/8 of 2^18, so the map never resizes past 2^18 buckets
 /// (~8 MiB).
@@ -94,26 +95,6 @@ impl Run {
     }
 }
 
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        match file.seek_read(buf, offset)? {
-            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// What a [`KeySet`] did, for the run report and the logs.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct KeySetStats {
@@ -130,8 +111,7 @@ pub struct KeySet {
     runs: Vec<Run>,
     /// Filter segments, each sized for twice the keys of the one before.
     filters: Vec<(BloomFilter, usize, usize)>,
-    dir: PathBuf,
-    dir_created: bool,
+    dir: SpillDir,
     pub stats: KeySetStats,
 }
 
@@ -144,14 +124,13 @@ impl KeySet {
             max_recent,
             runs: Vec::new(),
             filters: Vec::new(),
-            dir,
-            dir_created: false,
+            dir: SpillDir::new(dir),
             stats: KeySetStats::default(),
         }
     }
 
-    fn run_path(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("keys-{i:05}.bin"))
+    fn run_name(i: usize) -> String {
+        format!("keys-{i:05}.bin")
     }
 
     /// The line that first used `key`, or None (and `key` is recorded with `line`).
@@ -163,7 +142,7 @@ impl KeySet {
         if self.filters.iter().any(|(f, _, _)| f.contains_hash(folded)) {
             self.stats.disk_lookups += 1;
             for (i, run) in self.runs.iter().enumerate() {
-                if let Some(first) = run.find(key, &self.run_path(i))? {
+                if let Some(first) = run.find(key, &self.dir.path().join(Self::run_name(i)))? {
                     return Ok(Some(first));
                 }
             }
@@ -177,19 +156,9 @@ impl KeySet {
     }
 
     fn spill(&mut self) -> Result<()> {
-        if !self.dir_created {
-            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-            self.dir_created = true;
-        }
         let mut entries: Vec<(u128, u64)> = self.recent.drain().collect();
         entries.sort_unstable_by_key(|(k, _)| *k);
-        let path = self.run_path(self.runs.len());
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (file, path) = self.dir.create(&Self::run_name(self.runs.len()))?;
         let mut out = BufWriter::with_capacity(1 << 16, &file);
         let mut fences = Vec::with_capacity(entries.len() / FENCE + 1);
         for (i, (k, line)) in entries.iter().enumerate() {
@@ -239,12 +208,8 @@ impl KeySet {
 
 impl Drop for KeySet {
     fn drop(&mut self) {
+        // Close the runs before their directory is removed.
         self.runs.clear();
-        if self.dir_created {
-            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-                tracing::warn!("cannot remove {}: {e}", self.dir.display());
-            }
-        }
     }
 }
 

@@ -10,35 +10,23 @@ use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::SchemaRef;
 
 use crate::error::{Error, Result};
-use crate::extract::DimensionTable;
+use crate::extract::{DimensionTable, SageSource};
+use crate::invoices::{invoice_key, InvoiceIndex};
 use crate::load::plan::{origin_ids, TransactionView};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
+use crate::run::DimensionReport;
 use crate::schema::enriched_schema;
+use crate::schema::TableRole;
 
-/// The Sage template invoice key ('.~', '.~'): not an invoice.
-pub const TEMPLATE_INVOICE: &str = ".~";
-
-/// The 128-bit hash of an invoice's (vendor, number), each part length-prefixed so that no two
-/// pairs frame to the same bytes. (A collision among even 10^9 invoices has odds below 10^-20.)
-fn invoice_key(buf: &mut Vec<u8>, vendor: &str, number: &str) -> u128 {
-    buf.clear();
-    for part in [vendor, number] {
-        buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        buf.extend_from_slice(part.as_bytes());
-    }
-    xxhash_rust::xxh3::xxh3_128(buf)
-}
+pub use crate::invoices::TEMPLATE_INVOICE;
 
 /// Dimension tables indexed for probing.
 pub struct Dimensions {
     jobs: HashMap<String, u32>,
     /// One row per job row: job_description … gl_account_type (ENRICHMENT_FIELDS[0..9]).
     job_columns: Vec<ArrayRef>,
-    /// Sorted hashes of (vendor, invoice) ([`invoice_key`]), and the invoice row of each.
-    invoice_keys: Vec<u128>,
-    invoice_rows: Vec<u32>,
-    /// One row per invoice row: invoice_date … invoice_status (ENRICHMENT_FIELDS[9..14]).
-    invoice_columns: Vec<ArrayRef>,
+    /// invoice_date … invoice_status (ENRICHMENT_FIELDS[9..14]) by (vendor, invoice).
+    invoices: InvoiceIndex,
 }
 
 fn text_column<'a>(
@@ -116,7 +104,7 @@ impl Dimensions {
         job: &DimensionTable,
         prefix: &DimensionTable,
         account: &DimensionTable,
-        invoice: &DimensionTable,
+        invoices: InvoiceIndex,
     ) -> Result<(Dimensions, Vec<QuarantineBatch>)> {
         let mut quarantine = Vec::new();
         let mut set_aside = |dim: &DimensionTable, rejections: Vec<Rejection>| -> Result<()> {
@@ -170,64 +158,77 @@ impl Dimensions {
             &account_idx,
         )?);
 
-        let vendors = text_column(&invoice.batch, &invoice.table, "vendor")?;
-        let numbers = text_column(&invoice.batch, &invoice.table, "invoice")?;
-        // (vendor, invoice) → row, as a sorted array of 128-bit key hashes: 20 bytes an invoice,
-        // where nested maps of owned strings took ~55.
-        let mut keyed: Vec<(u128, u32)> = Vec::with_capacity(vendors.len());
-        let mut buf = Vec::with_capacity(64);
-        for row in 0..vendors.len() {
-            if vendors.is_null(row) || numbers.is_null(row) {
-                continue;
-            }
-            let (v, i) = (vendors.value(row), numbers.value(row));
-            if v == TEMPLATE_INVOICE && i == TEMPLATE_INVOICE {
-                continue;
-            }
-            keyed.push((invoice_key(&mut buf, v, i), row as u32));
-        }
-        keyed.sort_unstable();
-        let mut invoice_keys = Vec::with_capacity(keyed.len());
-        let mut invoice_rows = Vec::with_capacity(keyed.len());
-        let mut repeats = Vec::new();
-        for (key, row) in keyed {
-            if invoice_keys.last() == Some(&key) {
-                repeats.push(row as usize);
-            } else {
-                invoice_keys.push(key);
-                invoice_rows.push(row);
-            }
-        }
-        repeats.sort_unstable();
-        for row in repeats {
-            let (v, i) = (vendors.value(row), numbers.value(row));
-            rej.push(Rejection {
-                row,
-                code: ReasonCode::DuplicateKey,
-                reason: format!(
-                    "{}: invoice ({v:?}, {i:?}) repeats; the first row is used",
-                    invoice.table
-                ),
-            });
-        }
-        set_aside(invoice, rej)?;
-        let invoice_columns = vec![
-            column(&invoice.batch, &invoice.table, "invoice_date")?,
-            column(&invoice.batch, &invoice.table, "date_received")?,
-            column(&invoice.batch, &invoice.table, "payment_date")?,
-            column(&invoice.batch, &invoice.table, "description")?,
-            column(&invoice.batch, &invoice.table, "status")?,
-        ];
         Ok((
             Dimensions {
                 jobs,
                 job_columns,
-                invoice_keys,
-                invoice_rows,
-                invoice_columns,
+                invoices,
             },
             quarantine,
         ))
+    }
+
+    /// Read and index the four dimension tables of `source`: Job (JC), GL Account Prefix and GL
+    /// Account whole (they are small), Invoice (AP) streamed into an [`InvoiceIndex`] that holds
+    /// up to `invoice_memory` bytes and spills into `spill_dir` beyond. Every row set aside (bad
+    /// values, repeated keys) goes to `quarantine`.
+    pub fn load(
+        source: &SageSource,
+        spill_dir: std::path::PathBuf,
+        invoice_memory: usize,
+        mut quarantine: impl FnMut(QuarantineBatch) -> Result<()>,
+    ) -> Result<(Dimensions, Vec<DimensionReport>)> {
+        let mut reports = Vec::new();
+        let mut tables = Vec::new();
+        for role in [TableRole::Job, TableRole::AccountPrefix, TableRole::Account] {
+            let mut t = source.read_dimension(role)?;
+            let quarantined = t.quarantine.iter().map(|q| q.len() as u64).sum();
+            reports.push(DimensionReport {
+                table: t.table.clone(),
+                rows_read: t.rows_read as u64,
+                quarantined,
+            });
+            for q in std::mem::take(&mut t.quarantine) {
+                quarantine(q)?;
+            }
+            tables.push(t);
+        }
+        let table = source.table_name(TableRole::Invoice).to_string();
+        let mut invoice_report = DimensionReport {
+            table: table.clone(),
+            rows_read: 0,
+            quarantined: 0,
+        };
+        let mut builder = InvoiceIndex::builder(&table, spill_dir, invoice_memory);
+        for typed in source.dimension_batches(TableRole::Invoice)? {
+            let typed = typed?;
+            invoice_report.rows_read += typed.rows_read as u64;
+            for q in typed
+                .quarantine
+                .into_iter()
+                .chain(builder.push(&typed.batch)?)
+            {
+                invoice_report.quarantined += q.len() as u64;
+                quarantine(q)?;
+            }
+        }
+        let invoices = builder.finish()?;
+        let stats = invoices.stats();
+        tracing::info!(
+            invoices = stats.invoices,
+            on_disk = stats.on_disk,
+            spilled_runs = stats.spilled_runs,
+            "invoices indexed"
+        );
+        let (dims, set_aside) = Dimensions::build(&tables[0], &tables[1], &tables[2], invoices)?;
+        for q in set_aside {
+            if let Some(r) = reports.iter_mut().find(|r| r.table == q.table) {
+                r.quarantined += q.len() as u64;
+            }
+            quarantine(q)?;
+        }
+        reports.push(invoice_report);
+        Ok((dims, reports))
     }
 
     /// Number of jobs indexed.
@@ -322,20 +323,18 @@ impl Enricher {
 
         let view = TransactionView::new(&batch)?;
         let mut buf = Vec::with_capacity(64);
-        let invoice_idx: UInt32Array = (0..batch.num_rows())
+        let invoice_keys: Vec<Option<u128>> = (0..batch.num_rows())
             .map(|r| {
                 if view.transaction_type(r) != "AP cost" {
                     return None;
                 }
-                let key = invoice_key(&mut buf, view.vendor(r)?, view.invoice(r)?);
-                let at = self.dims.invoice_keys.binary_search(&key).ok()?;
-                self.dims.invoice_rows.get(at).copied()
+                Some(invoice_key(&mut buf, view.vendor(r)?, view.invoice(r)?))
             })
             .collect();
 
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.extend(gather(&self.dims.job_columns, &job_idx)?);
-        columns.extend(gather(&self.dims.invoice_columns, &invoice_idx)?);
+        columns.extend(self.dims.invoices.gather(&invoice_keys)?);
         let (line_ids, dc_ids) = origin_ids(&self.company, &view)?;
         columns.push(Arc::new(line_ids));
         columns.push(Arc::new(dc_ids));
@@ -351,29 +350,30 @@ mod tests {
     use super::*;
     use crate::extract::SageSource;
     use crate::project::Projector;
-    use crate::schema::TableRole;
     use crate::test_support::fixture_config;
     use arrow::array::AsArray;
 
-    fn dims(source: &SageSource) -> Dimensions {
-        let t: Vec<DimensionTable> = [
-            TableRole::Job,
-            TableRole::AccountPrefix,
-            TableRole::Account,
-            TableRole::Invoice,
-        ]
-        .into_iter()
-        .map(|r| source.read_dimension(r).expect("dimension"))
-        .collect();
-        Dimensions::build(&t[0], &t[1], &t[2], &t[3])
-            .expect("build")
-            .0
+    /// The fixture's dimensions, with the quarantine rows their loading set aside.
+    fn dims(source: &SageSource) -> (Dimensions, Vec<QuarantineBatch>, tempfile::TempDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut q = Vec::new();
+        let (d, _) = Dimensions::load(
+            source,
+            tmp.path().join("inv"),
+            crate::invoices::DEFAULT_INVOICE_MEMORY,
+            |b| {
+                q.push(b);
+                Ok(())
+            },
+        )
+        .expect("dimensions");
+        (d, q, tmp)
     }
 
     fn enriched() -> (RecordBatch, Option<QuarantineBatch>) {
         let config = fixture_config();
         let source = SageSource::open(&config).expect("source");
-        let dims = Arc::new(dims(&source));
+        let dims = Arc::new(dims(&source).0);
         let batch = source
             .transactions()
             .expect("tx")
@@ -395,15 +395,14 @@ mod tests {
     fn template_invoice_is_not_indexed() {
         let config = fixture_config();
         let source = SageSource::open(&config).expect("source");
-        let d = dims(&source);
+        let (d, _, _tmp) = dims(&source);
         let mut buf = Vec::new();
         let template = invoice_key(&mut buf, TEMPLATE_INVOICE, TEMPLATE_INVOICE);
-        assert!(d.invoice_keys.binary_search(&template).is_err());
-        assert_eq!(d.invoice_keys.len(), 6);
-        assert_eq!(d.invoice_rows.len(), 6);
+        assert_eq!(d.invoices.stats().invoices, 6);
+        let cols = d.invoices.gather(&[Some(template)]).expect("gather");
         assert!(
-            d.invoice_keys.windows(2).all(|w| w[0] < w[1]),
-            "sorted, unique"
+            cols.iter().all(|c| c.is_null(0)),
+            "the template is no invoice"
         );
     }
 

@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod enrich;
 pub mod error;
 pub mod extract;
+pub mod invoices;
 pub mod ledger;
 pub mod load;
 pub mod pipeline;
@@ -20,6 +21,7 @@ pub mod replay;
 pub mod run;
 pub mod sandbox;
 pub mod schema;
+pub mod spill;
 pub mod stage;
 
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use crate::config::{Pipeline, SourceConfig, SyncKind, TargetConfig};
 use crate::enrich::{Dimensions, Enricher};
 use crate::error::{Error, Result};
 use crate::extract::{type_batch, RawBatch, SageSource};
+use crate::invoices::DEFAULT_INVOICE_MEMORY;
 use crate::ledger::Ledger;
 use crate::load::client::{Connection, ProcoreClient, Secret};
 use crate::load::dry_run::DryRunSink;
@@ -581,41 +582,12 @@ async fn execute(
     let (dims, dim_reports) = {
         let source = source.clone();
         let qtx = qtx.clone();
+        // Invoices beyond what memory holds spill beside the runs, and are removed at the end.
+        let spill = config.stage.dir.join(format!(".invoices-{run_id}"));
         tokio::task::spawn_blocking(move || -> Result<(Dimensions, Vec<run::DimensionReport>)> {
-            let mut tables = Vec::new();
-            for role in [
-                TableRole::Job,
-                TableRole::AccountPrefix,
-                TableRole::Account,
-                TableRole::Invoice,
-            ] {
-                tables.push(source.read_dimension(role)?);
-            }
-            let (dims, set_aside) =
-                Dimensions::build(&tables[0], &tables[1], &tables[2], &tables[3])?;
-            let mut reports = Vec::new();
-            for t in &tables {
-                let quarantined = t.quarantine.iter().map(|q| q.len() as u64).sum::<u64>()
-                    + set_aside
-                        .iter()
-                        .filter(|q| q.table == t.table)
-                        .map(|q| q.len() as u64)
-                        .sum::<u64>();
-                reports.push(run::DimensionReport {
-                    table: t.table.clone(),
-                    rows_read: t.rows_read as u64,
-                    quarantined,
-                });
-            }
-            for q in tables
-                .into_iter()
-                .flat_map(|t| t.quarantine)
-                .chain(set_aside)
-            {
-                qtx.blocking_send(q)
-                    .map_err(|_| downstream_gone("extract"))?;
-            }
-            Ok((dims, reports))
+            Dimensions::load(&source, spill, DEFAULT_INVOICE_MEMORY, |q| {
+                qtx.blocking_send(q).map_err(|_| downstream_gone("extract"))
+            })
         })
         .await
         .map_err(|e| join_error("extract", e))??

@@ -220,18 +220,29 @@ impl SageSource {
         }
     }
 
-    /// Read a dimension table whole.
-    pub fn read_dimension(&self, role: TableRole) -> Result<DimensionTable> {
+    /// Stream a dimension table as typed batches (a SQL Server table comes as one batch).
+    pub fn dimension_batches(
+        &self,
+        role: TableRole,
+    ) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + '_>> {
         let table = self.table_name(role).to_string();
         let raws: Box<dyn Iterator<Item = Result<RawBatch>>> = match self.mssql_plan(role) {
             Some((m, plan)) => Box::new(std::iter::once(block_on(mssql::read_dimension(m, plan))?)),
             None => Box::new(self.reader(role)?),
         };
+        Ok(Box::new(
+            raws.map(move |raw| type_batch(role, &table, raw?)),
+        ))
+    }
+
+    /// Read a dimension table whole.
+    pub fn read_dimension(&self, role: TableRole) -> Result<DimensionTable> {
+        let table = self.table_name(role).to_string();
         let mut batches = Vec::new();
         let mut quarantine = Vec::new();
         let mut rows_read = 0;
-        for raw in raws {
-            let typed = type_batch(role, &table, raw?)?;
+        for typed in self.dimension_batches(role)? {
+            let typed = typed?;
             rows_read += typed.rows_read;
             batches.push(typed.batch);
             quarantine.extend(typed.quarantine);
