@@ -29,6 +29,8 @@ pub const DEFAULT_RECENT_KEYS: usize = 229_376;
 const FENCE: usize = 128;
 /// Bytes of a spilled entry: the 128-bit key and the 64-bit line, little-endian.
 const ENTRY: usize = 24;
+/// The most keys a size hint may ask the filter to be allocated for at once (~100 MiB).
+pub const MAX_EXPECTED_KEYS: u64 = 64 << 20;
 /// False-positive rate of each filter segment.
 const FALSE_POSITIVES: f64 = 0.002;
 
@@ -111,6 +113,8 @@ pub struct KeySet {
     runs: Vec<Run>,
     /// Filter segments, each sized for twice the keys of the one before.
     filters: Vec<(BloomFilter, usize, usize)>,
+    /// Keys the first filter segment is sized for.
+    first_capacity: usize,
     dir: SpillDir,
     pub stats: KeySetStats,
 }
@@ -124,8 +128,20 @@ impl KeySet {
             max_recent,
             runs: Vec::new(),
             filters: Vec::new(),
+            first_capacity: max_recent * 4,
             dir: SpillDir::new(dir),
             stats: KeySetStats::default(),
+        }
+    }
+
+    /// Size the filter for about `keys` keys in all (e.g. the source's estimated row count), so
+    /// that it is allocated once rather than in doublings that leave up to half of it unused.
+    /// More keys than that still fit (in further segments). Only before the first spill; the
+    /// hint is capped at [`MAX_EXPECTED_KEYS`].
+    pub fn expect_keys(&mut self, keys: u64) {
+        if self.filters.is_empty() {
+            let keys = usize::try_from(keys.min(MAX_EXPECTED_KEYS)).unwrap_or(usize::MAX);
+            self.first_capacity = keys.max(self.max_recent * 4);
         }
     }
 
@@ -194,7 +210,7 @@ impl KeySet {
         if full {
             let capacity = match self.filters.last() {
                 Some((_, _, c)) => c * 2,
-                None => self.max_recent * 4,
+                None => self.first_capacity,
             };
             let filter = BloomFilter::with_false_pos(FALSE_POSITIVES).expected_items(capacity);
             self.filters.push((filter, 0, capacity));
@@ -252,6 +268,32 @@ mod tests {
         assert!(set.stats.disk_lookups < repeats + 200, "{:?}", set.stats);
         drop(set);
         assert!(!spill.exists(), "spill files are removed");
+    }
+
+    #[test]
+    fn a_size_hint_allocates_one_filter_segment_and_more_keys_still_fit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut hinted = KeySet::new(dir.path().join("a"), 100);
+        hinted.expect_keys(20_000);
+        let mut doubling = KeySet::new(dir.path().join("b"), 100);
+        for i in 0..20_000u64 {
+            assert_eq!(hinted.first_line(key(i), i).expect("ok"), None);
+            assert_eq!(doubling.first_line(key(i), i).expect("ok"), None);
+        }
+        assert_eq!(hinted.filters.len(), 1, "sized once from the hint");
+        assert!(doubling.filters.len() >= 5, "{}", doubling.filters.len());
+        // Past the hint the filter grows as before, and repeats are still found.
+        for i in 20_000..60_000u64 {
+            assert_eq!(hinted.first_line(key(i), i).expect("ok"), None);
+        }
+        assert!(hinted.filters.len() > 1);
+        for i in (0..60_000u64).step_by(101) {
+            assert_eq!(
+                hinted.first_line(key(i), 0).expect("ok"),
+                Some(i),
+                "key {i}"
+            );
+        }
     }
 
     #[test]

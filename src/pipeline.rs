@@ -656,11 +656,15 @@ async fn execute(
     };
 
     // Natural keys beyond what memory holds spill beside the runs, and are removed at the end.
-    let projector = Arc::new(std::sync::Mutex::new(Projector::with_spill_dir(
+    let mut projector = Projector::with_spill_dir(
         &config,
         config.stage.dir.join(format!(".keys-{run_id}")),
         crate::dedup::DEFAULT_RECENT_KEYS,
-    )));
+    );
+    if let Some(rows) = source.estimated_transactions() {
+        projector.expect_rows(rows);
+    }
+    let projector = Arc::new(std::sync::Mutex::new(projector));
     let project_task = {
         let qtx = qtx.clone();
         let projector = projector.clone();

@@ -81,6 +81,11 @@ impl Projector {
         }
     }
 
+    /// Size the natural-key filter for about `rows` transactions (see [`KeySet::expect_keys`]).
+    pub fn expect_rows(&mut self, rows: u64) {
+        self.seen.expect_keys(rows);
+    }
+
     /// What the natural-key set did (keys held, runs spilled, disk lookups).
     pub fn key_stats(&self) -> KeySetStats {
         self.seen.stats

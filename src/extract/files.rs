@@ -27,6 +27,35 @@ pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
     dir.join(format!("{table}.{}", format.extension()))
 }
 
+/// About how many rows a table's file holds, to size state that grows with rows (the natural-key
+/// filter) once instead of in doublings: a Parquet file's row count, or a CSV file's size times
+/// the line density of its first MiB. None when it cannot be told (an empty or unreadable file).
+pub fn estimate_rows(dir: &Path, table: &str, format: FileFormat) -> Option<u64> {
+    let path = table_path(dir, table, format);
+    let file = File::open(&path).ok()?;
+    match format {
+        FileFormat::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+            u64::try_from(builder.metadata().file_metadata().num_rows()).ok()
+        }
+        FileFormat::Csv => {
+            use std::io::Read;
+            let size = file.metadata().ok()?.len();
+            let mut sample = Vec::with_capacity(1 << 20);
+            file.take(1 << 20).read_to_end(&mut sample).ok()?;
+            let lines = sample.iter().filter(|b| **b == b'\n').count() as u64;
+            if lines < 2 || sample.is_empty() {
+                return None;
+            }
+            // The header is one of the sampled lines.
+            Some(
+                ((size as f64 * lines as f64 / sample.len() as f64).round() as u64)
+                    .saturating_sub(1),
+            )
+        }
+    }
+}
+
 /// Where each wanted column is found in the file.
 struct ColumnPlan {
     /// For each spec column, its index in the file, or None when the file lacks an optional column.
@@ -368,6 +397,32 @@ mod tests {
     fn write(dir: &Path, name: &str, text: &str) {
         let mut f = File::create(dir.join(name)).expect("create");
         f.write_all(text.as_bytes()).expect("write");
+    }
+
+    #[test]
+    fn row_estimates_are_near_the_truth_and_none_for_what_cannot_be_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = String::from("A,B\n");
+        for i in 0..50_000 {
+            text.push_str(&format!("{i},row {}\n", i % 1000));
+        }
+        write(dir.path(), "T.csv", &text);
+        let est = estimate_rows(dir.path(), "T", FileFormat::Csv).expect("estimate");
+        assert!((45_000..=55_000).contains(&est), "{est}");
+        write(dir.path(), "E.csv", "A,B");
+        assert_eq!(estimate_rows(dir.path(), "E", FileFormat::Csv), None);
+        assert_eq!(estimate_rows(dir.path(), "missing", FileFormat::Csv), None);
+        let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/sage"));
+        let lines = std::fs::read_to_string(fixtures.join("JCT_CURRENT__TRANSACTION.csv"))
+            .expect("fixture")
+            .lines()
+            .count() as u64;
+        let est = estimate_rows(fixtures, "JCT_CURRENT__TRANSACTION", FileFormat::Csv);
+        assert_eq!(
+            est,
+            Some(lines - 1),
+            "a file under 1 MiB is counted exactly"
+        );
     }
 
     #[test]

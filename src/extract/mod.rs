@@ -290,6 +290,17 @@ impl SageSource {
         })))
     }
 
+    /// About how many transactions the source holds (see [`files::estimate_rows`]); None for a
+    /// SQL Server source.
+    pub fn estimated_transactions(&self) -> Option<u64> {
+        match &self.config.source {
+            SourceConfig::Files(f) => {
+                files::estimate_rows(&f.dir, self.table_name(TableRole::Transaction), f.format)
+            }
+            SourceConfig::Mssql(_) => None,
+        }
+    }
+
     /// The transaction table's name in the source (as read, and as quarantine rows name it).
     pub fn transaction_table(&self) -> &str {
         match self.mssql_plan(TableRole::Transaction) {
