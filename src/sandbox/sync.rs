@@ -193,8 +193,8 @@ fn match_target(
     }
 }
 
-/// The input with its errors, as a sync response lists it.
-fn error_entry(input: &Value, errs: FieldErrors) -> Value {
+/// The input with its errors, as a sync or bulk create response lists it.
+pub(crate) fn error_entry(input: &Value, errs: FieldErrors) -> Value {
     match input {
         Value::Object(obj) => {
             let mut out = obj.clone();
