@@ -220,19 +220,7 @@ pub fn run(cli: Cli) -> u8 {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            // Ctrl-C: stop sending, settle what is in flight, keep the ledger consistent.
-            let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            {
-                let cancel = cancel.clone();
-                runtime.spawn(async move {
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        eprintln!(
-                            "interrupted: finishing the requests in flight, sending no new ones"
-                        );
-                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
-            }
+            let cancel = ctrl_c_flag(&runtime);
             let options = SyncOptions {
                 dry_run,
                 stage_only,

@@ -198,7 +198,8 @@ pub(crate) async fn prepare_target(
             (conn, ledger, None, format!("procore {}", t.api_url))
         }
     };
-    let client = Arc::new(ProcoreClient::new(conn, &config.load)?);
+    let client =
+        Arc::new(ProcoreClient::new(conn, &config.load)?.with_cancel(options.cancel.clone()));
     // Log in and look up projects and vendors before anything is staged: bad credentials or an
     // unreachable Procore stop the run here.
     let directory = Directory::fetch(&client, config.load.project_match).await?;

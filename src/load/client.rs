@@ -6,7 +6,8 @@
 //! Display never show them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -115,6 +116,8 @@ pub struct ProcoreClient {
     backoff: Backoff,
     max_retry: Duration,
     stats: Mutex<ClientStats>,
+    /// Set by Ctrl-C: waits before a retry or for the rate gate are given up.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Renew this long before the token expires.
@@ -164,7 +167,35 @@ impl ProcoreClient {
             },
             max_retry: Duration::from_secs(load.max_retry_secs),
             stats: Mutex::new(ClientStats::default()),
+            cancel: None,
         })
+    }
+
+    /// The same client, giving up its waits (never a request on the wire) once `cancel` is set.
+    pub fn with_cancel(mut self, cancel: Option<Arc<AtomicBool>>) -> ProcoreClient {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Resolves once the run is interrupted; never without a cancel flag.
+    async fn interrupted(&self) {
+        match &self.cancel {
+            Some(flag) => {
+                while !flag.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Wait before a retry, unless the run is interrupted first: the last attempt has been
+    /// answered (or failed), nothing is in flight, so Ctrl-C need not wait out a backoff.
+    async fn pause(&self, wait: Duration) -> Result<()> {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.interrupted() => Err(Error::Interrupted),
+        }
     }
 
     /// The company id sent as `Procore-Company-Id`.
@@ -285,7 +316,7 @@ impl ProcoreClient {
                         });
                     }
                     self.stats.lock().unwrap_or_else(|p| p.into_inner()).retries += 1;
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait).await?;
                 }
                 _ => {
                     return Err(Error::Credentials {
@@ -314,7 +345,11 @@ impl ProcoreClient {
         let mut attempt = 0u32;
         let mut renewals = 0u32;
         loop {
-            let slot = self.gate.acquire().await;
+            // Nothing is sent yet while waiting for the rate gate: Ctrl-C gives the wait up.
+            let slot = tokio::select! {
+                slot = self.gate.acquire() => slot,
+                () = self.interrupted() => return Err(Error::Interrupted),
+            };
             let (token, generation) = match self.token().await {
                 Ok(t) => t,
                 Err(e) => {
@@ -356,7 +391,7 @@ impl ProcoreClient {
                                 });
                             }
                             self.note_retry(wait);
-                            tokio::time::sleep(wait).await;
+                            self.pause(wait).await?;
                             continue;
                         }
                     };
@@ -437,7 +472,7 @@ impl ProcoreClient {
                         "retrying after {detail}"
                     );
                     self.note_retry(wait);
-                    tokio::time::sleep(wait).await;
+                    self.pause(wait).await?;
                 }
                 _ => {
                     return Err(Error::Procore {

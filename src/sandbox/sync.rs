@@ -124,6 +124,20 @@ fn decimal(obj: &Map<String, Value>, key: &str, errs: &mut FieldErrors) -> Optio
     }
 }
 
+/// The `origin_id` field, as [`text`]; `taken` says whether another record already holds it
+/// (origin ids are unique across the company).
+fn origin_id(
+    obj: &Map<String, Value>,
+    errs: &mut FieldErrors,
+    taken: impl Fn(&str) -> bool,
+) -> Option<Option<String>> {
+    let value = text(obj, "origin_id", errs)?;
+    if value.as_deref().is_some_and(taken) {
+        add(errs, "origin_id", TAKEN);
+    }
+    Some(value)
+}
+
 fn origin_of(obj: &Map<String, Value>) -> Option<String> {
     match obj.get("origin_id")? {
         Value::String(s) => Some(s.clone()),
@@ -179,8 +193,8 @@ fn match_target(
     }
 }
 
-/// The input with its errors, as a sync response lists it.
-fn error_entry(input: &Value, errs: FieldErrors) -> Value {
+/// The input with its errors, as a sync or bulk create response lists it.
+pub(crate) fn error_entry(input: &Value, errs: FieldErrors) -> Value {
     match input {
         Value::Object(obj) => {
             let mut out = obj.clone();
@@ -240,15 +254,11 @@ fn apply_header(
     if let Some(v) = text(obj, "origin_data", errs) {
         dc.origin_data = v;
     }
-    if let Some(v) = text(obj, "origin_id", errs) {
-        if let Some(o) = &v {
-            if db
-                .direct_cost_by_origin(o)
-                .is_some_and(|other| other.id != dc.id || creating)
-            {
-                add(errs, "origin_id", TAKEN);
-            }
-        }
+    let taken = |o: &str| {
+        db.direct_cost_by_origin(o)
+            .is_some_and(|other| other.id != dc.id || creating)
+    };
+    if let Some(v) = origin_id(obj, errs, taken) {
         dc.origin_id = v;
     }
     if let Some(v) = date(obj, "direct_cost_date", errs) {
@@ -345,17 +355,176 @@ fn apply_line(
     if let Some(v) = text(obj, "origin_data", errs) {
         li.origin_data = v;
     }
-    if let Some(v) = text(obj, "origin_id", errs) {
-        if let Some(o) = &v {
-            if db
-                .line_item_by_origin(o)
-                .is_some_and(|other| other.id != li.id || creating)
-            {
-                add(errs, "origin_id", TAKEN);
-            }
-        }
+    let taken = |o: &str| {
+        db.line_item_by_origin(o)
+            .is_some_and(|other| other.id != li.id || creating)
+    };
+    if let Some(v) = origin_id(obj, errs, taken) {
         li.origin_id = v;
     }
+}
+
+/// A record the two sync endpoints create or update. [`sync_records`] holds what they share:
+/// Procore's matching, all-or-nothing validation per input, new ids and the rendered answer.
+trait SyncRecord: Clone {
+    /// How the API renders it.
+    type View;
+    /// The record with this id, in any project.
+    fn get(db: &Db, id: i64) -> Option<&Self>;
+    /// The record with this origin id, in any project.
+    fn by_origin<'a>(db: &'a Db, origin: &str) -> Option<&'a Self>;
+    /// Its id and its project's.
+    fn id_and_project(&self) -> (i64, i64);
+    /// A record about to be created in `project_id`.
+    fn fresh(project_id: i64, now: &str) -> Self;
+    /// Applies the input's fields, collecting errors.
+    fn apply(
+        &mut self,
+        db: &Db,
+        project_id: i64,
+        obj: &Map<String, Value>,
+        creating: bool,
+        errs: &mut FieldErrors,
+    );
+    /// Sets the id and `updated_at` of a record about to be saved.
+    fn stamp(&mut self, id: i64, now: &str);
+    /// The answer's rendering.
+    fn render(&self, db: &Db) -> Self::View;
+    /// Inserts or replaces it.
+    fn put(self, db: &mut Db);
+}
+
+impl SyncRecord for DirectCost {
+    type View = DirectCostView;
+    fn get(db: &Db, id: i64) -> Option<&Self> {
+        db.direct_costs.get(&id)
+    }
+    fn by_origin<'a>(db: &'a Db, origin: &str) -> Option<&'a Self> {
+        db.direct_cost_by_origin(origin)
+    }
+    fn id_and_project(&self) -> (i64, i64) {
+        (self.id, self.project_id)
+    }
+    fn fresh(project_id: i64, now: &str) -> Self {
+        DirectCost {
+            project_id,
+            status: "draft".into(),
+            created_at: now.to_owned(),
+            ..DirectCost::default()
+        }
+    }
+    fn apply(
+        &mut self,
+        db: &Db,
+        _project_id: i64,
+        obj: &Map<String, Value>,
+        creating: bool,
+        errs: &mut FieldErrors,
+    ) {
+        apply_header(db, self, obj, creating, errs);
+    }
+    fn stamp(&mut self, id: i64, now: &str) {
+        self.id = id;
+        self.updated_at = now.to_owned();
+    }
+    fn render(&self, db: &Db) -> DirectCostView {
+        direct_cost_json(db, self, false)
+    }
+    fn put(self, db: &mut Db) {
+        db.put_direct_cost(self);
+    }
+}
+
+impl SyncRecord for LineItem {
+    type View = LineItemView;
+    fn get(db: &Db, id: i64) -> Option<&Self> {
+        db.line_items.get(&id)
+    }
+    fn by_origin<'a>(db: &'a Db, origin: &str) -> Option<&'a Self> {
+        db.line_item_by_origin(origin)
+    }
+    fn id_and_project(&self) -> (i64, i64) {
+        (self.id, self.project_id)
+    }
+    fn fresh(project_id: i64, now: &str) -> Self {
+        LineItem {
+            project_id,
+            created_at: now.to_owned(),
+            ..LineItem::default()
+        }
+    }
+    fn apply(
+        &mut self,
+        db: &Db,
+        project_id: i64,
+        obj: &Map<String, Value>,
+        creating: bool,
+        errs: &mut FieldErrors,
+    ) {
+        apply_line(db, project_id, self, obj, creating, None, errs);
+    }
+    fn stamp(&mut self, id: i64, now: &str) {
+        self.id = id;
+        self.updated_at = now.to_owned();
+    }
+    fn render(&self, db: &Db) -> LineItemView {
+        line_item_json(db, self)
+    }
+    fn put(self, db: &mut Db) {
+        db.put_line_item(self);
+    }
+}
+
+/// Creates or updates each input: an input that does not match or validate is listed in
+/// `errors` with its errors and changes nothing; the others are saved and rendered.
+fn sync_records<R: SyncRecord>(
+    db: &mut Db,
+    project_id: i64,
+    updates: &[Value],
+    now: &str,
+) -> SyncResult<R::View> {
+    let mut out = SyncResult {
+        entities: Vec::new(),
+        errors: Vec::new(),
+    };
+    for input in updates {
+        let Some(obj) = input.as_object() else {
+            out.errors.push(error_entry(input, not_an_object()));
+            continue;
+        };
+        let target = match_target(
+            obj,
+            project_id,
+            |id| R::get(db, id).map(|r| r.id_and_project().1),
+            |o| R::by_origin(db, o).map(R::id_and_project),
+        );
+        let (mut record, creating) = match target {
+            Target::Reject(errs) => {
+                out.errors.push(error_entry(input, errs));
+                continue;
+            }
+            Target::Create => (R::fresh(project_id, now), true),
+            Target::Update(id) => match R::get(db, id) {
+                Some(r) => (r.clone(), false),
+                None => continue,
+            },
+        };
+        let mut errs = FieldErrors::new();
+        record.apply(db, project_id, obj, creating, &mut errs);
+        if !errs.is_empty() {
+            out.errors.push(error_entry(input, errs));
+            continue;
+        }
+        let id = if creating {
+            db.allocate_id()
+        } else {
+            record.id_and_project().0
+        };
+        record.stamp(id, now);
+        out.entities.push(record.render(db));
+        record.put(db);
+    }
+    out
 }
 
 /// `PATCH /rest/v1.0/projects/{id}/direct_costs/sync`: creates or updates each header.
@@ -365,54 +534,7 @@ pub fn sync_direct_costs(
     updates: &[Value],
     now: &str,
 ) -> SyncResult<DirectCostView> {
-    let mut out = SyncResult {
-        entities: Vec::new(),
-        errors: Vec::new(),
-    };
-    for input in updates {
-        let Some(obj) = input.as_object() else {
-            out.errors.push(error_entry(input, not_an_object()));
-            continue;
-        };
-        let target = match_target(
-            obj,
-            project_id,
-            |id| db.direct_costs.get(&id).map(|d| d.project_id),
-            |o| db.direct_cost_by_origin(o).map(|d| (d.id, d.project_id)),
-        );
-        let (mut dc, creating) = match target {
-            Target::Reject(errs) => {
-                out.errors.push(error_entry(input, errs));
-                continue;
-            }
-            Target::Create => (
-                DirectCost {
-                    project_id,
-                    status: "draft".into(),
-                    created_at: now.to_owned(),
-                    ..DirectCost::default()
-                },
-                true,
-            ),
-            Target::Update(id) => match db.direct_costs.get(&id) {
-                Some(dc) => (dc.clone(), false),
-                None => continue,
-            },
-        };
-        let mut errs = FieldErrors::new();
-        apply_header(db, &mut dc, obj, creating, &mut errs);
-        if !errs.is_empty() {
-            out.errors.push(error_entry(input, errs));
-            continue;
-        }
-        if creating {
-            dc.id = db.allocate_id();
-        }
-        dc.updated_at = now.to_owned();
-        out.entities.push(direct_cost_json(db, &dc, false));
-        db.put_direct_cost(dc);
-    }
-    out
+    sync_records::<DirectCost>(db, project_id, updates, now)
 }
 
 /// `PATCH /rest/v1.0/projects/{id}/direct_costs/line_items/sync`: creates or updates each line.
@@ -422,53 +544,7 @@ pub fn sync_line_items(
     updates: &[Value],
     now: &str,
 ) -> SyncResult<LineItemView> {
-    let mut out = SyncResult {
-        entities: Vec::new(),
-        errors: Vec::new(),
-    };
-    for input in updates {
-        let Some(obj) = input.as_object() else {
-            out.errors.push(error_entry(input, not_an_object()));
-            continue;
-        };
-        let target = match_target(
-            obj,
-            project_id,
-            |id| db.line_items.get(&id).map(|l| l.project_id),
-            |o| db.line_item_by_origin(o).map(|l| (l.id, l.project_id)),
-        );
-        let (mut li, creating) = match target {
-            Target::Reject(errs) => {
-                out.errors.push(error_entry(input, errs));
-                continue;
-            }
-            Target::Create => (
-                LineItem {
-                    project_id,
-                    created_at: now.to_owned(),
-                    ..LineItem::default()
-                },
-                true,
-            ),
-            Target::Update(id) => match db.line_items.get(&id) {
-                Some(li) => (li.clone(), false),
-                None => continue,
-            },
-        };
-        let mut errs = FieldErrors::new();
-        apply_line(db, project_id, &mut li, obj, creating, None, &mut errs);
-        if !errs.is_empty() {
-            out.errors.push(error_entry(input, errs));
-            continue;
-        }
-        if creating {
-            li.id = db.allocate_id();
-        }
-        li.updated_at = now.to_owned();
-        out.entities.push(line_item_json(db, &li));
-        db.put_line_item(li);
-    }
-    out
+    sync_records::<LineItem>(db, project_id, updates, now)
 }
 
 /// `POST /rest/v1.1/projects/{id}/direct_costs`: a header with its lines, all or nothing.

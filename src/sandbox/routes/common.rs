@@ -1,9 +1,15 @@
 //! Small pieces every API handler uses.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::pagination::paginate;
 use crate::sandbox::state::Db;
 
 /// The project of a path, if it exists in the caller's company (404 otherwise, as Procore says
@@ -23,7 +29,7 @@ pub(crate) fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
 
 /// `company_id` of a query: required, and it must be the caller's company.
 pub(crate) fn company_param(
-    query: &std::collections::HashMap<String, String>,
+    query: &HashMap<String, String>,
     caller_company: i64,
 ) -> Result<(), ApiError> {
     let raw = query.get("company_id").ok_or_else(|| {
@@ -41,8 +47,20 @@ pub(crate) fn now() -> String {
 }
 
 /// The `Host` the client used, for absolute `Link` URLs.
-pub(crate) fn host_of(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn host_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::HOST)
         .and_then(|v| v.to_str().ok())
+}
+
+/// The answer to a list request: the page of `items` the query asks for, with its `Link`,
+/// `Total` and `Per-Page` headers.
+pub(crate) fn list_page<T: serde::Serialize>(
+    items: Vec<T>,
+    query: &HashMap<String, String>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let page = paginate(items, query, uri, host_of(headers));
+    (page.headers, Json(page.items)).into_response()
 }

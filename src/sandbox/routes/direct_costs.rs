@@ -12,9 +12,8 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::common::{host_of, json_body, now, project_id};
+use super::common::{json_body, list_page, now, project_id};
 use super::error::ApiError;
-use super::pagination::paginate;
 use crate::sandbox::app::AppState;
 use crate::sandbox::auth::Caller;
 use crate::sandbox::config::{MAX_POST_LINE_ITEMS, MAX_SYNC_UPDATES};
@@ -61,8 +60,7 @@ pub(crate) async fn list(
             .map(|dc| sync::direct_cost_json(&db, dc, false))
             .collect()
     };
-    let page = paginate(items, &query, &uri, host_of(&headers));
-    Ok((page.headers, Json(page.items)).into_response())
+    Ok(list_page(items, &query, &uri, &headers))
 }
 
 /// `GET /rest/v1.0/projects/{id}/direct_costs/line_items` with `filters[origin_id]` and
@@ -90,8 +88,7 @@ pub(crate) async fn list_line_items(
             .map(|li| sync::line_item_json(&db, li))
             .collect()
     };
-    let page = paginate(items, &query, &uri, host_of(&headers));
-    Ok((page.headers, Json(page.items)).into_response())
+    Ok(list_page(items, &query, &uri, &headers))
 }
 
 /// The `updates` array of a sync body.

@@ -10,24 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::common::{company_param, host_of, json_body, project_id};
+use super::common::{company_param, json_body, list_page, project_id};
 use super::error::{ApiError, FieldErrors};
-use super::pagination::paginate;
 use crate::sandbox::app::AppState;
 use crate::sandbox::auth::Caller;
 use crate::sandbox::faults::lock;
 use crate::sandbox::state::WbsCode;
-use crate::sandbox::sync::wbs_code_json;
-
-fn list<T: serde::Serialize>(
-    items: Vec<T>,
-    query: &HashMap<String, String>,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Response {
-    let page = paginate(items, query, uri, host_of(headers));
-    (page.headers, Json(page.items)).into_response()
-}
+use crate::sandbox::sync::{error_entry, wbs_code_json};
 
 /// `GET /rest/v1.0/projects?company_id=`.
 pub(crate) async fn projects(
@@ -54,7 +43,7 @@ pub(crate) async fn projects(
             })
             .collect()
     };
-    Ok(list(items, &query, &uri, &headers))
+    Ok(list_page(items, &query, &uri, &headers))
 }
 
 /// `GET /rest/v1.0/vendors?company_id=` with `filters[origin_id]`.
@@ -73,7 +62,7 @@ pub(crate) async fn vendors(
         .filter(|v| origin.is_none() || v.origin_id.as_ref() == origin)
         .map(|v| json!({"id": v.id, "name": v.name, "origin_id": v.origin_id, "is_active": true}))
         .collect();
-    Ok(list(items, &query, &uri, &headers))
+    Ok(list_page(items, &query, &uri, &headers))
 }
 
 /// `GET /rest/v1.0/projects/{id}/work_breakdown_structure/wbs_codes`.
@@ -94,7 +83,7 @@ pub(crate) async fn wbs_codes(
             .map(wbs_code_json)
             .collect()
     };
-    Ok(list(items, &query, &uri, &headers))
+    Ok(list_page(items, &query, &uri, &headers))
 }
 
 /// `PATCH /rest/v1.0/projects/{id}/work_breakdown_structure/wbs_codes/bulk_create` with
@@ -138,13 +127,7 @@ pub(crate) async fn bulk_create_wbs_codes(
                 }
             }
             if !errs.is_empty() {
-                let mut e = input.clone();
-                if let Some(obj) = e.as_object_mut() {
-                    obj.insert("errors".into(), json!(errs));
-                } else {
-                    e = json!({"input": input, "errors": errs});
-                }
-                errors.push(e);
+                errors.push(error_entry(input, errs));
                 continue;
             }
             let id = db.allocate_id();
