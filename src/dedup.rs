@@ -145,6 +145,14 @@ impl KeySet {
         }
     }
 
+    /// Keys the filter is allocated for (all segments; the planned first one before any spill).
+    pub fn filter_capacity(&self) -> usize {
+        match self.filters.is_empty() {
+            true => self.first_capacity,
+            false => self.filters.iter().map(|(_, _, c)| c).sum(),
+        }
+    }
+
     fn run_name(i: usize) -> String {
         format!("keys-{i:05}.bin")
     }

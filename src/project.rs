@@ -52,6 +52,11 @@ pub struct Projector {
     since_days: Option<i32>,
     table: String,
     seen: KeySet,
+    /// The source's estimated row count, and the rows and keys seen so far: the key filter is
+    /// sized from the estimate times the share of rows that reach it (cost rows in the window).
+    expected_rows: Option<u64>,
+    rows_in: u64,
+    keys_in: u64,
     /// Running filter counts.
     pub filtered: FilterCounts,
 }
@@ -77,13 +82,23 @@ impl Projector {
             },
             table: config.tables.transaction.clone(),
             seen: KeySet::new(dir, recent_keys),
+            expected_rows: None,
+            rows_in: 0,
+            keys_in: 0,
             filtered: FilterCounts::default(),
         }
     }
 
-    /// Size the natural-key filter for about `rows` transactions (see [`KeySet::expect_keys`]).
+    /// The source holds about `rows` transactions: the natural-key filter is sized once, for
+    /// that many times the share of the rows seen before it is first needed that were cost
+    /// rows in the window (see [`KeySet::expect_keys`]).
     pub fn expect_rows(&mut self, rows: u64) {
-        self.seen.expect_keys(rows);
+        self.expected_rows = Some(rows);
+    }
+
+    /// Keys the natural-key filter is allocated (or planned) for.
+    pub fn key_filter_capacity(&self) -> usize {
+        self.seen.filter_capacity()
     }
 
     /// What the natural-key set did (keys held, runs spilled, disk lookups).
@@ -145,6 +160,12 @@ impl Projector {
             keep.push(true);
         }
         let costs = filter_record_batch(&batch, &BooleanArray::from(keep))?;
+        self.rows_in += batch.num_rows() as u64;
+        self.keys_in += costs.num_rows() as u64;
+        if let Some(rows) = self.expected_rows {
+            let share = self.keys_in as f64 / self.rows_in.max(1) as f64;
+            self.seen.expect_keys((rows as f64 * share).ceil() as u64);
+        }
         self.dedup(costs)
     }
 
@@ -358,6 +379,24 @@ mod tests {
             !spill.exists(),
             "spilled keys are removed with the projector"
         );
+    }
+
+    #[test]
+    fn the_key_filter_is_sized_for_the_estimated_rows_times_the_cost_share() {
+        let batch = extracted();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Projector::with_spill_dir(&fixture_config(), dir.path().join("k"), 2);
+        p.expect_rows(100_000);
+        let out = p.process(&batch).expect("project");
+        let keys = out.batch.num_rows() + out.quarantine.map_or(0, |q| q.len());
+        let rows = batch.num_rows();
+        assert!(keys < rows, "the fixture has rows that are not costs");
+        let expected = (100_000.0 * keys as f64 / rows as f64).ceil() as usize;
+        assert_eq!(p.key_filter_capacity(), expected);
+        // Once allocated, the filter keeps its size until it fills.
+        p.expect_rows(10);
+        p.process(&batch).expect("project");
+        assert_eq!(p.key_filter_capacity(), expected);
     }
 
     #[test]
