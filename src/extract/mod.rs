@@ -133,13 +133,17 @@ pub struct SageSource {
     mssql: Option<Vec<mssql::TablePlan>>,
 }
 
+/// The runtime the pipeline runs in (SQL Server reads are tasks on it).
+fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
+        stage: "extract",
+        message: format!("{what} must be used from within the tokio runtime"),
+    })
+}
+
 /// Run a future from a blocking thread of the runtime (where the pipeline calls the source).
 fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
-        stage: "extract",
-        message: "the SQL Server source must be used from within the tokio runtime".into(),
-    })?;
-    Ok(handle.block_on(f))
+    Ok(runtime("the SQL Server source")?.block_on(f))
 }
 
 impl SageSource {
@@ -227,7 +231,17 @@ impl SageSource {
     ) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + '_>> {
         let table = self.table_name(role).to_string();
         let raws: Box<dyn Iterator<Item = Result<RawBatch>>> = match self.mssql_plan(role) {
-            Some((m, plan)) => Box::new(std::iter::once(block_on(mssql::read_dimension(m, plan))?)),
+            Some((m, plan)) => {
+                let handle = runtime("the SQL Server source")?;
+                let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
+                let driver = handle.spawn(mssql::read_dimension(
+                    m.clone(),
+                    plan.clone(),
+                    self.config.pipeline.batch_rows,
+                    tx,
+                ));
+                Box::new(MssqlBatches { rx, driver })
+            }
             None => Box::new(self.reader(role)?),
         };
         Ok(Box::new(
@@ -262,10 +276,7 @@ impl SageSource {
     /// drop them anyway).
     pub fn raw_transactions(&self) -> Result<Box<dyn Iterator<Item = Result<RawBatch>> + Send>> {
         if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
-            let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
-                stage: "extract",
-                message: "the SQL Server source must be used from within the tokio runtime".into(),
-            })?;
+            let handle = runtime("the SQL Server source")?;
             let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
             let driver = handle.spawn(mssql::read_transactions(
                 m.clone(),
@@ -274,7 +285,7 @@ impl SageSource {
                 self.config.pipeline.batch_rows,
                 tx,
             ));
-            return Ok(Box::new(MssqlTransactions { rx, driver }));
+            return Ok(Box::new(MssqlBatches { rx, driver }));
         }
         Ok(Box::new(self.reader(TableRole::Transaction)?))
     }
@@ -315,13 +326,13 @@ impl SageSource {
     }
 }
 
-/// Raw transactions streamed from SQL Server partitions. Dropping it stops the partition readers.
-struct MssqlTransactions {
+/// Raw batches streamed from SQL Server by a task on the runtime. Dropping it stops the task.
+struct MssqlBatches {
     rx: tokio::sync::mpsc::Receiver<Result<RawBatch>>,
     driver: tokio::task::JoinHandle<()>,
 }
 
-impl Iterator for MssqlTransactions {
+impl Iterator for MssqlBatches {
     type Item = Result<RawBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -329,7 +340,7 @@ impl Iterator for MssqlTransactions {
     }
 }
 
-impl Drop for MssqlTransactions {
+impl Drop for MssqlBatches {
     fn drop(&mut self) {
         self.driver.abort();
     }

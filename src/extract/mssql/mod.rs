@@ -282,8 +282,26 @@ impl<'p> BatchBuilder<'p> {
     }
 }
 
-/// Read a dimension table whole, in the order of its key columns, as one RawBatch.
-pub async fn read_dimension(src: &MssqlSource, plan: &TablePlan) -> Result<RawBatch> {
+/// Stream a dimension table, in the order of its key columns, as RawBatches of `batch_rows`
+/// rows into `tx` (an error ends the stream). Rows are built into batches as they arrive, so a
+/// large table (Invoice (AP) grows with the company) is never held whole.
+pub async fn read_dimension(
+    src: MssqlSource,
+    plan: TablePlan,
+    batch_rows: usize,
+    tx: mpsc::Sender<Result<RawBatch>>,
+) {
+    if let Err(e) = stream_dimension(&src, &plan, batch_rows, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn stream_dimension(
+    src: &MssqlSource,
+    plan: &TablePlan,
+    batch_rows: usize,
+    tx: &mpsc::Sender<Result<RawBatch>>,
+) -> Result<()> {
     let mut client = connect(src).await?;
     let key: Vec<&str> = plan
         .role
@@ -294,15 +312,48 @@ pub async fn read_dimension(src: &MssqlSource, plan: &TablePlan) -> Result<RawBa
         .filter_map(|(_, p)| p.as_deref())
         .collect();
     let statement = sql::read_dimension(&src.schema, &plan.table, &plan.selected(), &key);
-    let rows = query_all(&mut client, src, &statement, &plan.table).await?;
+    let limit = Duration::from_secs(src.query_timeout_secs);
+    let timeout = || {
+        query_error(
+            src,
+            &plan.table,
+            format!(
+                "no answer within {}s (source.query_timeout_secs)",
+                src.query_timeout_secs
+            ),
+        )
+    };
+    let stream = tokio::time::timeout(limit, bind(&statement).query(&mut client))
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| query_error(src, &plan.table, e))?;
+    let mut rows = stream.into_row_stream();
     let mut builder = BatchBuilder::new(plan);
-    for (i, row) in rows.into_iter().enumerate() {
+    let mut line = 0u64;
+    loop {
+        let next = tokio::time::timeout(limit, rows.next())
+            .await
+            .map_err(|_| timeout())?;
+        let Some(row) = next else { break };
+        let row = row.map_err(|e| query_error(src, &plan.table, e))?;
+        line += 1;
         builder
-            .push(i as u64 + 1, row)
+            .push(line, row)
             .map_err(|m| query_error(src, &plan.table, m))?;
+        if builder.len() >= batch_rows.max(1) {
+            let batch = builder.take()?;
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(()); // the reader was dropped
+            }
+        }
     }
+    drop(rows);
     let _ = client.close().await;
-    builder.take()
+    // The last batch, or an empty one for an empty table (so its schema is known downstream).
+    if builder.len() > 0 || line == 0 {
+        let _ = tx.send(builder.take()).await;
+    }
+    Ok(())
 }
 
 pub mod fault {
