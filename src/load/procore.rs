@@ -23,6 +23,14 @@ use super::plan::{
     format_date, format_decimal, DirectCostHeader, DirectCostKind, LineItem, PlannedRequest,
     RequestSink,
 };
+
+/// A planned request as a project worker receives it: the planner lends its records for the
+/// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
+/// limit, so copying is not its cost).
+enum Request {
+    HeaderSync(Vec<DirectCostHeader>),
+    LineSync(Vec<LineItem>),
+}
 use crate::config::{LoadConfig, ProjectMatch};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
@@ -568,10 +576,10 @@ impl ProjectWorker {
         self.quarantine(&rejected).await
     }
 
-    async fn handle(&mut self, request: PlannedRequest) -> Result<()> {
+    async fn handle(&mut self, request: Request) -> Result<()> {
         if self.project_id.is_none() {
             // Unmapped project: every line of the project is quarantined, nothing is sent.
-            if let PlannedRequest::LineSync { lines, .. } = &request {
+            if let Request::LineSync(lines) = &request {
                 let reason = format!("Sage job {:?} has no Procore project", self.job);
                 let rejected: Vec<(&LineItem, ReasonCode, String)> = lines
                     .iter()
@@ -582,13 +590,13 @@ impl ProjectWorker {
             return Ok(());
         }
         match request {
-            PlannedRequest::HeaderSync { headers, .. } => self.sync_headers(headers).await,
-            PlannedRequest::LineSync { lines, .. } => self.sync_lines(lines).await,
+            Request::HeaderSync(headers) => self.sync_headers(headers).await,
+            Request::LineSync(lines) => self.sync_lines(lines).await,
         }
     }
 }
 
-async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<PlannedRequest>) {
+async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<Request>) {
     let project_id = ctx.directory.projects.get(&job).copied();
     let mut worker = ProjectWorker {
         ctx: ctx.clone(),
@@ -599,14 +607,14 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<P
     };
     while let Some(request) = rx.recv().await {
         if ctx.stopped() {
-            if let PlannedRequest::LineSync { lines, .. } = &request {
+            if let Request::LineSync(lines) = &request {
                 ctx.counts().pending += lines.len() as u64;
             }
             continue;
         }
         let lines = match &request {
-            PlannedRequest::LineSync { lines, .. } => lines.len() as u64,
-            PlannedRequest::HeaderSync { .. } => 0,
+            Request::LineSync(lines) => lines.len() as u64,
+            Request::HeaderSync(_) => 0,
         };
         if let Err(e) = worker.handle(request).await {
             ctx.counts().pending += lines;
@@ -619,7 +627,7 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<P
 pub struct LoadSink {
     ctx: Arc<LoadContext>,
     handle: Handle,
-    workers: HashMap<String, (mpsc::Sender<PlannedRequest>, JoinHandle<()>)>,
+    workers: HashMap<String, (mpsc::Sender<Request>, JoinHandle<()>)>,
     planned_lines: Arc<std::sync::atomic::AtomicU64>,
     progress: indicatif::ProgressBar,
     ticker: JoinHandle<()>,
@@ -729,21 +737,22 @@ impl LoadSink {
 }
 
 impl RequestSink for LoadSink {
-    fn send(&mut self, request: PlannedRequest) -> Result<()> {
-        let job = match &request {
-            PlannedRequest::HeaderSync { job, .. } | PlannedRequest::LineSync { job, .. } => {
-                job.clone()
+    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
+        let (job, request) = match request {
+            PlannedRequest::HeaderSync { job, headers } => {
+                (job, Request::HeaderSync(headers.to_headers()))
+            }
+            PlannedRequest::LineSync { job, lines } => {
+                self.planned_lines
+                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                (job, Request::LineSync(lines.to_items()))
             }
         };
-        if let PlannedRequest::LineSync { lines, .. } = &request {
-            self.planned_lines
-                .fetch_add(lines.len() as u64, Ordering::Relaxed);
-        }
         let ctx = self.ctx.clone();
         let handle = self.handle.clone();
-        let (tx, _) = self.workers.entry(job.clone()).or_insert_with(|| {
+        let (tx, _) = self.workers.entry(job.to_string()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(2);
-            let task = handle.spawn(run_worker(ctx, job, rx));
+            let task = handle.spawn(run_worker(ctx, job.to_string(), rx));
             (tx, task)
         });
         tx.blocking_send(request).map_err(|_| Error::Stage {
