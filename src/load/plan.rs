@@ -882,6 +882,16 @@ impl Hasher for PreHashed {
 
 type PreHashedMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
 
+/// An origin_id in a set, hashed in one shot by xxh3 (compared exactly).
+#[derive(PartialEq, Eq)]
+struct IdKey<'a>(&'a str);
+
+impl std::hash::Hash for IdKey<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(xxh3_64(self.0.as_bytes()));
+    }
+}
+
 const WAYS: usize = 4;
 
 #[derive(Clone)]
@@ -971,6 +981,8 @@ struct Budget {
     project: u32,
     /// Next budget code with the same hash.
     next: u32,
+    /// The four parts as `feed` frames them: a hit is one comparison, not four.
+    framed: Box<[u8]>,
 }
 
 /// A range of a chunk's text.
@@ -1008,12 +1020,10 @@ fn span(start: usize, end: usize) -> Result<Span> {
 
 /// Appends a date as `fmt_date` writes it (nothing for no date); the span it took.
 fn push_date(text: &mut String, days: Option<i32>) -> Result<Span> {
-    use std::fmt::Write;
     let start = text.len();
-    if let Some(d) = days {
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{}", DateText(d));
-    }
+    let mut date = DateBytes::default();
+    // `DateBytes` writes ASCII digits and dashes (or chrono's text): always UTF-8.
+    text.push_str(std::str::from_utf8(date.format(days)).unwrap_or_default());
     span(start, text.len())
 }
 
@@ -1048,7 +1058,8 @@ impl LineChunk {
     fn with_capacity(records: usize) -> LineChunk {
         LineChunk {
             lines: Vec::with_capacity(records),
-            text: String::new(),
+            // An origin_id is 48 bytes and more; descriptions are short.
+            text: String::with_capacity(records * 64),
         }
     }
 
@@ -1367,11 +1378,8 @@ impl Planner {
         let head = self.budget_heads.get(&hash).copied().unwrap_or(NO_BUDGET);
         let mut i = head;
         while let Some(b) = self.budgets.get(i as usize) {
-            if *b.job == *job
-                && b.extra.as_deref() == extra
-                && b.cost_code.as_deref() == cost_code
-                && b.category.as_deref() == category
-            {
+            // The framing is unambiguous: equal bytes are equal parts.
+            if *b.framed == *self.scratch {
                 return Ok(i as usize);
             }
             i = b.next;
@@ -1393,6 +1401,7 @@ impl Planner {
             cents: 0,
             project,
             next: head,
+            framed: self.scratch.as_slice().into(),
         });
         self.budget_heads.insert(hash, index);
         Ok(index as usize)
@@ -1498,11 +1507,17 @@ impl Planner {
             return Ok(());
         };
         if project.maybe_twice {
-            let mut seen = HashSet::with_capacity(project.headers.headers.len());
-            project
-                .headers
-                .headers
-                .retain(|h| seen.insert(h.origin_id.clone()));
+            let headers = &mut project.headers.headers;
+            let first: Vec<bool> = {
+                let mut seen: HashSet<IdKey, BuildHasherDefault<PreHashed>> =
+                    HashSet::with_capacity_and_hasher(headers.len(), Default::default());
+                headers
+                    .iter()
+                    .map(|h| seen.insert(IdKey(&h.origin_id)))
+                    .collect()
+            };
+            let mut first = first.into_iter();
+            headers.retain(|_| first.next().unwrap_or(true));
             project.maybe_twice = false;
         }
         project.epoch = project.epoch.wrapping_add(1);
