@@ -8,7 +8,7 @@
 //! so that staging still completes and the run can be resumed or replayed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
@@ -128,6 +128,31 @@ pub struct LoadContext {
     failure: Mutex<Option<Error>>,
     counts: Mutex<LoadCounts>,
     in_flight: Semaphore,
+    progress: Progress,
+}
+
+/// What the progress bar can know while planning and loading overlap: the lines and requests
+/// planned so far, and the requests the project workers are done with (sent, skipped as
+/// unchanged, quarantined, or left pending).
+#[derive(Debug, Default)]
+struct Progress {
+    planned_lines: AtomicU64,
+    planned_requests: AtomicU64,
+    handled_requests: AtomicU64,
+}
+
+impl Progress {
+    /// Planned requests no worker has handled yet: headers are batched (one header request
+    /// serves several line requests), so this counts requests, not lines.
+    fn requests_left(&self) -> u64 {
+        let planned = self.planned_requests.load(Ordering::Relaxed);
+        planned.saturating_sub(self.handled_requests.load(Ordering::Relaxed))
+    }
+}
+
+/// Time the rate budget (`rate` requests/s) needs for `requests`.
+fn time_at_rate(requests: u64, rate: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(requests as f64 / rate.max(f64::MIN_POSITIVE))
 }
 
 impl LoadContext {
@@ -156,6 +181,7 @@ impl LoadContext {
             failure: Mutex::new(None),
             counts: Mutex::new(LoadCounts::default()),
             in_flight: Semaphore::new(permits),
+            progress: Progress::default(),
         }
     }
 
@@ -606,20 +632,19 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<R
         headers: HashMap::new(),
     };
     while let Some(request) = rx.recv().await {
-        if ctx.stopped() {
-            if let Request::LineSync(lines) = &request {
-                ctx.counts().pending += lines.len() as u64;
-            }
-            continue;
-        }
         let lines = match &request {
             Request::LineSync(lines) => lines.len() as u64,
             Request::HeaderSync(_) => 0,
         };
-        if let Err(e) = worker.handle(request).await {
+        if ctx.stopped() {
+            ctx.counts().pending += lines;
+        } else if let Err(e) = worker.handle(request).await {
             ctx.counts().pending += lines;
             ctx.fail(e);
         }
+        ctx.progress
+            .handled_requests
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -628,7 +653,6 @@ pub struct LoadSink {
     ctx: Arc<LoadContext>,
     handle: Handle,
     workers: HashMap<String, (mpsc::Sender<Request>, JoinHandle<()>)>,
-    planned_lines: Arc<std::sync::atomic::AtomicU64>,
     progress: indicatif::ProgressBar,
     ticker: JoinHandle<()>,
 }
@@ -641,7 +665,7 @@ fn budget_rate(config: &LoadConfig) -> f64 {
 }
 
 /// The progress bar of the load: lines handled out of lines planned so far, and the time the
-/// rate budget needs for the requests still to send.
+/// rate budget needs for the requests planned and not yet handled.
 fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(0),
@@ -665,22 +689,18 @@ pub struct LoadOutcome {
 impl LoadSink {
     /// A sink running its workers on `handle`.
     pub fn new(ctx: Arc<LoadContext>, handle: Handle) -> LoadSink {
-        let planned_lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let progress = progress_bar();
         let ticker = {
-            let (ctx, planned, bar) = (ctx.clone(), planned_lines.clone(), progress.clone());
+            let (ctx, bar) = (ctx.clone(), progress.clone());
             let rate = budget_rate(&ctx.config);
             handle.spawn(async move {
                 let mut last_log = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     let c = ctx.counts().clone();
-                    let planned = planned.load(Ordering::Relaxed);
+                    let planned = ctx.progress.planned_lines.load(Ordering::Relaxed);
                     let done = c.loaded() + c.quarantined_total() + c.pending;
-                    let left = planned.saturating_sub(done);
-                    // One line request per 1000 lines, plus about one header sync per line sync.
-                    let requests_left = (left as f64 / 1000.0).ceil() * 2.0;
-                    let eta = std::time::Duration::from_secs_f64(requests_left / rate);
+                    let eta = time_at_rate(ctx.progress.requests_left(), rate);
                     let msg = format!(
                         "{} requests, {} retries, ETA at the rate budget {}",
                         c.header_requests + c.line_requests,
@@ -701,7 +721,6 @@ impl LoadSink {
             ctx,
             handle,
             workers: HashMap::new(),
-            planned_lines,
             progress,
             ticker,
         }
@@ -743,11 +762,16 @@ impl RequestSink for LoadSink {
                 (job, Request::HeaderSync(headers.to_headers()))
             }
             PlannedRequest::LineSync { job, lines } => {
-                self.planned_lines
-                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                let planned = &self.ctx.progress.planned_lines;
+                planned.fetch_add(lines.len() as u64, Ordering::Relaxed);
                 (job, Request::LineSync(lines.to_items()))
             }
         };
+        // Counted before the worker can handle it, so `requests_left` never undercounts.
+        self.ctx
+            .progress
+            .planned_requests
+            .fetch_add(1, Ordering::Relaxed);
         let ctx = self.ctx.clone();
         let handle = self.handle.clone();
         let (tx, _) = self.workers.entry(job.to_string()).or_insert_with(|| {
@@ -759,5 +783,28 @@ impl RequestSink for LoadSink {
             stage: "load",
             message: "a project worker stopped".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_counts_planned_requests_not_two_per_line_request() {
+        // 8 line requests of 1000 lines served by 2 header requests (headers are batched);
+        // the workers are done with 4 of the 10.
+        let progress = Progress::default();
+        progress.planned_lines.store(8000, Ordering::Relaxed);
+        progress.planned_requests.store(10, Ordering::Relaxed);
+        progress.handled_requests.store(4, Ordering::Relaxed);
+        assert_eq!(progress.requests_left(), 6);
+        assert_eq!(
+            time_at_rate(progress.requests_left(), 2.0),
+            std::time::Duration::from_secs(3)
+        );
+        progress.handled_requests.store(10, Ordering::Relaxed);
+        assert_eq!(progress.requests_left(), 0);
+        assert_eq!(time_at_rate(0, 0.0), std::time::Duration::ZERO);
     }
 }
