@@ -839,8 +839,9 @@ pub struct PlanLimits {
     /// requests.
     pub chunks_per_project: usize,
     /// Lines queued over all projects before the biggest queues are sent early. Each queued
-    /// line costs ~350 bytes (plus ~100 for its share of pending headers), so the default
-    /// 65,536 bounds the queue near 30 MB. Twice that saves header requests (2M generated rows:
+    /// line costs ~200 bytes (128 inline, its origin_id and description in its chunk's text;
+    /// plus ~30 for its share of pending headers), so the default 65,536 bounds the queue near
+    /// 15 MB; sent chunks are kept for reuse, so that peak stays allocated. Twice that saves header requests (2M generated rows:
     /// 399 instead of 1,053; 790 transactions a request instead of 597) but planned slower
     /// (0.92M rows/s instead of ~1.2M in `cargo bench --bench stages -- plan`) and held 23 MB more.
     pub max_queued_lines: usize,
@@ -1523,10 +1524,8 @@ impl Planner {
         project.epoch = project.epoch.wrapping_add(1);
         let mut chunks = std::mem::take(&mut project.sealed);
         if include_open && !project.open.lines.is_empty() {
-            let next = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| LineChunk::with_capacity(max));
+            // A spare if there is one; a project flushed at the end gets no new buffer.
+            let next = self.spare.pop().unwrap_or_default();
             chunks.push(std::mem::replace(&mut project.open, next));
         }
         let project = &self.projects[p];
@@ -1867,6 +1866,12 @@ mod tests {
             sink.requests as u64,
             planner.stats.header_requests + planner.stats.line_requests
         );
+    }
+
+    #[test]
+    fn a_queued_line_stays_small() {
+        // PlanLimits::max_queued_lines documents 128 bytes inline a line.
+        assert!(std::mem::size_of::<Queued>() <= 128);
     }
 
     #[test]
