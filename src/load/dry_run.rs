@@ -2,17 +2,17 @@
 //! `runs/<run-id>/requests.ndjson`. Procore ids are not resolved: each request names the Sage keys
 //! they will come from under `unresolved`.
 //!
-//! Records are serialized straight from the planned structs into one reused buffer (no
-//! `serde_json::Value` tree per record); the key order and text are those of
-//! [`header_json`] and [`line_json`], which stay as the readable reference.
+//! Records are serialized straight from the planner's queued records, borrowed for the request,
+//! into one reused buffer (no owned record, no `serde_json::Value` tree per record); the key order
+//! and text are those of [`header_json`] and [`line_json`], which stay as the readable reference.
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::plan::{
-    format_date, format_decimal, DateText, DecimalText, DirectCostHeader, LineItem, PlannedRequest,
-    RequestSink,
+    format_date, format_decimal, DateText, DecimalText, HeaderRef, Headers, LineRef, Lines,
+    PlannedRequest, RequestSink,
 };
 use crate::error::Result;
 use crate::stage::HashedFile;
@@ -51,16 +51,16 @@ fn date(d: Option<i32>) -> Value {
 }
 
 /// The `updates[]` record of a header, as the dry run shows it.
-pub fn header_json(h: &DirectCostHeader) -> Value {
+pub fn header_json(h: HeaderRef<'_>) -> Value {
     let mut v = json!({
-        "origin_id": &*h.origin_id,
-        "direct_cost_type": h.key.kind.as_str(),
+        "origin_id": &**h.origin_id,
+        "direct_cost_type": h.kind.as_str(),
         "direct_cost_date": date(h.direct_cost_date),
         "status": "approved",
         "description": h.description,
-        "origin_data": format!("sage:{}|{}|{}", h.key.job, h.key.kind.as_str(), h.key.group_key()),
+        "origin_data": format!("sage:{}|{}|{}", h.job, h.kind.as_str(), h.group_key()),
     });
-    if let Some(n) = &h.invoice_number {
+    if let Some(n) = h.invoice_number {
         v["invoice_number"] = json!(n);
     }
     if h.received_date.is_some() {
@@ -69,28 +69,28 @@ pub fn header_json(h: &DirectCostHeader) -> Value {
     if h.payment_date.is_some() {
         v["payment_date"] = date(h.payment_date);
     }
-    if let Some(vendor) = &h.vendor {
+    if let Some(vendor) = h.vendor {
         v["unresolved"] = json!({ "vendor_id": { "sage_vendor": vendor } });
     }
     v
 }
 
 /// The `updates[]` record of a line item, as the dry run shows it.
-pub fn line_json(l: &LineItem) -> Value {
+pub fn line_json(l: LineRef<'_>) -> Value {
     json!({
-        "origin_id": l.origin_id(),
+        "origin_id": l.origin_id,
         "amount": format_decimal(l.amount, 2),
         "quantity": l.quantity.map(|q| format_decimal(q, 4)),
         "unit_cost": l.unit_cost.map(|q| format_decimal(q, 4)),
-        "description": l.description(),
+        "description": l.description,
         "origin_data": format!("sage:{}", l.natural_key()),
         "unresolved": {
-            "direct_cost_id": { "origin_id": &*l.direct_cost_origin_id },
+            "direct_cost_id": { "origin_id": &**l.direct_cost_origin_id },
             "wbs_code_id": {
-                "sage_job": &*l.job,
-                "sage_extra": l.extra.as_deref(),
-                "sage_cost_code": l.cost_code.as_deref(),
-                "sage_category": l.category.as_deref(),
+                "sage_job": &**l.job,
+                "sage_extra": l.extra.map(|s| &**s),
+                "sage_cost_code": l.cost_code.map(|s| &**s),
+                "sage_category": l.category.map(|s| &**s),
             },
         },
     })
@@ -106,13 +106,13 @@ impl<T: std::fmt::Display> Serialize for Text<T> {
 }
 
 /// `sage:JOB|KIND|GROUP`, the header's origin_data.
-struct HeaderOrigin<'a>(&'a DirectCostHeader);
+struct HeaderOrigin<'a>(HeaderRef<'a>);
 
 impl std::fmt::Display for HeaderOrigin<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let k = &self.0.key;
-        write!(f, "sage:{}|{}|", k.job, k.kind.as_str())?;
-        for (i, p) in k.parts.iter().enumerate() {
+        let h = self.0;
+        write!(f, "sage:{}|{}|", h.job, h.kind.as_str())?;
+        for (i, p) in h.parts().enumerate() {
             if i > 0 {
                 f.write_str("|")?;
             }
@@ -123,7 +123,7 @@ impl std::fmt::Display for HeaderOrigin<'_> {
 }
 
 /// `sage:NATURAL_KEY`, the line's origin_data.
-struct LineOrigin<'a>(&'a LineItem);
+struct LineOrigin<'a>(LineRef<'a>);
 
 impl std::fmt::Display for LineOrigin<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,7 +131,7 @@ impl std::fmt::Display for LineOrigin<'_> {
     }
 }
 
-struct HeaderRecord<'a>(&'a DirectCostHeader);
+struct HeaderRecord<'a>(HeaderRef<'a>);
 
 impl Serialize for HeaderRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -145,8 +145,8 @@ impl Serialize for HeaderRecord<'_> {
         }
         let h = self.0;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("origin_id", &*h.origin_id)?;
-        m.serialize_entry("direct_cost_type", h.key.kind.as_str())?;
+        m.serialize_entry("origin_id", &**h.origin_id)?;
+        m.serialize_entry("direct_cost_type", h.kind.as_str())?;
         m.serialize_entry(
             "direct_cost_date",
             &h.direct_cost_date.map(DateText).map(Text),
@@ -154,7 +154,7 @@ impl Serialize for HeaderRecord<'_> {
         m.serialize_entry("status", "approved")?;
         m.serialize_entry("description", &h.description)?;
         m.serialize_entry("origin_data", &Text(HeaderOrigin(h)))?;
-        if let Some(n) = &h.invoice_number {
+        if let Some(n) = h.invoice_number {
             m.serialize_entry("invoice_number", n)?;
         }
         if let Some(d) = h.received_date {
@@ -163,7 +163,7 @@ impl Serialize for HeaderRecord<'_> {
         if let Some(d) = h.payment_date {
             m.serialize_entry("payment_date", &Text(DateText(d)))?;
         }
-        if let Some(vendor) = &h.vendor {
+        if let Some(vendor) = h.vendor {
             m.serialize_entry(
                 "unresolved",
                 &Unresolved {
@@ -177,7 +177,7 @@ impl Serialize for HeaderRecord<'_> {
     }
 }
 
-struct LineRecord<'a>(&'a LineItem);
+struct LineRecord<'a>(LineRef<'a>);
 
 impl Serialize for LineRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -199,23 +199,23 @@ impl Serialize for LineRecord<'_> {
         }
         let l = self.0;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("origin_id", l.origin_id())?;
+        m.serialize_entry("origin_id", l.origin_id)?;
         m.serialize_entry("amount", &Text(DecimalText(l.amount, 2)))?;
         m.serialize_entry("quantity", &l.quantity.map(|q| Text(DecimalText(q, 4))))?;
         m.serialize_entry("unit_cost", &l.unit_cost.map(|q| Text(DecimalText(q, 4))))?;
-        m.serialize_entry("description", &l.description())?;
+        m.serialize_entry("description", &l.description)?;
         m.serialize_entry("origin_data", &Text(LineOrigin(l)))?;
         m.serialize_entry(
             "unresolved",
             &Unresolved {
                 direct_cost_id: DirectCostRef {
-                    origin_id: &l.direct_cost_origin_id,
+                    origin_id: l.direct_cost_origin_id,
                 },
                 wbs_code_id: WbsRef {
-                    sage_job: &l.job,
-                    sage_extra: l.extra.as_deref(),
-                    sage_cost_code: l.cost_code.as_deref(),
-                    sage_category: l.category.as_deref(),
+                    sage_job: l.job,
+                    sage_extra: l.extra.map(|s| &**s),
+                    sage_cost_code: l.cost_code.map(|s| &**s),
+                    sage_category: l.category.map(|s| &**s),
                 },
             },
         )?;
@@ -225,8 +225,8 @@ impl Serialize for LineRecord<'_> {
 
 /// The records of one request, serialized one by one.
 enum Updates<'a> {
-    Headers(&'a [DirectCostHeader]),
-    Lines(&'a [LineItem]),
+    Headers(Headers<'a>),
+    Lines(Lines<'a>),
 }
 
 impl Serialize for Updates<'_> {
@@ -265,9 +265,10 @@ struct Request<'a> {
 }
 
 impl RequestSink for DryRunSink {
-    fn send(&mut self, request: PlannedRequest) -> Result<()> {
+    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
         self.seq += 1;
-        let (path, job, updates) = match &request {
+        let records = request.records();
+        let (path, job, updates) = match request {
             PlannedRequest::HeaderSync { job, headers } => {
                 (HEADER_SYNC_PATH, job, Updates::Headers(headers))
             }
@@ -280,7 +281,7 @@ impl RequestSink for DryRunSink {
             unresolved: ProjectRef {
                 project_id: SageJob { sage_job: job },
             },
-            records: request.records(),
+            records,
             body: Body { updates },
         };
         self.buf.clear();
@@ -292,7 +293,7 @@ impl RequestSink for DryRunSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::plan::{DirectCostKey, DirectCostKind, LineText};
+    use crate::load::plan::{DirectCostHeader, DirectCostKey, DirectCostKind, LineItem, LineText};
     use std::sync::Arc;
 
     fn header(kind: DirectCostKind, vendor: Option<&str>, dates: bool) -> DirectCostHeader {
@@ -339,14 +340,14 @@ mod tests {
             header(DirectCostKind::Expense, None, true),
         ] {
             assert_eq!(
-                serde_json::to_string(&HeaderRecord(&h)).expect("direct"),
-                serde_json::to_string(&header_json(&h)).expect("tree")
+                serde_json::to_string(&HeaderRecord(h.view())).expect("direct"),
+                serde_json::to_string(&header_json(h.view())).expect("tree")
             );
         }
         for l in [line(true), line(false)] {
             assert_eq!(
-                serde_json::to_string(&LineRecord(&l)).expect("direct"),
-                serde_json::to_string(&line_json(&l)).expect("tree")
+                serde_json::to_string(&LineRecord(l.view())).expect("direct"),
+                serde_json::to_string(&line_json(l.view())).expect("tree")
             );
         }
     }

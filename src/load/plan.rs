@@ -516,26 +516,100 @@ impl LineItem {
     /// The natural key `JOB|EXTRA|COST_CODE|CATEGORY|TYPE|RUN|SEQUENCE|DIST_SEQUENCE` (NULL as
     /// empty), for origin_data.
     pub fn natural_key(&self) -> NaturalKey<'_> {
-        NaturalKey(self)
+        self.view().natural_key()
+    }
+
+    /// The line as a borrowed record, the form sinks serialize.
+    pub fn view(&self) -> LineRef<'_> {
+        LineRef {
+            origin_id: self.origin_id(),
+            description: self.description(),
+            direct_cost_origin_id: &self.direct_cost_origin_id,
+            job: &self.job,
+            extra: self.extra.as_ref(),
+            cost_code: self.cost_code.as_ref(),
+            category: self.category.as_ref(),
+            amount: self.amount,
+            quantity: self.quantity,
+            unit_cost: self.unit_cost,
+            run: self.run,
+            sequence: self.sequence,
+            dist_sequence: self.dist_sequence,
+            source_line: self.source_line,
+            transaction_type: &self.transaction_type,
+        }
     }
 }
 
-/// [`LineItem::natural_key`], written without an intermediate String.
-pub struct NaturalKey<'a>(&'a LineItem);
+/// A planned line item borrowed from the planner's queue (or from a [`LineItem`]): what a sink
+/// serializes, without a per-line allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRef<'a> {
+    pub origin_id: &'a str,
+    pub description: Option<&'a str>,
+    pub direct_cost_origin_id: &'a Arc<str>,
+    pub job: &'a Arc<str>,
+    pub extra: Option<&'a Arc<str>>,
+    pub cost_code: Option<&'a Arc<str>>,
+    pub category: Option<&'a Arc<str>>,
+    /// Cents.
+    pub amount: i128,
+    /// Units, 4 decimals.
+    pub quantity: Option<i128>,
+    /// Unit cost, 4 decimals.
+    pub unit_cost: Option<i128>,
+    pub run: Option<i64>,
+    pub sequence: Option<i64>,
+    pub dist_sequence: Option<i64>,
+    /// Where the transaction came from, for quarantine rows.
+    pub source_line: u64,
+    pub transaction_type: &'a Arc<str>,
+}
+
+impl<'a> LineRef<'a> {
+    /// The natural key `JOB|EXTRA|COST_CODE|CATEGORY|TYPE|RUN|SEQUENCE|DIST_SEQUENCE` (NULL as
+    /// empty), for origin_data.
+    pub fn natural_key(self) -> NaturalKey<'a> {
+        NaturalKey(self)
+    }
+
+    /// An owned copy (the shared text stays shared), for a sink that keeps lines past `send`.
+    pub fn to_item(self) -> LineItem {
+        LineItem {
+            text: LineText::new(self.origin_id, self.description),
+            direct_cost_origin_id: self.direct_cost_origin_id.clone(),
+            job: self.job.clone(),
+            extra: self.extra.cloned(),
+            cost_code: self.cost_code.cloned(),
+            category: self.category.cloned(),
+            amount: self.amount,
+            quantity: self.quantity,
+            unit_cost: self.unit_cost,
+            run: self.run,
+            sequence: self.sequence,
+            dist_sequence: self.dist_sequence,
+            source_line: self.source_line,
+            transaction_type: self.transaction_type.clone(),
+        }
+    }
+}
+
+/// [`LineRef::natural_key`], written without an intermediate String.
+pub struct NaturalKey<'a>(LineRef<'a>);
 
 impl fmt::Display for NaturalKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn s(v: &Option<Arc<str>>) -> &str {
-            v.as_deref().unwrap_or("")
+        fn s(v: Option<&Arc<str>>) -> &str {
+            v.map(|v| &**v).unwrap_or("")
         }
-        let l = self.0;
+        let l = &self.0;
         write!(
             f,
             "{}|{}|{}|{}|{}",
             l.job,
-            s(&l.extra),
-            s(&l.cost_code),
-            s(&l.category),
+            s(l.extra),
+            s(l.cost_code),
+            s(l.category),
             l.transaction_type
         )?;
         for v in [l.run, l.sequence, l.dist_sequence] {
@@ -548,20 +622,181 @@ impl fmt::Display for NaturalKey<'_> {
     }
 }
 
-/// One request the load will send, for one project (Sage job).
-#[derive(Debug, Clone, PartialEq)]
-pub enum PlannedRequest {
-    HeaderSync {
-        job: String,
-        headers: Vec<DirectCostHeader>,
-    },
-    LineSync {
-        job: String,
-        lines: Vec<LineItem>,
-    },
+impl DirectCostHeader {
+    /// The header as a borrowed record, the form sinks serialize.
+    pub fn view(&self) -> HeaderRef<'_> {
+        HeaderRef {
+            origin_id: &self.origin_id,
+            job: &self.key.job,
+            kind: self.key.kind,
+            parts: Parts::Key(&self.key.parts),
+            invoice_number: self.invoice_number.as_deref(),
+            vendor: self.vendor.as_deref(),
+            direct_cost_date: self.direct_cost_date,
+            received_date: self.received_date,
+            payment_date: self.payment_date,
+            description: &self.description,
+        }
+    }
 }
 
-impl PlannedRequest {
+/// A planned direct cost header borrowed from the planner's queue (or from a
+/// [`DirectCostHeader`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderRef<'a> {
+    /// Shared with the lines of the direct cost.
+    pub origin_id: &'a Arc<str>,
+    pub job: &'a str,
+    pub kind: DirectCostKind,
+    parts: Parts<'a>,
+    pub invoice_number: Option<&'a str>,
+    pub vendor: Option<&'a str>,
+    pub direct_cost_date: Option<i32>,
+    pub received_date: Option<i32>,
+    pub payment_date: Option<i32>,
+    pub description: &'a str,
+}
+
+/// The group parts of a [`HeaderRef`]: planned (at most three) or an owned key's.
+#[derive(Debug, Clone, Copy)]
+enum Parts<'a> {
+    Planned([&'a str; 3], usize),
+    Key(&'a [String]),
+}
+
+impl<'a> HeaderRef<'a> {
+    /// The direct cost's group parts (see [`DirectCostKey::parts`]).
+    pub fn parts(self) -> impl Iterator<Item = &'a str> {
+        let (planned, n, key): ([&'a str; 3], usize, &'a [String]) = match self.parts {
+            Parts::Planned(p, n) => (p, n, &[]),
+            Parts::Key(k) => ([""; 3], 0, k),
+        };
+        planned
+            .into_iter()
+            .take(n)
+            .chain(key.iter().map(String::as_str))
+    }
+
+    /// `VENDOR|INVOICE`, `DATE|BATCH` or `TYPE|DATE|BATCH`, for people.
+    pub fn group_key(self) -> String {
+        self.parts().collect::<Vec<_>>().join("|")
+    }
+
+    /// An owned copy, for a sink that keeps headers past `send`.
+    pub fn to_header(self) -> DirectCostHeader {
+        DirectCostHeader {
+            origin_id: self.origin_id.clone(),
+            key: DirectCostKey {
+                job: self.job.to_string(),
+                kind: self.kind,
+                parts: self.parts().map(str::to_string).collect(),
+            },
+            invoice_number: self.invoice_number.map(str::to_string),
+            vendor: self.vendor.map(str::to_string),
+            direct_cost_date: self.direct_cost_date,
+            received_date: self.received_date,
+            payment_date: self.payment_date,
+            description: self.description.to_string(),
+        }
+    }
+}
+
+/// The headers of one header request, borrowed from the planner.
+#[derive(Clone, Copy)]
+pub struct Headers<'a> {
+    headers: &'a [QueuedHeader],
+    text: &'a str,
+    job: &'a str,
+}
+
+impl<'a> Headers<'a> {
+    /// Records in the request.
+    pub fn len(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// The headers, in planned order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = HeaderRef<'a>> + 'a {
+        let (text, job) = (self.text, self.job);
+        self.headers.iter().map(move |h| h.view(text, job))
+    }
+
+    /// Owned copies.
+    pub fn to_headers(&self) -> Vec<DirectCostHeader> {
+        self.iter().map(HeaderRef::to_header).collect()
+    }
+}
+
+/// The lines of one line request, borrowed from the planner.
+#[derive(Clone, Copy)]
+pub struct Lines<'a> {
+    lines: &'a [Queued],
+    text: &'a str,
+    budgets: &'a [Budget],
+    types: &'a [Arc<str>],
+    no_type: &'a Arc<str>,
+}
+
+impl<'a> Lines<'a> {
+    /// Records in the request.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The lines, in planned order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = LineRef<'a>> + 'a {
+        let this = *self;
+        self.lines.iter().map(move |q| this.line(q))
+    }
+
+    /// Owned copies.
+    pub fn to_items(&self) -> Vec<LineItem> {
+        self.iter().map(LineRef::to_item).collect()
+    }
+
+    fn line(&self, q: &'a Queued) -> LineRef<'a> {
+        let b = self.budgets.get(q.budget as usize);
+        LineRef {
+            origin_id: q.origin_id.get(self.text),
+            description: has(q.present, 5, q.description.get(self.text)),
+            direct_cost_origin_id: &q.direct_cost,
+            job: b.map_or(self.no_type, |b| &b.job),
+            extra: b.and_then(|b| b.extra.as_ref()),
+            cost_code: b.and_then(|b| b.cost_code.as_ref()),
+            category: b.and_then(|b| b.category.as_ref()),
+            amount: q.amount,
+            quantity: has(q.present, 0, q.quantity),
+            unit_cost: has(q.present, 1, q.unit_cost),
+            run: has(q.present, 2, q.run),
+            sequence: has(q.present, 3, q.sequence),
+            dist_sequence: has(q.present, 4, q.dist_sequence),
+            source_line: q.source_line,
+            transaction_type: self
+                .types
+                .get(usize::from(q.transaction_type))
+                .unwrap_or(self.no_type),
+        }
+    }
+}
+
+/// One request the load will send, for one project (Sage job). Its records are borrowed from the
+/// planner for the duration of [`RequestSink::send`].
+pub enum PlannedRequest<'a> {
+    HeaderSync { job: &'a str, headers: Headers<'a> },
+    LineSync { job: &'a str, lines: Lines<'a> },
+}
+
+impl PlannedRequest<'_> {
     /// Records in the request body.
     pub fn records(&self) -> usize {
         match self {
@@ -574,7 +809,7 @@ impl PlannedRequest {
 /// Where planned requests go: the dry-run file now, Procore later.
 pub trait RequestSink {
     /// Take one request; requests of a project arrive headers first.
-    fn send(&mut self, request: PlannedRequest) -> Result<()>;
+    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()>;
 }
 
 /// Budget code key: (job, extra, cost_code, category).
@@ -604,8 +839,9 @@ pub struct PlanLimits {
     /// requests.
     pub chunks_per_project: usize,
     /// Lines queued over all projects before the biggest queues are sent early. Each queued
-    /// line costs ~350 bytes (plus ~100 for its share of pending headers), so the default
-    /// 65,536 bounds the queue near 30 MB. Twice that saves header requests (2M generated rows:
+    /// line costs ~200 bytes (128 inline, its origin_id and description in its chunk's text;
+    /// plus ~30 for its share of pending headers), so the default 65,536 bounds the queue near
+    /// 15 MB; sent chunks are kept for reuse, so that peak stays allocated. Twice that saves header requests (2M generated rows:
     /// 399 instead of 1,053; 790 transactions a request instead of 597) but planned slower
     /// (0.92M rows/s instead of ~1.2M in `cargo bench --bench stages -- plan`) and held 23 MB more.
     pub max_queued_lines: usize,
@@ -646,6 +882,16 @@ impl Hasher for PreHashed {
 }
 
 type PreHashedMap<V> = HashMap<u64, V, BuildHasherDefault<PreHashed>>;
+
+/// An origin_id in a set, hashed in one shot by xxh3 (compared exactly).
+#[derive(PartialEq, Eq)]
+struct IdKey<'a>(&'a str);
+
+impl std::hash::Hash for IdKey<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(xxh3_64(self.0.as_bytes()));
+    }
+}
 
 const WAYS: usize = 4;
 
@@ -736,12 +982,56 @@ struct Budget {
     project: u32,
     /// Next budget code with the same hash.
     next: u32,
+    /// The four parts as `feed` frames them: a hit is one comparison, not four.
+    framed: Box<[u8]>,
 }
 
-/// A queued line, about half the size of a [`LineItem`]: the shared text it points to (budget
-/// code, transaction type) is looked up when its request is built.
+/// A range of a chunk's text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn get<'a>(&self, text: &'a str) -> &'a str {
+        text.get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+/// Appends `s` to `text`; the span it took.
+fn push_text(text: &mut String, s: &str) -> Result<Span> {
+    let start = text.len();
+    text.push_str(s);
+    span(start, text.len())
+}
+
+/// The span from `start` to `end` of a chunk's text (a request's text stays far below 4 GiB:
+/// 1000 records).
+fn span(start: usize, end: usize) -> Result<Span> {
+    match (u32::try_from(start), u32::try_from(end)) {
+        (Ok(start), Ok(end)) => Ok(Span { start, end }),
+        _ => Err(Error::Stage {
+            stage: "plan",
+            message: "the text of one request exceeds 4 GiB".into(),
+        }),
+    }
+}
+
+/// Appends a date as `fmt_date` writes it (nothing for no date); the span it took.
+fn push_date(text: &mut String, days: Option<i32>) -> Result<Span> {
+    let start = text.len();
+    let mut date = DateBytes::default();
+    // `DateBytes` writes ASCII digits and dashes (or chrono's text): always UTF-8.
+    text.push_str(std::str::from_utf8(date.format(days)).unwrap_or_default());
+    span(start, text.len())
+}
+
+/// A queued line: numbers inline, its own text (origin_id, description) in its chunk's text
+/// buffer, the shared text (budget code, transaction type) by index. Requests borrow it as a
+/// [`LineRef`]: no per-line allocation between the batch and the sink.
 struct Queued {
-    text: LineText,
     direct_cost: Arc<str>,
     amount: i128,
     quantity: i128,
@@ -750,10 +1040,177 @@ struct Queued {
     sequence: i64,
     dist_sequence: i64,
     source_line: u64,
+    origin_id: Span,
+    description: Span,
     budget: u32,
     transaction_type: u16,
-    /// Bits 0-4: quantity, unit_cost, run, sequence, dist_sequence are present.
+    /// Bits 0-5: quantity, unit_cost, run, sequence, dist_sequence, description are present.
     present: u8,
+}
+
+/// The lines of one line request, with their text in one buffer. Reused once sent.
+#[derive(Default)]
+struct LineChunk {
+    lines: Vec<Queued>,
+    text: String,
+}
+
+impl LineChunk {
+    fn with_capacity(records: usize) -> LineChunk {
+        LineChunk {
+            lines: Vec::with_capacity(records),
+            // An origin_id is 48 bytes and more; descriptions are short.
+            text: String::with_capacity(records * 64),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.lines.clear();
+        self.text.clear();
+    }
+}
+
+/// A queued header: dates inline, its text in its project's header text buffer.
+struct QueuedHeader {
+    origin_id: Arc<str>,
+    kind: DirectCostKind,
+    parts: [Span; 3],
+    invoice_number: Span,
+    vendor: Span,
+    description: Span,
+    direct_cost_date: Option<i32>,
+    received_date: Option<i32>,
+    payment_date: Option<i32>,
+    /// Bit 0: invoice_number is present; bit 1: vendor is.
+    present: u8,
+}
+
+impl QueuedHeader {
+    fn view<'a>(&'a self, text: &'a str, job: &'a str) -> HeaderRef<'a> {
+        let n = match self.kind {
+            DirectCostKind::Invoice | DirectCostKind::Payroll => 2,
+            DirectCostKind::Expense => 3,
+        };
+        HeaderRef {
+            origin_id: &self.origin_id,
+            job,
+            kind: self.kind,
+            parts: Parts::Planned(self.parts.map(|p| p.get(text)), n),
+            invoice_number: has(self.present, 0, self.invoice_number.get(text)),
+            vendor: has(self.present, 1, self.vendor.get(text)),
+            direct_cost_date: self.direct_cost_date,
+            received_date: self.received_date,
+            payment_date: self.payment_date,
+            description: self.description.get(text),
+        }
+    }
+}
+
+/// A project's pending headers, with their text in one buffer.
+#[derive(Default)]
+struct HeaderChunk {
+    headers: Vec<QueuedHeader>,
+    text: String,
+}
+
+impl HeaderChunk {
+    /// Queue the header of row `r`'s direct cost: the record `DirectCostKey` and the planned
+    /// header text describe (same parts, same descriptions).
+    fn push(
+        &mut self,
+        view: &TransactionView,
+        e: &EnrichedView,
+        r: usize,
+        origin_id: Arc<str>,
+    ) -> Result<()> {
+        let text = &mut self.text;
+        let acct = opt_date(view.accounting_date, r);
+        let batch = opt_str(view.batch, r).unwrap_or("");
+        let ty = view.transaction_type(r);
+        let header = match ty {
+            "AP cost" => {
+                let vendor = view.vendor(r);
+                let invoice = view.invoice(r);
+                let vendor_span = push_text(text, vendor.unwrap_or(""))?;
+                let invoice_span = push_text(text, invoice.unwrap_or(""))?;
+                let description = match opt_str(e.invoice_description, r) {
+                    Some(d) => push_text(text, d)?,
+                    None => {
+                        let start = text.len();
+                        text.push_str("Invoice ");
+                        text.push_str(invoice.unwrap_or("?"));
+                        text.push_str(" from ");
+                        text.push_str(vendor.unwrap_or("?"));
+                        span(start, text.len())?
+                    }
+                };
+                QueuedHeader {
+                    origin_id,
+                    kind: DirectCostKind::Invoice,
+                    parts: [vendor_span, invoice_span, Span::default()],
+                    invoice_number: invoice_span,
+                    vendor: vendor_span,
+                    description,
+                    direct_cost_date: opt_date(e.invoice_date, r).or(acct),
+                    received_date: opt_date(e.invoice_received_date, r),
+                    payment_date: opt_date(e.invoice_payment_date, r),
+                    present: u8::from(invoice.is_some()) | u8::from(vendor.is_some()) << 1,
+                }
+            }
+            "PR cost" => {
+                let day = opt_date(view.period_end_date, r).or(acct);
+                let date = push_date(text, day)?;
+                let batch_span = push_text(text, batch)?;
+                let start = text.len();
+                text.push_str("Payroll ");
+                push_date(text, day)?;
+                text.push_str(" batch ");
+                text.push_str(batch);
+                QueuedHeader {
+                    origin_id,
+                    kind: DirectCostKind::Payroll,
+                    parts: [date, batch_span, Span::default()],
+                    invoice_number: Span::default(),
+                    vendor: Span::default(),
+                    description: span(start, text.len())?,
+                    direct_cost_date: day,
+                    received_date: None,
+                    payment_date: None,
+                    present: 0,
+                }
+            }
+            _ => {
+                let ty_span = push_text(text, ty)?;
+                let date = push_date(text, acct)?;
+                let batch_span = push_text(text, batch)?;
+                let start = text.len();
+                text.push_str(ty);
+                text.push(' ');
+                push_date(text, acct)?;
+                text.push_str(" batch ");
+                text.push_str(batch);
+                QueuedHeader {
+                    origin_id,
+                    kind: DirectCostKind::Expense,
+                    parts: [ty_span, date, batch_span],
+                    invoice_number: Span::default(),
+                    vendor: Span::default(),
+                    description: span(start, text.len())?,
+                    direct_cost_date: acct,
+                    received_date: None,
+                    payment_date: None,
+                    present: 0,
+                }
+            }
+        };
+        self.headers.push(header);
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.headers.clear();
+        self.text.clear();
+    }
 }
 
 fn bit<T: Default>(v: Option<T>, b: u8, present: &mut u8) -> T {
@@ -774,11 +1231,11 @@ fn has<T>(present: u8, b: u8, v: T) -> Option<T> {
 struct Project {
     job: Arc<str>,
     /// Headers not sent yet: every one has at least one queued line.
-    headers: Vec<DirectCostHeader>,
+    headers: HeaderChunk,
     /// Full line requests, in order.
-    sealed: Vec<Vec<Queued>>,
+    sealed: Vec<LineChunk>,
     /// The line request being filled.
-    open: Vec<Queued>,
+    open: LineChunk,
     /// Flushes so far (wrapping).
     epoch: u32,
     /// The cache forgot one of the pending headers: one may be pending twice.
@@ -787,7 +1244,7 @@ struct Project {
 
 impl Project {
     fn queued(&self) -> usize {
-        self.sealed.iter().map(Vec::len).sum::<usize>() + self.open.len()
+        self.sealed.iter().map(|c| c.lines.len()).sum::<usize>() + self.open.lines.len()
     }
 }
 
@@ -805,6 +1262,10 @@ pub struct Planner {
     budgets: Vec<Budget>,
     budget_heads: PreHashedMap<u32>,
     transaction_types: Vec<Arc<str>>,
+    /// Shown for a transaction type or job a line cannot have (its index is always valid).
+    no_text: Arc<str>,
+    /// Sent line chunks, emptied for reuse (their buffers keep their capacity).
+    spare: Vec<LineChunk>,
     /// Lines queued over all projects.
     queued: usize,
     scratch: Vec<u8>,
@@ -839,6 +1300,8 @@ impl Planner {
             budgets: Vec::new(),
             budget_heads: PreHashedMap::default(),
             transaction_types: Vec::new(),
+            no_text: Arc::from(""),
+            spare: Vec::new(),
             queued: 0,
             scratch: Vec::new(),
             stats: PlanStats::default(),
@@ -884,9 +1347,9 @@ impl Planner {
         let job: Arc<str> = Arc::from(job);
         self.projects.push(Project {
             job: job.clone(),
-            headers: Vec::new(),
+            headers: HeaderChunk::default(),
             sealed: Vec::new(),
-            open: Vec::new(),
+            open: LineChunk::default(),
             epoch: 0,
             maybe_twice: false,
         });
@@ -916,11 +1379,8 @@ impl Planner {
         let head = self.budget_heads.get(&hash).copied().unwrap_or(NO_BUDGET);
         let mut i = head;
         while let Some(b) = self.budgets.get(i as usize) {
-            if *b.job == *job
-                && b.extra.as_deref() == extra
-                && b.cost_code.as_deref() == cost_code
-                && b.category.as_deref() == category
-            {
+            // The framing is unambiguous: equal bytes are equal parts.
+            if *b.framed == *self.scratch {
                 return Ok(i as usize);
             }
             i = b.next;
@@ -942,6 +1402,7 @@ impl Planner {
             cents: 0,
             project,
             next: head,
+            framed: self.scratch.as_slice().into(),
         });
         self.budget_heads.insert(hash, index);
         Ok(index as usize)
@@ -962,30 +1423,6 @@ impl Planner {
         })?;
         self.transaction_types.push(Arc::from(ty));
         Ok(i)
-    }
-
-    /// The request record of a queued line.
-    fn line_item(budgets: &[Budget], types: &[Arc<str>], q: Queued) -> LineItem {
-        let b = &budgets[q.budget as usize];
-        LineItem {
-            text: q.text,
-            direct_cost_origin_id: q.direct_cost,
-            job: b.job.clone(),
-            extra: b.extra.clone(),
-            cost_code: b.cost_code.clone(),
-            category: b.category.clone(),
-            amount: q.amount,
-            quantity: has(q.present, 0, q.quantity),
-            unit_cost: has(q.present, 1, q.unit_cost),
-            run: has(q.present, 2, q.run),
-            sequence: has(q.present, 3, q.sequence),
-            dist_sequence: has(q.present, 4, q.dist_sequence),
-            source_line: q.source_line,
-            transaction_type: types
-                .get(usize::from(q.transaction_type))
-                .cloned()
-                .unwrap_or_else(|| Arc::from("")),
-        }
     }
 
     /// Plan one enriched batch.
@@ -1010,19 +1447,23 @@ impl Planner {
                 }
             }
             if new {
-                let header = build_header(&view, enriched, r, view.direct_cost_key(r), &dc_id);
                 self.stats.direct_costs += 1;
-                self.projects[p as usize].headers.push(header);
+                self.projects[p as usize]
+                    .headers
+                    .push(&view, enriched, r, dc_id.clone())?;
             }
             let transaction_type = self.transaction_type(view.transaction_type(r))?;
             let amount = opt_i128(view.amount, r).unwrap_or(0);
             self.budgets[b].cents += amount;
-            let mut present = 0;
-            let line = Queued {
-                text: LineText::new(
-                    enriched.line_origin_id.value(r),
-                    opt_str(view.description, r),
-                ),
+            self.stats.lines += 1;
+            self.stats.amount_cents += amount;
+            let project = &mut self.projects[p as usize];
+            let text = &mut project.open.text;
+            let origin_id = push_text(text, enriched.line_origin_id.value(r))?;
+            let description = opt_str(view.description, r);
+            let mut present = u8::from(description.is_some()) << 5;
+            let description = push_text(text, description.unwrap_or(""))?;
+            project.open.lines.push(Queued {
                 direct_cost: dc_id,
                 amount,
                 quantity: bit(opt_i128(view.units, r), 0, &mut present),
@@ -1031,21 +1472,23 @@ impl Planner {
                 sequence: bit(opt_i64(view.sequence, r), 3, &mut present),
                 dist_sequence: bit(opt_i64(view.dist_sequence, r), 4, &mut present),
                 source_line: view.source_line.value(r),
+                origin_id,
+                description,
                 budget: b as u32,
                 transaction_type,
                 present,
-            };
-            self.stats.lines += 1;
-            self.stats.amount_cents += amount;
-            let project = &mut self.projects[p as usize];
-            project.open.push(line);
+            });
             self.queued += 1;
-            if project.open.len() >= max_records {
+            if project.open.lines.len() >= max_records {
                 // A project that filled one request is likely to fill the next.
-                let full = std::mem::replace(&mut project.open, Vec::with_capacity(max_records));
+                let next = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| LineChunk::with_capacity(max_records));
+                let full = std::mem::replace(&mut project.open, next);
                 project.sealed.push(full);
             }
-            if project.headers.len() >= max_records
+            if project.headers.headers.len() >= max_records
                 || project.sealed.len() >= self.limits.chunks_per_project
             {
                 self.flush(p as usize, false, sink)?;
@@ -1064,40 +1507,65 @@ impl Planner {
         let Some(project) = self.projects.get_mut(p) else {
             return Ok(());
         };
-        let mut headers = std::mem::take(&mut project.headers);
         if project.maybe_twice {
-            let mut seen = HashSet::with_capacity(headers.len());
-            headers.retain(|h| seen.insert(h.origin_id.clone()));
+            let headers = &mut project.headers.headers;
+            let first: Vec<bool> = {
+                let mut seen: HashSet<IdKey, BuildHasherDefault<PreHashed>> =
+                    HashSet::with_capacity_and_hasher(headers.len(), Default::default());
+                headers
+                    .iter()
+                    .map(|h| seen.insert(IdKey(&h.origin_id)))
+                    .collect()
+            };
+            let mut first = first.into_iter();
+            headers.retain(|_| first.next().unwrap_or(true));
             project.maybe_twice = false;
         }
         project.epoch = project.epoch.wrapping_add(1);
-        let mut lines = std::mem::take(&mut project.sealed);
-        if include_open && !project.open.is_empty() {
-            lines.push(std::mem::take(&mut project.open));
+        let mut chunks = std::mem::take(&mut project.sealed);
+        if include_open && !project.open.lines.is_empty() {
+            // A spare if there is one; a project flushed at the end gets no new buffer.
+            let next = self.spare.pop().unwrap_or_default();
+            chunks.push(std::mem::replace(&mut project.open, next));
         }
-        let job = &project.job;
-        // Chunks are moved out, not cloned: a request owns its records.
-        while !headers.is_empty() {
-            let rest = headers.split_off(headers.len().min(max));
+        let project = &self.projects[p];
+        let job: &str = &project.job;
+        // Records are lent to the sink, not moved: a sink that keeps them copies them.
+        for headers in project.headers.headers.chunks(max) {
             self.stats.header_requests += 1;
             sink.send(PlannedRequest::HeaderSync {
-                job: job.to_string(),
-                headers: std::mem::replace(&mut headers, rest),
+                job,
+                headers: Headers {
+                    headers,
+                    text: &project.headers.text,
+                    job,
+                },
             })?;
         }
-        for chunk in lines {
-            self.queued -= chunk.len();
+        for chunk in &chunks {
+            self.queued -= chunk.lines.len();
             self.stats.line_requests += 1;
-            let (budgets, types) = (&self.budgets, &self.transaction_types);
-            let lines = chunk
-                .into_iter()
-                .map(|q| Planner::line_item(budgets, types, q))
-                .collect();
             sink.send(PlannedRequest::LineSync {
-                job: job.to_string(),
-                lines,
+                job,
+                lines: Lines {
+                    lines: &chunk.lines,
+                    text: &chunk.text,
+                    budgets: &self.budgets,
+                    types: &self.transaction_types,
+                    no_type: &self.no_text,
+                },
             })?;
         }
+        self.projects[p].headers.clear();
+        // Keep as many emptied chunks as the queue can fill.
+        let keep = self.limits.max_queued_lines / max + 1;
+        for mut chunk in chunks.drain(..) {
+            if self.spare.len() < keep {
+                chunk.clear();
+                self.spare.push(chunk);
+            }
+        }
+        self.projects[p].sealed = chunks;
         Ok(())
     }
 
@@ -1119,7 +1587,8 @@ impl Planner {
                     return Ok(());
                 }
                 let pr = &self.projects[p];
-                let has_lines = !pr.sealed.is_empty() || (include_open && !pr.open.is_empty());
+                let has_lines =
+                    !pr.sealed.is_empty() || (include_open && !pr.open.lines.is_empty());
                 if has_lines {
                     self.flush(p, include_open, sink)?;
                 }
@@ -1136,63 +1605,6 @@ impl Planner {
             self.flush(p, true, sink)?;
         }
         Ok(())
-    }
-}
-
-fn build_header(
-    view: &TransactionView,
-    e: &EnrichedView,
-    r: usize,
-    key: DirectCostKey,
-    origin_id: &Arc<str>,
-) -> DirectCostHeader {
-    let acct = opt_date(view.accounting_date, r);
-    let batch = opt_str(view.batch, r).unwrap_or("");
-    let origin_id = origin_id.clone();
-    match key.kind {
-        DirectCostKind::Invoice => {
-            let vendor = view.vendor(r).map(str::to_string);
-            let invoice = view.invoice(r).map(str::to_string);
-            let description = opt_str(e.invoice_description, r)
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    format!(
-                        "Invoice {} from {}",
-                        invoice.as_deref().unwrap_or("?"),
-                        vendor.as_deref().unwrap_or("?")
-                    )
-                });
-            DirectCostHeader {
-                origin_id,
-                invoice_number: invoice,
-                vendor,
-                direct_cost_date: opt_date(e.invoice_date, r).or(acct),
-                received_date: opt_date(e.invoice_received_date, r),
-                payment_date: opt_date(e.invoice_payment_date, r),
-                description,
-                key,
-            }
-        }
-        DirectCostKind::Payroll => DirectCostHeader {
-            origin_id,
-            invoice_number: None,
-            vendor: None,
-            direct_cost_date: opt_date(view.period_end_date, r).or(acct),
-            received_date: None,
-            payment_date: None,
-            description: format!("Payroll {} batch {batch}", key.parts[0]),
-            key,
-        },
-        DirectCostKind::Expense => DirectCostHeader {
-            origin_id,
-            invoice_number: None,
-            vendor: None,
-            direct_cost_date: acct,
-            received_date: None,
-            payment_date: None,
-            description: format!("{} {} batch {batch}", key.parts[0], key.parts[1]),
-            key,
-        },
     }
 }
 
@@ -1360,31 +1772,32 @@ mod tests {
     }
 
     impl RequestSink for Checking {
-        fn send(&mut self, request: PlannedRequest) -> Result<()> {
+        fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
             self.requests += 1;
             assert!(request.records() >= 1 && request.records() <= self.max_records);
             match request {
                 PlannedRequest::HeaderSync { job, headers } => {
                     let mut in_request = HashSet::new();
-                    for h in headers {
+                    for h in headers.iter() {
+                        assert_eq!(h.job, job);
                         assert!(in_request.insert(h.origin_id.clone()), "twice in a request");
                         self.sent_headers
-                            .insert((job.clone(), h.origin_id.to_string()));
+                            .insert((job.to_string(), h.origin_id.to_string()));
                         self.header_records.push(h.origin_id.to_string());
                     }
                 }
                 PlannedRequest::LineSync { job, lines } => {
-                    for l in lines {
-                        assert_eq!(*l.job, *job);
+                    for l in lines.iter() {
+                        assert_eq!(**l.job, *job);
                         assert!(
                             self.sent_headers
-                                .contains(&(job.clone(), l.direct_cost_origin_id.to_string())),
+                                .contains(&(job.to_string(), l.direct_cost_origin_id.to_string())),
                             "line {} before its header {}",
-                            l.origin_id(),
+                            l.origin_id,
                             l.direct_cost_origin_id
                         );
                         self.cents += l.amount;
-                        self.lines.push(l.origin_id().to_string());
+                        self.lines.push(l.origin_id.to_string());
                     }
                 }
             }
@@ -1453,6 +1866,12 @@ mod tests {
             sink.requests as u64,
             planner.stats.header_requests + planner.stats.line_requests
         );
+    }
+
+    #[test]
+    fn a_queued_line_stays_small() {
+        // PlanLimits::max_queued_lines documents 128 bytes inline a line.
+        assert!(std::mem::size_of::<Queued>() <= 128);
     }
 
     #[test]

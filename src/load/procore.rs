@@ -8,7 +8,7 @@
 //! so that staging still completes and the run can be resumed or replayed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
@@ -23,6 +23,14 @@ use super::plan::{
     format_date, format_decimal, DirectCostHeader, DirectCostKind, LineItem, PlannedRequest,
     RequestSink,
 };
+
+/// A planned request as a project worker receives it: the planner lends its records for the
+/// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
+/// limit, so copying is not its cost).
+enum Request {
+    HeaderSync(Vec<DirectCostHeader>),
+    LineSync(Vec<LineItem>),
+}
 use crate::config::{LoadConfig, ProjectMatch};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
@@ -120,6 +128,31 @@ pub struct LoadContext {
     failure: Mutex<Option<Error>>,
     counts: Mutex<LoadCounts>,
     in_flight: Semaphore,
+    progress: Progress,
+}
+
+/// What the progress bar can know while planning and loading overlap: the lines and requests
+/// planned so far, and the requests the project workers are done with (sent, skipped as
+/// unchanged, quarantined, or left pending).
+#[derive(Debug, Default)]
+struct Progress {
+    planned_lines: AtomicU64,
+    planned_requests: AtomicU64,
+    handled_requests: AtomicU64,
+}
+
+impl Progress {
+    /// Planned requests no worker has handled yet: headers are batched (one header request
+    /// serves several line requests), so this counts requests, not lines.
+    fn requests_left(&self) -> u64 {
+        let planned = self.planned_requests.load(Ordering::Relaxed);
+        planned.saturating_sub(self.handled_requests.load(Ordering::Relaxed))
+    }
+}
+
+/// Time the rate budget (`rate` requests/s) needs for `requests`.
+fn time_at_rate(requests: u64, rate: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(requests as f64 / rate.max(f64::MIN_POSITIVE))
 }
 
 impl LoadContext {
@@ -148,6 +181,7 @@ impl LoadContext {
             failure: Mutex::new(None),
             counts: Mutex::new(LoadCounts::default()),
             in_flight: Semaphore::new(permits),
+            progress: Progress::default(),
         }
     }
 
@@ -568,10 +602,10 @@ impl ProjectWorker {
         self.quarantine(&rejected).await
     }
 
-    async fn handle(&mut self, request: PlannedRequest) -> Result<()> {
+    async fn handle(&mut self, request: Request) -> Result<()> {
         if self.project_id.is_none() {
             // Unmapped project: every line of the project is quarantined, nothing is sent.
-            if let PlannedRequest::LineSync { lines, .. } = &request {
+            if let Request::LineSync(lines) = &request {
                 let reason = format!("Sage job {:?} has no Procore project", self.job);
                 let rejected: Vec<(&LineItem, ReasonCode, String)> = lines
                     .iter()
@@ -582,13 +616,13 @@ impl ProjectWorker {
             return Ok(());
         }
         match request {
-            PlannedRequest::HeaderSync { headers, .. } => self.sync_headers(headers).await,
-            PlannedRequest::LineSync { lines, .. } => self.sync_lines(lines).await,
+            Request::HeaderSync(headers) => self.sync_headers(headers).await,
+            Request::LineSync(lines) => self.sync_lines(lines).await,
         }
     }
 }
 
-async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<PlannedRequest>) {
+async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<Request>) {
     let project_id = ctx.directory.projects.get(&job).copied();
     let mut worker = ProjectWorker {
         ctx: ctx.clone(),
@@ -598,20 +632,19 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<P
         headers: HashMap::new(),
     };
     while let Some(request) = rx.recv().await {
-        if ctx.stopped() {
-            if let PlannedRequest::LineSync { lines, .. } = &request {
-                ctx.counts().pending += lines.len() as u64;
-            }
-            continue;
-        }
         let lines = match &request {
-            PlannedRequest::LineSync { lines, .. } => lines.len() as u64,
-            PlannedRequest::HeaderSync { .. } => 0,
+            Request::LineSync(lines) => lines.len() as u64,
+            Request::HeaderSync(_) => 0,
         };
-        if let Err(e) = worker.handle(request).await {
+        if ctx.stopped() {
+            ctx.counts().pending += lines;
+        } else if let Err(e) = worker.handle(request).await {
             ctx.counts().pending += lines;
             ctx.fail(e);
         }
+        ctx.progress
+            .handled_requests
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -619,8 +652,7 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<P
 pub struct LoadSink {
     ctx: Arc<LoadContext>,
     handle: Handle,
-    workers: HashMap<String, (mpsc::Sender<PlannedRequest>, JoinHandle<()>)>,
-    planned_lines: Arc<std::sync::atomic::AtomicU64>,
+    workers: HashMap<String, (mpsc::Sender<Request>, JoinHandle<()>)>,
     progress: indicatif::ProgressBar,
     ticker: JoinHandle<()>,
 }
@@ -633,7 +665,7 @@ fn budget_rate(config: &LoadConfig) -> f64 {
 }
 
 /// The progress bar of the load: lines handled out of lines planned so far, and the time the
-/// rate budget needs for the requests still to send.
+/// rate budget needs for the requests planned and not yet handled.
 fn progress_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(0),
@@ -657,22 +689,18 @@ pub struct LoadOutcome {
 impl LoadSink {
     /// A sink running its workers on `handle`.
     pub fn new(ctx: Arc<LoadContext>, handle: Handle) -> LoadSink {
-        let planned_lines = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let progress = progress_bar();
         let ticker = {
-            let (ctx, planned, bar) = (ctx.clone(), planned_lines.clone(), progress.clone());
+            let (ctx, bar) = (ctx.clone(), progress.clone());
             let rate = budget_rate(&ctx.config);
             handle.spawn(async move {
                 let mut last_log = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     let c = ctx.counts().clone();
-                    let planned = planned.load(Ordering::Relaxed);
+                    let planned = ctx.progress.planned_lines.load(Ordering::Relaxed);
                     let done = c.loaded() + c.quarantined_total() + c.pending;
-                    let left = planned.saturating_sub(done);
-                    // One line request per 1000 lines, plus about one header sync per line sync.
-                    let requests_left = (left as f64 / 1000.0).ceil() * 2.0;
-                    let eta = std::time::Duration::from_secs_f64(requests_left / rate);
+                    let eta = time_at_rate(ctx.progress.requests_left(), rate);
                     let msg = format!(
                         "{} requests, {} retries, ETA at the rate budget {}",
                         c.header_requests + c.line_requests,
@@ -693,7 +721,6 @@ impl LoadSink {
             ctx,
             handle,
             workers: HashMap::new(),
-            planned_lines,
             progress,
             ticker,
         }
@@ -729,26 +756,55 @@ impl LoadSink {
 }
 
 impl RequestSink for LoadSink {
-    fn send(&mut self, request: PlannedRequest) -> Result<()> {
-        let job = match &request {
-            PlannedRequest::HeaderSync { job, .. } | PlannedRequest::LineSync { job, .. } => {
-                job.clone()
+    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
+        let (job, request) = match request {
+            PlannedRequest::HeaderSync { job, headers } => {
+                (job, Request::HeaderSync(headers.to_headers()))
+            }
+            PlannedRequest::LineSync { job, lines } => {
+                let planned = &self.ctx.progress.planned_lines;
+                planned.fetch_add(lines.len() as u64, Ordering::Relaxed);
+                (job, Request::LineSync(lines.to_items()))
             }
         };
-        if let PlannedRequest::LineSync { lines, .. } = &request {
-            self.planned_lines
-                .fetch_add(lines.len() as u64, Ordering::Relaxed);
-        }
+        // Counted before the worker can handle it, so `requests_left` never undercounts.
+        self.ctx
+            .progress
+            .planned_requests
+            .fetch_add(1, Ordering::Relaxed);
         let ctx = self.ctx.clone();
         let handle = self.handle.clone();
-        let (tx, _) = self.workers.entry(job.clone()).or_insert_with(|| {
+        let (tx, _) = self.workers.entry(job.to_string()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(2);
-            let task = handle.spawn(run_worker(ctx, job, rx));
+            let task = handle.spawn(run_worker(ctx, job.to_string(), rx));
             (tx, task)
         });
         tx.blocking_send(request).map_err(|_| Error::Stage {
             stage: "load",
             message: "a project worker stopped".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_counts_planned_requests_not_two_per_line_request() {
+        // 8 line requests of 1000 lines served by 2 header requests (headers are batched);
+        // the workers are done with 4 of the 10.
+        let progress = Progress::default();
+        progress.planned_lines.store(8000, Ordering::Relaxed);
+        progress.planned_requests.store(10, Ordering::Relaxed);
+        progress.handled_requests.store(4, Ordering::Relaxed);
+        assert_eq!(progress.requests_left(), 6);
+        assert_eq!(
+            time_at_rate(progress.requests_left(), 2.0),
+            std::time::Duration::from_secs(3)
+        );
+        progress.handled_requests.store(10, Ordering::Relaxed);
+        assert_eq!(progress.requests_left(), 0);
+        assert_eq!(time_at_rate(0, 0.0), std::time::Duration::ZERO);
     }
 }
