@@ -15,12 +15,19 @@ fn main() -> std::process::ExitCode {
 /// fragments: peak RSS then creeps up with the length of the run (10M rows: 149 MiB against
 /// 120 for 1M). A fixed 128 KiB threshold (glibc's starting value) keeps large buffers mapped
 /// and returned on free: 127 against 110 MiB, at the same CPU time. Done before any thread
-/// starts.
+/// starts; `MALLOC_ARENA_MAX` and `MALLOC_MMAP_THRESHOLD_`, when set, are left to glibc.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    {
+        // glibc's own tunables, when set, win.
+        let unset = |name: &str| std::env::var_os(name).is_none();
+        if unset("MALLOC_ARENA_MAX") {
+            // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        }
+        if unset("MALLOC_MMAP_THRESHOLD_") {
+            // SAFETY: as above.
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+        }
     }
 }
