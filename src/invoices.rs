@@ -314,6 +314,13 @@ pub struct InvoiceIndexStats {
     pub on_disk: bool,
 }
 
+/// `dir` with `-suffix` appended to its last component.
+fn sibling(dir: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{suffix}"));
+    dir.with_file_name(name)
+}
+
 /// Streams the invoice table in; see the module documentation.
 pub struct InvoiceIndexBuilder {
     table: String,
@@ -350,7 +357,8 @@ impl InvoiceIndexBuilder {
         InvoiceIndexBuilder {
             table: table.to_string(),
             budget: budget.max(1),
-            seen: KeySet::new(dir.join("seen"), RECENT_KEYS),
+            // A sibling, not a subdirectory: each directory is removed by its owner.
+            seen: KeySet::new(sibling(&dir, "seen"), RECENT_KEYS),
             dir: SpillDir::new(dir),
             entries: Vec::new(),
             heap: Vec::new(),
@@ -728,6 +736,29 @@ mod tests {
                 .expect("gather");
             assert_eq!(cols[3].as_string::<i32>().value(0), "first");
             assert!(cols[3].is_null(1), "the template invoice is not indexed");
+        }
+    }
+
+    #[test]
+    fn nothing_is_left_on_disk_whichever_part_spilled() {
+        let rows = rows(3000);
+        let batches: Vec<RecordBatch> = rows.chunks(500).map(as_batch).collect();
+        for budget in [DEFAULT_INVOICE_MEMORY, 20_000] {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let mut b = InvoiceIndexBuilder::new("APM", tmp.path().join("inv"), budget);
+            // A repeat check that spills (the index itself only with the small budget).
+            b.seen = KeySet::new(sibling(&tmp.path().join("inv"), "seen"), 100);
+            for batch in &batches {
+                b.push(batch).expect("push");
+            }
+            let index = b.finish().expect("finish");
+            check_lookups(&index, &rows);
+            drop(index);
+            let left: Vec<_> = std::fs::read_dir(tmp.path())
+                .expect("tmp")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert!(left.is_empty(), "budget {budget}: {left:?} left behind");
         }
     }
 
