@@ -17,7 +17,7 @@ use parquet::arrow::arrow_writer::{
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
@@ -128,11 +128,32 @@ pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
         Compression::Snappy => ParquetCompression::SNAPPY,
         Compression::None => ParquetCompression::UNCOMPRESSED,
     };
-    // Columns unique per row gain nothing from a dictionary but its cost (every value interned,
-    // then the dictionary thrown away once it outgrows its page).
+    // Columns unique per row, or nearly (an invoice number, a batch, a direct cost's origin id:
+    // 100k–340k distinct values in 2M rows), gain nothing from a dictionary but its cost: every
+    // value is interned, then the dictionary is dropped once it outgrows its page. Without one
+    // the 2M company's staged files are smaller (zstd finds the repeats) and the run is 1.4 %
+    // fewer instructions.
     let mut builder = WriterProperties::builder();
-    for unique in [crate::schema::SOURCE_LINE, crate::schema::LINE_ORIGIN_ID] {
+    for unique in [
+        crate::schema::SOURCE_LINE,
+        crate::schema::LINE_ORIGIN_ID,
+        crate::schema::DIRECT_COST_ORIGIN_ID,
+        "invoice",
+        "batch",
+        "invoice_description",
+    ] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    // Min/max statistics of text columns cost a comparison per value (5.6 % of a stage-only
+    // run's instructions) and nothing reads them: staged rows are not sorted, so no reader can
+    // skip a page or row group by a text range. Dates and numbers keep theirs.
+    for field in crate::schema::enriched_schema().fields() {
+        if field.data_type() == &arrow::datatypes::DataType::Utf8 {
+            builder = builder.set_column_statistics_enabled(
+                ColumnPath::from(field.name().as_str()),
+                EnabledStatistics::None,
+            );
+        }
     }
     Ok(builder
         .set_compression(compression)
