@@ -24,14 +24,6 @@ const EXIT_QUARANTINED: i32 = 2;
 /// Longest a command may take to stop after SIGINT.
 const PROMPT: Duration = Duration::from_secs(10);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// A running `jcsync`, its stdout and stderr read on threads so a full pipe never blocks it.
 struct Jcsync {
     child: Child,

@@ -12,14 +12,6 @@ use jcsync::sandbox::{FaultConfig, FaultKind, FaultRule, Sandbox, SandboxConfig,
 
 const FAST_RETRIES: &str = "backoff_base_ms = 10\nbackoff_cap_ms = 200\nmax_retry_secs = 60\n";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn sandbox_config() -> SandboxConfig {
     SandboxConfig::from_dir(repo().join("fixtures/procore"))
 }

@@ -13,14 +13,6 @@ use jcsync::pipeline::{sync, SyncOptions, EXIT_LOAD_INCOMPLETE};
 use jcsync::replay::{replay, ReplayOptions};
 use jcsync::sandbox::{FaultConfig, FaultKind, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn seed() -> SandboxConfig {
     SandboxConfig::from_dir(repo().join("fixtures/procore"))
 }

@@ -13,6 +13,15 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use jcsync::config::Pipeline;
 use jcsync::pipeline::{sync, RunOutcome, SyncOptions};
 
+/// A two-thread runtime for tests that run the embedded sandbox beside a sync.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
