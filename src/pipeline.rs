@@ -610,10 +610,11 @@ async fn execute(
     let extract_task = {
         let source = source.clone();
         let extracted = extracted.clone();
-        tokio::task::spawn_blocking(move || -> Result<StageTiming> {
+        tokio::task::spawn_blocking(move || -> Result<(StageTiming, BTreeMap<String, u64>)> {
             let mut timing = StageTiming::default();
+            let mut not_cost_type = BTreeMap::new();
             let mut last_log = Instant::now();
-            let mut batches = source.raw_transactions()?;
+            let mut batches = source.raw_transactions(true)?;
             let handle = Handle::current();
             loop {
                 // Room downstream first: at most one batch is ever held outside the channels.
@@ -622,19 +623,22 @@ async fn execute(
                     .map_err(|_| downstream_gone("extract"))?;
                 let started = Instant::now();
                 let Some(raw) = batches.next() else { break };
-                let raw = raw?;
+                let mut raw = raw?;
                 timing.busy += started.elapsed();
-                let rows = raw.batch.num_rows() as u64;
+                let rows = raw.rows_read();
                 let total = extracted.fetch_add(rows, Ordering::Relaxed) + rows;
                 timing.rows_in += rows;
-                timing.rows_out += rows;
+                timing.rows_out += raw.batch.num_rows() as u64;
+                for (ty, n) in std::mem::take(&mut raw.not_cost_type) {
+                    *not_cost_type.entry(ty).or_insert(0) += n;
+                }
                 permit.send(raw);
                 if last_log.elapsed() > Duration::from_secs(5) {
                     tracing::info!(rows = total, "extracting");
                     last_log = Instant::now();
                 }
             }
-            Ok(timing)
+            Ok((timing, not_cost_type))
         })
     };
 
@@ -805,7 +809,8 @@ async fn execute(
         }));
     };
 
-    let filtered = projector
+    let (extract, not_cost_type) = extract;
+    let mut filtered = projector
         .lock()
         .map_err(|_| Error::Stage {
             stage: "project",
@@ -813,6 +818,10 @@ async fn execute(
         })?
         .filtered
         .clone();
+    // Non-cost rows the reader dropped count as the project stage's filter would have.
+    for (ty, n) in not_cost_type {
+        *filtered.not_cost_type.entry(ty).or_insert(0) += n;
+    }
     let transaction_table = config.tables.transaction.clone();
     let mut quarantined = BTreeMap::new();
     for ((table, reason), n) in &quarantine.counts {

@@ -132,7 +132,10 @@ pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
     // 100k–340k distinct values in 2M rows), gain nothing from a dictionary but its cost: every
     // value is interned, then the dictionary is dropped once it outgrows its page. Without one
     // the 2M company's staged files are smaller (zstd finds the repeats) and the run is 1.4 %
-    // fewer instructions.
+    // fewer instructions. The same holds for the numbers that are mostly distinct within a row
+    // group of 65,536 (amount 66k distinct, unit cost 40k, time stamp 35k, units 28k, run 15k):
+    // without their dictionaries a 200k stage-only run is 2.3 % fewer instructions and its
+    // staged files 9 % smaller.
     let mut builder = WriterProperties::builder();
     for unique in [
         crate::schema::SOURCE_LINE,
@@ -141,6 +144,11 @@ pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
         "invoice",
         "batch",
         "invoice_description",
+        "amount",
+        "unit_cost",
+        "units",
+        "time_stamp",
+        "run",
     ] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }

@@ -5,7 +5,7 @@
 //! [`super::type_batch`] does the typing. Only the columns jcsync uses are read (an allow-list):
 //! the excluded Transaction (JC) columns are never materialized, as with the SQL Server source.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +15,12 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
-use super::convert::CellProblem;
+use super::convert::{trim_cell, CellProblem};
 use super::RawBatch;
 use crate::config::FileFormat;
 use crate::error::{Error, Result};
 use crate::quarantine::ReasonCode;
-use crate::schema::{ColumnSpec, TableRole, SOURCE_LINE};
+use crate::schema::{ColumnSpec, TableRole, COST_TRANSACTION_TYPES, SOURCE_LINE};
 
 /// Path of a table's file in an export directory.
 pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
@@ -148,6 +148,24 @@ impl TableReader {
             TableReader::Parquet(r) => &r.path,
         }
     }
+
+    /// Drop, while reading, the rows whose Transaction_Type is not a cost type (counting them by
+    /// type in [`RawBatch::not_cost_type`]), so that rows the project stage would filter out are
+    /// never copied, typed or filtered. CSV only: a Parquet export's rows come column by column,
+    /// and the project stage filters them. A row is kept, to be quarantined or filtered later as
+    /// before, when its type is empty, not UTF-8, or its record is malformed.
+    pub fn keep_only_cost_rows(&mut self) {
+        if let TableReader::Csv(r) = self {
+            if r.role == TableRole::Transaction {
+                r.cost_filter = r
+                    .role
+                    .columns()
+                    .iter()
+                    .position(|c| c.name == "transaction_type")
+                    .and_then(|k| r.plan.spec_index[k]);
+            }
+        }
+    }
 }
 
 impl Iterator for TableReader {
@@ -172,6 +190,8 @@ pub struct CsvTableReader {
     record: csv::ByteRecord,
     /// Text bytes of each column in the last batch (capacity hint for the next).
     value_bytes: Vec<usize>,
+    /// The file column of Transaction_Type, when non-cost rows are dropped as they are read.
+    cost_filter: Option<usize>,
     done: bool,
 }
 
@@ -208,6 +228,7 @@ impl CsvTableReader {
             batch_rows,
             record: csv::ByteRecord::new(),
             value_bytes: Vec::new(),
+            cost_filter: None,
             done: false,
         })
     }
@@ -227,6 +248,7 @@ impl CsvTableReader {
             .collect();
         let mut lines = Vec::with_capacity(self.batch_rows);
         let mut problems = Vec::new();
+        let mut not_cost_type: BTreeMap<String, u64> = BTreeMap::new();
         while lines.len() < self.batch_rows {
             let more = match self.reader.read_byte_record(&mut self.record) {
                 Ok(more) => more,
@@ -241,6 +263,15 @@ impl CsvTableReader {
             if !more {
                 self.done = true;
                 break;
+            }
+            if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
+                match not_cost_type.get_mut(ty) {
+                    Some(n) => *n += 1,
+                    None => {
+                        not_cost_type.insert(ty.to_string(), 1);
+                    }
+                }
+                continue;
             }
             let row = lines.len();
             let line = self.record.position().map(|p| p.line()).unwrap_or(0);
@@ -288,7 +319,7 @@ impl CsvTableReader {
                 }
             }
         }
-        if lines.is_empty() {
+        if lines.is_empty() && not_cost_type.is_empty() {
             return Ok(None);
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(lines))];
@@ -303,7 +334,18 @@ impl CsvTableReader {
         Ok(Some(RawBatch {
             batch: RecordBatch::try_new(schema, columns)?,
             problems,
+            not_cost_type,
         }))
+    }
+
+    /// The current record's Transaction_Type (file column `i`), trimmed, when it is a non-empty
+    /// type that is not a cost type in a well-formed record.
+    fn not_cost_type(&self, i: usize) -> Option<&str> {
+        if self.record.len() != self.header_len {
+            return None;
+        }
+        let ty = trim_cell(std::str::from_utf8(self.record.get(i)?).ok()?);
+        (!ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty)).then_some(ty)
     }
 }
 
@@ -380,6 +422,7 @@ impl ParquetTableReader {
         Ok(Some(RawBatch {
             batch: RecordBatch::try_new(schema, columns)?,
             problems: Vec::new(),
+            not_cost_type: Default::default(),
         }))
     }
 }
@@ -463,6 +506,65 @@ mod tests {
             msg.contains("required column Job") && msg.contains("Jobb"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn non_cost_rows_are_dropped_while_read_and_counted_by_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = "Job,Transaction_Type,Accounting_Date,Amount";
+        write(
+            dir.path(),
+            "JCT_CURRENT__TRANSACTION.csv",
+            &format!(
+                "{header}\n\
+                 1001,AP cost,2024-01-02,1\n\
+                 1001,Original estimate  ,2024-01-02,2\n\
+                 1001,Work billed,2024-01-02,x\n\
+                 1001,,2024-01-02,4\n\
+                 1001,Original estimate\n\
+                 1001,Original estimate,2024-01-02,6\n\
+                 1001, PR cost,2024-01-02,7\n"
+            ),
+        );
+        let open = |batch_rows| {
+            open_table(
+                dir.path(),
+                "JCT_CURRENT__TRANSACTION",
+                FileFormat::Csv,
+                TableRole::Transaction,
+                batch_rows,
+            )
+            .expect("opens")
+        };
+        let mut r = open(10);
+        r.keep_only_cost_rows();
+        let raw = r.next().expect("a batch").expect("ok");
+        assert!(r.next().is_none());
+        let lines = raw.batch.column(0).as_any().downcast_ref::<UInt64Array>();
+        // Kept: the cost rows, the row without a type (to be quarantined as missing) and the
+        // short record (to be quarantined as malformed), each with its own line.
+        assert_eq!(lines.expect("u64").values().to_vec(), vec![2, 5, 6, 8]);
+        assert_eq!(raw.problems.len(), 1);
+        assert_eq!(raw.problems[0].row, 2);
+        let dropped: Vec<(&str, u64)> = raw
+            .not_cost_type
+            .iter()
+            .map(|(t, n)| (t.as_str(), *n))
+            .collect();
+        assert_eq!(dropped, vec![("Original estimate", 2), ("Work billed", 1)]);
+        assert_eq!(raw.rows_read(), 7);
+
+        // A batch whose rows were all dropped still reports them; without the option every
+        // row is read.
+        let mut r = open(1);
+        r.keep_only_cost_rows();
+        let counted: Vec<(usize, u64)> = r
+            .map(|b| b.expect("ok"))
+            .map(|b| (b.batch.num_rows(), b.rows_read()))
+            .collect();
+        assert_eq!(counted, vec![(1, 1), (1, 3), (1, 1), (1, 2)]);
+        let all: u64 = open(10).map(|b| b.expect("ok").rows_read()).sum();
+        assert_eq!(all, 7);
     }
 
     #[test]

@@ -25,6 +25,16 @@ pub use mssql::ReadWindow;
 pub struct RawBatch {
     pub batch: RecordBatch,
     pub problems: Vec<CellProblem>,
+    /// Rows the reader dropped before typing because their Transaction_Type is not a cost type,
+    /// counted by that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`].
+    pub not_cost_type: BTreeMap<String, u64>,
+}
+
+impl RawBatch {
+    /// Rows read from the source for this batch: those in it and those dropped as not costs.
+    pub fn rows_read(&self) -> u64 {
+        self.batch.num_rows() as u64 + self.not_cost_type.values().sum::<u64>()
+    }
 }
 
 /// A typed batch and the rows of its raw batch that could not be typed.
@@ -53,6 +63,7 @@ pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBa
     let RawBatch {
         batch: raw,
         mut problems,
+        ..
     } = raw;
     let rows_read = raw.num_rows();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(raw.num_columns());
@@ -273,8 +284,12 @@ impl SageSource {
 
     /// Stream the transaction table as raw batches, not yet typed (type them with
     /// [`type_batch`]). The excluded columns are not read (the project stage's allow-list would
-    /// drop them anyway).
-    pub fn raw_transactions(&self) -> Result<Box<dyn Iterator<Item = Result<RawBatch>> + Send>> {
+    /// drop them anyway). With `cost_rows_only`, a file reader that can drops the rows that are
+    /// not cost transactions as it reads them, and counts them in [`RawBatch::not_cost_type`].
+    pub fn raw_transactions(
+        &self,
+        cost_rows_only: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<RawBatch>> + Send>> {
         if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
             let handle = runtime("the SQL Server source")?;
             let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
@@ -287,14 +302,18 @@ impl SageSource {
             ));
             return Ok(Box::new(MssqlBatches { rx, driver }));
         }
-        Ok(Box::new(self.reader(TableRole::Transaction)?))
+        let mut reader = self.reader(TableRole::Transaction)?;
+        if cost_rows_only {
+            reader.keep_only_cost_rows();
+        }
+        Ok(Box::new(reader))
     }
 
     /// Stream the transaction table as typed batches: [`Self::raw_transactions`] typed on the
     /// caller's thread. (The sync types on a thread of its own, so that reading and typing
     /// overlap.)
     pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
-        let raw = self.raw_transactions()?;
+        let raw = self.raw_transactions(false)?;
         let table = self.transaction_table().to_string();
         Ok(Box::new(raw.map(move |raw| {
             type_batch(TableRole::Transaction, &table, raw?)

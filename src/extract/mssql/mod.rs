@@ -278,6 +278,7 @@ impl<'p> BatchBuilder<'p> {
         Ok(RawBatch {
             batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?,
             problems: Vec::new(),
+            not_cost_type: Default::default(),
         })
     }
 }

@@ -348,6 +348,7 @@ mod tests {
             RawBatch {
                 batch,
                 problems: vec![],
+                not_cost_type: Default::default(),
             },
         )
         .expect("types");
