@@ -176,6 +176,7 @@ fn typed(arrow_name: &str, raw: ArrayRef) -> (ArrayRef, usize) {
         RawBatch {
             batch,
             problems: vec![],
+            not_cost_type: Default::default(),
         },
     )
     .expect("typed");
