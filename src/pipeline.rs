@@ -245,11 +245,24 @@ fn join_error(stage: &'static str, e: tokio::task::JoinError) -> Error {
     }
 }
 
-/// Pick the error that explains a failure: a stage's own error beats "the next stage stopped".
+/// The enrich stage's error when the dimensions it waits for were not loaded (the loader's own
+/// error explains why).
+const DIMENSIONS_MISSING: &str = "the dimension tables were not loaded";
+
+/// The dimension tables, indexed, and what loading them took.
+struct DimensionsLoaded {
+    dims: Arc<Dimensions>,
+    reports: Vec<run::DimensionReport>,
+    elapsed: Duration,
+}
+
+/// Pick the error that explains a failure: a stage's own error beats "the next stage stopped"
+/// (and the enrich stage's "the dimension tables were not loaded").
 fn first_real_error(errors: Vec<Error>) -> Option<Error> {
-    let (gone, real): (Vec<Error>, Vec<Error>) = errors.into_iter().partition(
-        |e| matches!(e, Error::Stage { message, .. } if message == "the next stage stopped"),
-    );
+    let (gone, real): (Vec<Error>, Vec<Error>) = errors.into_iter().partition(|e| {
+        matches!(e, Error::Stage { message, .. }
+            if message == "the next stage stopped" || message == DIMENSIONS_MISSING)
+    });
     real.into_iter().next().or_else(|| gone.into_iter().next())
 }
 
@@ -577,25 +590,32 @@ async fn execute(
     let (qtx, qrx) = mpsc::channel::<QuarantineBatch>(cap);
     let quarantine_task = spawn_quarantine_writer(&run_dir, &props, qrx);
 
-    // Dimensions first: they are the build side of the joins.
-    let dims_started = Instant::now();
+    // Dimensions are the build side of the joins. They load on a thread of their own while the
+    // transactions are read, typed and projected (bounded by the channels): only the enrich
+    // stage waits for them.
     let source = Arc::new(source);
-    let (dims, dim_reports) = {
+    let (dims_tx, dims_rx) = tokio::sync::oneshot::channel::<Arc<Dimensions>>();
+    let dims_task = {
         let source = source.clone();
         let qtx = qtx.clone();
         // Invoices beyond what memory holds spill beside the runs, and are removed at the end.
         let spill = config.stage.dir.join(format!(".invoices-{run_id}"));
-        tokio::task::spawn_blocking(move || -> Result<(Dimensions, Vec<run::DimensionReport>)> {
-            Dimensions::load(&source, spill, DEFAULT_INVOICE_MEMORY, |q| {
+        tokio::task::spawn_blocking(move || -> Result<DimensionsLoaded> {
+            let started = Instant::now();
+            let (dims, reports) = Dimensions::load(&source, spill, DEFAULT_INVOICE_MEMORY, |q| {
                 qtx.blocking_send(q).map_err(|_| downstream_gone("extract"))
+            })?;
+            tracing::info!(jobs = dims.job_count(), "dimensions indexed");
+            let dims = Arc::new(dims);
+            // No receiver means the enrich stage already stopped; its error tells why.
+            let _ = dims_tx.send(dims.clone());
+            Ok(DimensionsLoaded {
+                dims,
+                reports,
+                elapsed: started.elapsed(),
             })
         })
-        .await
-        .map_err(|e| join_error("extract", e))??
     };
-    let dims_elapsed = dims_started.elapsed();
-    tracing::info!(jobs = dims.job_count(), "dimensions indexed");
-    let dims = Arc::new(dims);
 
     let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(cap);
     let (extract_tx, extract_rx) = mpsc::channel::<RecordBatch>(cap);
@@ -691,8 +711,15 @@ async fn execute(
 
     let enrich_task = {
         let qtx = qtx.clone();
-        let enricher = Enricher::new(dims.clone(), &config.company, &config.tables.transaction);
+        let (company, table) = (config.company.clone(), config.tables.transaction.clone());
         tokio::task::spawn_blocking(move || {
+            let dims = Handle::current()
+                .block_on(dims_rx)
+                .map_err(|_| Error::Stage {
+                    stage: "enrich",
+                    message: DIMENSIONS_MISSING.into(),
+                })?;
+            let enricher = Enricher::new(dims, &company, &table);
             run_stage("enrich", project_rx, enrich_tx, |batch| {
                 let out = enricher.process(&batch)?;
                 if let Some(q) = out.quarantine {
@@ -758,6 +785,10 @@ async fn execute(
 
     // Join everything; on failure report the error that explains it.
     let mut errors = Vec::new();
+    let dimensions = dims_task
+        .await
+        .map_err(|e| join_error("extract", e))
+        .and_then(|r| r);
     let extract = extract_task
         .await
         .map_err(|e| join_error("extract", e))
@@ -786,6 +817,7 @@ async fn execute(
         .await
         .map_err(|e| join_error("quarantine", e))
         .and_then(|r| r);
+    let dimensions = dimensions.map_err(|e| errors.push(e)).ok();
     let extract = extract.map_err(|e| errors.push(e)).ok();
     let typed = typed.map_err(|e| errors.push(e)).ok();
     let project = project.map_err(|e| errors.push(e)).ok();
@@ -794,6 +826,7 @@ async fn execute(
     let plan = plan.map_err(|e| errors.push(e)).ok();
     let quarantine = quarantine.map_err(|e| errors.push(e)).ok();
     let (
+        Some(dimensions),
         Some(extract),
         Some(typed),
         Some(project),
@@ -801,7 +834,9 @@ async fn execute(
         Some((stage, staged_files)),
         Some((plan, planner, output)),
         Some(quarantine),
-    ) = (extract, typed, project, enrich, stage, plan, quarantine)
+    ) = (
+        dimensions, extract, typed, project, enrich, stage, plan, quarantine,
+    )
     else {
         return Err(first_real_error(errors).unwrap_or_else(|| Error::Stage {
             stage: "pipeline",
@@ -852,9 +887,9 @@ async fn execute(
     let stages = vec![
         StageReport::new(
             "dimensions",
-            dims_elapsed,
-            dim_reports.iter().map(|d| d.rows_read).sum(),
-            dims.job_count() as u64,
+            dimensions.elapsed,
+            dimensions.reports.iter().map(|d| d.rows_read).sum(),
+            dimensions.dims.job_count() as u64,
         ),
         StageReport::from_timing("extract", extract),
         StageReport::from_timing("type", typed),
@@ -907,7 +942,7 @@ async fn execute(
                 .unwrap_or(0),
         ),
         counts,
-        dimensions: dim_reports,
+        dimensions: dimensions.reports,
         dimension_rows_quarantined: dim_quarantined,
         stages,
         plan: planner.stats.clone(),
