@@ -9,10 +9,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Builder, Decimal128Builder, Int64Builder, StringArray,
-    StringBuilder, Time64MicrosecondBuilder,
+    Array, ArrayRef, AsArray, Date32Builder, Decimal128Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float32Type, Float64Type};
 use chrono::{NaiveDate, NaiveTime, Timelike};
@@ -269,26 +268,16 @@ pub fn convert_column(
     };
     let text = text.as_string::<i32>();
     Ok(match spec.kind {
-        ColumnKind::Text if !needs_trim(text) => {
-            // Nothing to trim: the column is its own typed form, its empty cells marked NULL
-            // (same offsets and bytes, no copy).
-            let valid = BooleanBuffer::collect_bool(text.len(), |row| {
-                text.is_valid(row) && text.value_length(row) > 0
-            });
-            let nulls = NullBuffer::new(valid);
+        ColumnKind::Text if already_clean(text) => {
+            // Nothing to trim and no empty cell: the column is its own typed form.
             if spec.required {
                 for row in 0..text.len() {
-                    if nulls.is_null(row) {
+                    if text.is_null(row) {
                         problems.push(missing(spec, row));
                     }
                 }
             }
-            let nulls = (nulls.null_count() > 0).then_some(nulls);
-            Arc::new(StringArray::try_new(
-                text.offsets().clone(),
-                text.values().clone(),
-                nulls,
-            )?)
+            Arc::new(text.clone())
         }
         ColumnKind::Text => {
             let mut b = StringBuilder::with_capacity(text.len(), text.value_data().len());
@@ -342,12 +331,12 @@ pub fn convert_column(
     })
 }
 
-/// True when some cell of a text column has spaces to trim.
-fn needs_trim(text: &StringArray) -> bool {
-    (0..text.len()).any(|row| {
-        text.is_valid(row) && {
+/// True when no cell of a text column would change under trimming and none is empty.
+fn already_clean(text: &arrow::array::StringArray) -> bool {
+    (0..text.len()).all(|row| {
+        text.is_null(row) || {
             let v = text.value(row);
-            trim_cell(v).len() != v.len()
+            !v.is_empty() && trim_cell(v).len() == v.len()
         }
     })
 }
