@@ -127,7 +127,7 @@ fn stages(c: &mut Criterion) {
     });
 
     g.throughput(Throughput::Elements(rows(&enriched)));
-    let props = writer_properties(&csv.stage).expect("props");
+    let props = writer_properties(&csv.stage, &jcsync::schema::enriched_schema()).expect("props");
     g.bench_function("stage_write", |b| {
         b.iter_batched(
             || tempfile::tempdir().expect("run dir"),

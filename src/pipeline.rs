@@ -583,12 +583,13 @@ async fn execute(
 ) -> Result<RunOutcome> {
     let run_id = run_id.to_string();
     let run_dir = run_dir.to_path_buf();
-    let props = writer_properties(&config.stage)?;
+    let quarantine_props = writer_properties(&config.stage, &quarantine_schema())?;
+    let props = writer_properties(&config.stage, &enriched_schema())?;
     let cap = config.pipeline.channel_capacity;
 
     // Quarantine writer: every stage may send rejected rows here.
     let (qtx, qrx) = mpsc::channel::<QuarantineBatch>(cap);
-    let quarantine_task = spawn_quarantine_writer(&run_dir, &props, qrx);
+    let quarantine_task = spawn_quarantine_writer(&run_dir, &quarantine_props, qrx);
 
     // Dimensions are the build side of the joins. They load on a thread of their own while the
     // transactions are read, typed and projected (bounded by the channels): only the enrich

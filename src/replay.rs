@@ -192,7 +192,7 @@ pub async fn replay(
         target = target.label,
         "replay started"
     );
-    let props = writer_properties(&config.stage)?;
+    let props = writer_properties(&config.stage, &crate::quarantine::quarantine_schema())?;
     let (qtx, qrx) = mpsc::channel::<QuarantineBatch>(config.pipeline.channel_capacity);
     let quarantine_task = spawn_quarantine_writer(&out_dir, &props, qrx);
     let label = target.label.clone();

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::basic::{Compression as ParquetCompression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
@@ -121,8 +121,23 @@ pub fn write_json(
     f.finish(None)
 }
 
-/// Parquet writer properties from the `[stage]` section.
-pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
+/// The encoding of a staged column when it is not the writer's default (dictionary, falling
+/// back to plain). Only for the type it suits: a Parquet writer fails on a mismatch.
+fn column_encoding(name: &str, data_type: &DataType) -> Option<Encoding> {
+    use crate::schema::{DIRECT_COST_ORIGIN_ID, LINE_ORIGIN_ID, SOURCE_LINE};
+    match data_type {
+        DataType::Utf8 if [LINE_ORIGIN_ID, DIRECT_COST_ORIGIN_ID].contains(&name) => {
+            Some(Encoding::DELTA_BYTE_ARRAY)
+        }
+        DataType::UInt64 | DataType::Int64 if [SOURCE_LINE, "run"].contains(&name) => {
+            Some(Encoding::DELTA_BINARY_PACKED)
+        }
+        _ => None,
+    }
+}
+
+/// Parquet writer properties from the `[stage]` section, for files of `schema`.
+pub fn writer_properties(config: &StageConfig, schema: &Schema) -> Result<WriterProperties> {
     let compression = match config.compression {
         Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(config.zstd_level)?),
         Compression::Snappy => ParquetCompression::SNAPPY,
@@ -151,6 +166,17 @@ pub fn writer_properties(config: &StageConfig) -> Result<WriterProperties> {
         "run",
     ] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    // The origin ids share a long prefix with the row before (a direct cost's, often all of
+    // it), and the source line and run only grow, mostly by small steps: delta-encoded, zstd
+    // reads a fraction of their bytes (a 200k stage-only run: 4.83 G -> 4.63 G instructions,
+    // staged files 2.5 % smaller). Delta-encoding invoice, batch and invoice description too
+    // cost more than it saved (4.67 G).
+    for field in schema.fields() {
+        if let Some(encoding) = column_encoding(field.name(), field.data_type()) {
+            builder =
+                builder.set_column_encoding(ColumnPath::from(field.name().as_str()), encoding);
+        }
     }
     // Min/max statistics of text columns cost a comparison per value (5.6 % of a stage-only
     // run's instructions) and nothing reads them: staged rows are not sorted, so no reader can
@@ -455,7 +481,7 @@ mod tests {
     fn parts_roll_and_hash_matches_the_file_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
         let b = batch(10);
-        let props = writer_properties(&StageConfig::default()).expect("props");
+        let props = writer_properties(&StageConfig::default(), &b.schema()).expect("props");
         let mut set = ParquetFileSet::new(dir.path(), staged_part_name, b.schema(), props, 25);
         for _ in 0..6 {
             set.write(&b).expect("write");
@@ -493,7 +519,7 @@ mod tests {
     #[test]
     fn an_empty_set_still_writes_a_file_with_the_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let props = writer_properties(&StageConfig::default()).expect("props");
+        let props = writer_properties(&StageConfig::default(), &batch(0).schema()).expect("props");
         let set = ParquetFileSet::new(dir.path(), quarantine_name, batch(0).schema(), props, 10);
         let entries = set.finish().expect("finish");
         assert_eq!(entries.len(), 1);
