@@ -1704,6 +1704,319 @@ mod tests {
 
     use arrow::array::{ArrayRef, UInt64Array};
 
+    /// One row of `origin_rows`: job, extra, cost code, category, type, vendor, invoice, batch,
+    /// accounting date, period end date, run, sequence, dist sequence.
+    type IdRow<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+
+    /// Rows that exercise every branch of the origin_id framing: NULLs, padded and empty text,
+    /// non-ASCII, negative and extreme numbers, dates outside chrono's 4-digit years, AP/PR/other.
+    fn origin_rows() -> Vec<IdRow<'static>> {
+        vec![
+            (
+                Some("1001"),
+                None,
+                Some("01-100"),
+                Some("M"),
+                Some("AP cost"),
+                Some("V100"),
+                Some("7731"),
+                Some("B1"),
+                Some(19_727),
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+            ),
+            (
+                Some(" 1001 "),
+                Some(""),
+                Some(""),
+                None,
+                Some("AP cost"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                Some("1001"),
+                Some("X"),
+                Some("01-100"),
+                Some("L"),
+                Some("PR cost"),
+                None,
+                None,
+                Some("PR7"),
+                Some(19_727),
+                Some(19_730),
+                Some(0),
+                Some(-1),
+                Some(i64::MIN),
+            ),
+            (
+                Some("1001"),
+                None,
+                None,
+                None,
+                Some("PR cost"),
+                None,
+                None,
+                Some("PR7"),
+                Some(-719_162),
+                None,
+                Some(i64::MAX),
+                Some(10),
+                Some(100),
+            ),
+            (
+                Some("1002"),
+                None,
+                None,
+                None,
+                Some("PR cost"),
+                Some("V9"),
+                Some("9"),
+                None,
+                None,
+                None,
+                Some(-42),
+                None,
+                Some(7),
+            ),
+            (
+                Some("1002"),
+                None,
+                Some("02-200"),
+                Some("E"),
+                Some("EQ cost"),
+                None,
+                None,
+                Some("EQ1"),
+                Some(-800_000),
+                None,
+                Some(5),
+                Some(6),
+                Some(7),
+            ),
+            (
+                Some("1002"),
+                None,
+                Some("02-200"),
+                Some("E"),
+                Some("EQ cost"),
+                None,
+                None,
+                Some("EQ1"),
+                Some(3_000_000),
+                None,
+                Some(5),
+                Some(6),
+                Some(8),
+            ),
+            (
+                None, None, None, None, None, None, None, None, None, None, None, None, None,
+            ),
+            (
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+            ),
+            (
+                Some("Jöb ✓"),
+                Some("é"),
+                Some("03 "),
+                Some(" O"),
+                Some("AP cost "),
+                Some("Vé"),
+                Some(" 1 "),
+                Some("b"),
+                Some(1),
+                Some(2),
+                Some(-9_223_372_036),
+                Some(123_456_789),
+                Some(1),
+            ),
+            (
+                Some("1003"),
+                None,
+                Some("01-100"),
+                Some("O"),
+                Some("ap cost"),
+                Some("V1"),
+                Some("I1"),
+                Some("B2"),
+                Some(20_000),
+                Some(20_001),
+                Some(1),
+                Some(1),
+                Some(1),
+            ),
+        ]
+    }
+
+    /// A projected batch (no enriched columns) of `origin_rows`.
+    fn origin_batch(rows: &[IdRow<'static>]) -> RecordBatch {
+        let text = |f: &dyn Fn(&IdRow<'static>) -> Option<&'static str>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(rows.iter().map(f)))
+        };
+        let date = |f: &dyn Fn(&IdRow) -> Option<i32>| -> ArrayRef {
+            Arc::new(Date32Array::from_iter(rows.iter().map(f)))
+        };
+        let int = |f: &dyn Fn(&IdRow) -> Option<i64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(rows.iter().map(f)))
+        };
+        let dec: ArrayRef = Arc::new(Decimal128Array::from_iter(rows.iter().map(|_| Some(1))));
+        RecordBatch::try_from_iter([
+            ("job", text(&|r| r.0)),
+            ("extra", text(&|r| r.1)),
+            ("cost_code", text(&|r| r.2)),
+            ("category", text(&|r| r.3)),
+            ("transaction_type", text(&|r| r.4)),
+            ("description", text(&|_| Some("d"))),
+            ("vendor", text(&|r| r.5)),
+            ("invoice", text(&|r| r.6)),
+            ("batch", text(&|r| r.7)),
+            ("accounting_date", date(&|r| r.8)),
+            ("period_end_date", date(&|r| r.9)),
+            ("amount", dec.clone()),
+            ("units", dec.clone()),
+            ("unit_cost", dec),
+            ("run", int(&|r| r.10)),
+            ("sequence", int(&|r| r.11)),
+            ("dist_sequence", int(&|r| r.12)),
+            (
+                crate::schema::SOURCE_LINE,
+                Arc::new(UInt64Array::from_iter_values(0..rows.len() as u64)),
+            ),
+        ])
+        .expect("batch")
+    }
+
+    /// The line id built field by field with the streaming hasher, as the first release did.
+    fn streamed_line_id(company: &str, row: &IdRow) -> String {
+        let mut h = Xxh3::new();
+        feed(&mut h, Some(b"line"));
+        feed(&mut h, Some(company.as_bytes()));
+        for s in [row.0, row.1, row.2, row.3, row.4] {
+            feed(&mut h, s.map(str::as_bytes));
+        }
+        for i in [row.10, row.11, row.12] {
+            feed(
+                &mut h,
+                i.map(|v| v.to_string()).as_deref().map(str::as_bytes),
+            );
+        }
+        format!("jcsync:{company}:line:{:032x}", h.digest128())
+    }
+
+    #[test]
+    fn batch_origin_ids_match_the_streamed_ids() {
+        let rows = origin_rows();
+        let batch = origin_batch(&rows);
+        let view = TransactionView::new(&batch).expect("view");
+        for company in ["GEN", "", "Çø|:"] {
+            let (lines, dcs) = origin_ids(company, &view).expect("origin ids");
+            assert_eq!(lines.len(), rows.len());
+            assert_eq!(dcs.len(), rows.len());
+            assert_eq!(lines.null_count() + dcs.null_count(), 0);
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(lines.value(r), streamed_line_id(company, row), "line {r}");
+                assert_eq!(
+                    dcs.value(r),
+                    view.direct_cost_key(r).origin_id(company),
+                    "direct cost {r}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_origin_ids_are_pinned() {
+        // Written by the per-field framing before it was sped up: the ids Procore holds.
+        let rows = origin_rows();
+        let batch = origin_batch(&rows);
+        let view = TransactionView::new(&batch).expect("view");
+        let (lines, dcs) = origin_ids("GEN", &view).expect("origin ids");
+        let got: Vec<(&str, &str)> = (0..rows.len())
+            .map(|r| (lines.value(r), dcs.value(r)))
+            .collect();
+        let expected: &[(&str, &str)] = &[
+            (
+                "jcsync:GEN:line:ab77e0af0ad9acd799cffc5ae7c3bb35",
+                "jcsync:GEN:dc:64764f8a8d8d56515b854606767f8122",
+            ),
+            (
+                "jcsync:GEN:line:ce811c18c4ea0b7fdfb16d25cfd7ad01",
+                "jcsync:GEN:dc:a52058e91c4d24092982202e79fb6941",
+            ),
+            (
+                "jcsync:GEN:line:c9683e98427bade2cfee841dc812892f",
+                "jcsync:GEN:dc:0f392c6b81e56df61e988e99cdc669c3",
+            ),
+            (
+                "jcsync:GEN:line:2c11116a3a919aa65c1a9b7186c59a21",
+                "jcsync:GEN:dc:b77c08dcdc5f3972434aa410bc3d847e",
+            ),
+            (
+                "jcsync:GEN:line:2c6252b142608f1eb36ff4ad79cfdb1c",
+                "jcsync:GEN:dc:7a63d1033f626e4a05516e629bcdfe85",
+            ),
+            (
+                "jcsync:GEN:line:fe97d22619d011b65f74af30ef00bf53",
+                "jcsync:GEN:dc:8594bfeaf8d35136340a4c9ae6211ab9",
+            ),
+            (
+                "jcsync:GEN:line:a25851db587fbcc45933e29c88c6d6a0",
+                "jcsync:GEN:dc:db22be7c3595de5b086e47cc1c6bf7f0",
+            ),
+            (
+                "jcsync:GEN:line:18fbd6af09a25f4c858f715c05f1e6c5",
+                "jcsync:GEN:dc:45970d2ba6edd2dfdafca83f4b0cac4a",
+            ),
+            (
+                "jcsync:GEN:line:2bc4e40b5a320687bc0efd97e80cdd99",
+                "jcsync:GEN:dc:23337bf0afe42e9230123df26e00df60",
+            ),
+            (
+                "jcsync:GEN:line:2adc65a4cd7a5e4830e485fe4e79d8a0",
+                "jcsync:GEN:dc:0f668f325719bc7eb2c3b744b4a25a31",
+            ),
+            (
+                "jcsync:GEN:line:3e0fb6295a185d444f6ab8bfe019f55c",
+                "jcsync:GEN:dc:6589b55f0b510b8e466787e780cb0edc",
+            ),
+        ];
+        assert_eq!(got, expected);
+    }
+
     /// One synthetic row: (job, direct cost origin_id, amount in cents).
     type Row<'a> = (&'a str, &'a str, i128);
 
