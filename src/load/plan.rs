@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
-    StringBuilder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
 use chrono::Datelike;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64, Xxh3};
@@ -215,64 +215,85 @@ impl<'a> TransactionView<'a> {
         }
     }
 
-    /// Hash of the line's natural key, as `feed` frames it into one buffer (the same bytes, so
-    /// the same digest, as feeding a streaming hasher field by field).
-    fn natural_key_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
-        buf.clear();
-        feed_buf(buf, Some(b"line"));
-        feed_buf(buf, Some(company.as_bytes()));
-        for s in [
-            self.job,
-            self.extra,
-            self.cost_code,
-            self.category,
-            self.transaction_type,
-        ] {
-            feed_buf(buf, opt_str(s, r).map(str::as_bytes));
-        }
-        for i in [self.run, self.sequence, self.dist_sequence] {
-            match opt_i64(i, r) {
-                Some(v) => {
-                    let mut digits = itoa::Buffer::new();
-                    feed_buf(buf, Some(digits.format(v).as_bytes()));
-                }
-                None => feed_buf(buf, None),
-            }
-        }
-        xxh3_128(buf)
+    /// Hash of the line's natural key: `head` (`line` and the company, framed) then the row's
+    /// fields, as `feed` frames them, in one buffer (the same bytes, so the same digest, as
+    /// feeding a streaming hasher field by field).
+    fn natural_key_hash(&self, head: &[u8], r: usize, buf: &mut Vec<u8>) -> u128 {
+        // The decimal text of the numbers is part of the hashed bytes.
+        let (mut run, mut sequence, mut dist_sequence) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        hash_framed(
+            buf,
+            head,
+            &[
+                opt_str(self.job, r).map(str::as_bytes),
+                opt_str(self.extra, r).map(str::as_bytes),
+                opt_str(self.cost_code, r).map(str::as_bytes),
+                opt_str(self.category, r).map(str::as_bytes),
+                opt_str(self.transaction_type, r).map(str::as_bytes),
+                opt_i64(self.run, r).map(|v| run.format(v).as_bytes()),
+                opt_i64(self.sequence, r).map(|v| sequence.format(v).as_bytes()),
+                opt_i64(self.dist_sequence, r).map(|v| dist_sequence.format(v).as_bytes()),
+            ],
+        )
     }
 
     /// Hash of the row's direct cost key: the digest `DirectCostKey::origin_id` takes, computed
-    /// from the borrowed cells without building the key.
-    fn direct_cost_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
-        buf.clear();
-        feed_buf(buf, Some(b"direct_cost"));
-        feed_buf(buf, Some(company.as_bytes()));
-        feed_buf(buf, Some(self.job(r).as_bytes()));
+    /// from the borrowed cells without building the key. `head` is `direct_cost` and the
+    /// company, framed; `date` formats (and remembers) the last date.
+    fn direct_cost_hash(
+        &self,
+        head: &[u8],
+        r: usize,
+        buf: &mut Vec<u8>,
+        date: &mut DateBytes,
+    ) -> u128 {
+        let job = Some(self.job(r).as_bytes());
         let ty = self.transaction_type(r);
-        let batch = opt_str(self.batch, r).unwrap_or("");
-        let acct = opt_date(self.accounting_date, r);
-        let mut date = DateBytes::default();
+        let batch = Some(opt_str(self.batch, r).unwrap_or("").as_bytes());
         match ty {
-            "AP cost" => {
-                feed_buf(buf, Some(DirectCostKind::Invoice.as_str().as_bytes()));
-                feed_buf(buf, Some(self.vendor(r).unwrap_or("").as_bytes()));
-                feed_buf(buf, Some(self.invoice(r).unwrap_or("").as_bytes()));
-            }
+            "AP cost" => hash_framed(
+                buf,
+                head,
+                &[
+                    job,
+                    Some(DirectCostKind::Invoice.as_str().as_bytes()),
+                    Some(self.vendor(r).unwrap_or("").as_bytes()),
+                    Some(self.invoice(r).unwrap_or("").as_bytes()),
+                ],
+            ),
             "PR cost" => {
-                feed_buf(buf, Some(DirectCostKind::Payroll.as_str().as_bytes()));
+                let acct = opt_date(self.accounting_date, r);
                 let d = opt_date(self.period_end_date, r).or(acct);
-                feed_buf(buf, Some(date.format(d)));
-                feed_buf(buf, Some(batch.as_bytes()));
+                hash_framed(
+                    buf,
+                    head,
+                    &[
+                        job,
+                        Some(DirectCostKind::Payroll.as_str().as_bytes()),
+                        Some(date.format(d)),
+                        batch,
+                    ],
+                )
             }
             _ => {
-                feed_buf(buf, Some(DirectCostKind::Expense.as_str().as_bytes()));
-                feed_buf(buf, Some(ty.as_bytes()));
-                feed_buf(buf, Some(date.format(acct)));
-                feed_buf(buf, Some(batch.as_bytes()));
+                let acct = opt_date(self.accounting_date, r);
+                hash_framed(
+                    buf,
+                    head,
+                    &[
+                        job,
+                        Some(DirectCostKind::Expense.as_str().as_bytes()),
+                        Some(ty.as_bytes()),
+                        Some(date.format(acct)),
+                        batch,
+                    ],
+                )
             }
         }
-        xxh3_128(buf)
     }
 }
 
@@ -291,32 +312,73 @@ fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
 fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         Some(v) => {
-            buf.push(1);
-            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            // The tag and the length in one append.
+            let mut tag_len = [1u8; 9];
+            tag_len[1..].copy_from_slice(&(v.len() as u64).to_le_bytes());
+            buf.extend_from_slice(&tag_len);
             buf.extend_from_slice(v);
         }
         None => buf.push(0),
     }
 }
 
-/// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date.
+/// xxh3_128 of `head` (fields framed already) followed by `feed`'s framing of `fields`: the
+/// digest of a streaming hasher fed the same fields. `buf` is scratch, grown once per call.
+fn hash_framed(buf: &mut Vec<u8>, head: &[u8], fields: &[Option<&[u8]>]) -> u128 {
+    let framed: usize = fields.iter().map(|f| f.map_or(1, |v| 9 + v.len())).sum();
+    buf.clear();
+    buf.reserve(head.len() + framed);
+    buf.extend_from_slice(head);
+    for &f in fields {
+        feed_buf(buf, f);
+    }
+    xxh3_128(buf)
+}
+
+/// `feed`'s framing of `fields`, for the constant start of a hash.
+fn framed(fields: &[&[u8]]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for &f in fields {
+        feed_buf(&mut buf, Some(f));
+    }
+    buf
+}
+
+/// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date. Remembers the last date
+/// it formatted (rows of a batch often share one).
 #[derive(Default)]
 struct DateBytes {
     bytes: [u8; 10],
+    /// Bytes of `bytes` in use; `None` when the text is `fallback`.
+    len: Option<usize>,
     fallback: String,
+    /// The date the text is for (`None` before the first).
+    day: Option<Option<i32>>,
 }
 
 impl DateBytes {
     fn format(&mut self, days: Option<i32>) -> &[u8] {
+        if self.day != Some(days) {
+            self.len = self.write(days);
+            self.day = Some(days);
+        }
+        match self.len {
+            Some(n) => self.bytes.get(..n).unwrap_or_default(),
+            None => self.fallback.as_bytes(),
+        }
+    }
+
+    /// Writes the text of `days`: its length in `bytes`, or `None` when it is in `fallback`.
+    fn write(&mut self, days: Option<i32>) -> Option<usize> {
         use chrono::Datelike;
         let Some(d) = days.and_then(days_to_date) else {
-            return b"";
+            return Some(0);
         };
         let (y, m, day) = (d.year(), d.month(), d.day());
         if !(0..=9999).contains(&y) {
             // chrono's %Y signs and widens such years; keep its exact text.
             self.fallback = fmt_date(days);
-            return self.fallback.as_bytes();
+            return None;
         }
         let digits = |v: u32, out: &mut [u8]| {
             let mut v = v;
@@ -330,17 +392,69 @@ impl DateBytes {
         digits(m, &mut self.bytes[5..7]);
         self.bytes[7] = b'-';
         digits(day, &mut self.bytes[8..10]);
-        &self.bytes
+        Some(self.bytes.len())
     }
 }
 
-/// `prefix` followed by the 32 lowercase hex digits of `hash` (what `{:032x}` prints).
-fn push_id(out: &mut String, prefix: &str, hash: u128) {
-    let mut hex_digits = [0u8; 32];
-    // 16 bytes always fit 32 hex digits.
-    if hex::encode_to_slice(hash.to_be_bytes(), &mut hex_digits).is_ok() {
-        out.push_str(prefix);
-        out.extend(hex_digits.iter().map(|&b| b as char));
+/// Two lowercase hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    table
+};
+
+/// The 32 lowercase hex digits of `hash` (what `{:032x}` prints).
+fn hex32(hash: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hash.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+    out
+}
+
+/// A column of ids: `prefix` then the 32 hex digits of a hash, written straight into the Arrow
+/// array's values (every id the same length).
+struct IdColumn {
+    prefix: Box<[u8]>,
+    values: Vec<u8>,
+}
+
+impl IdColumn {
+    fn new(prefix: &str, rows: usize) -> IdColumn {
+        IdColumn {
+            prefix: prefix.as_bytes().into(),
+            values: Vec::with_capacity(rows * (prefix.len() + 32)),
+        }
+    }
+
+    fn push(&mut self, hash: u128) {
+        self.values.extend_from_slice(&self.prefix);
+        self.values.extend_from_slice(&hex32(hash));
+    }
+
+    /// The ids as an Arrow array (checked: offsets in range, UTF-8).
+    fn finish(self) -> Result<StringArray> {
+        let failed = |message: String| Error::Stage {
+            stage: "plan",
+            message,
+        };
+        let width = self.prefix.len() + 32;
+        let rows = self.values.len() / width;
+        let offsets = (0..=rows)
+            .map(|r| i32::try_from(r * width))
+            .collect::<std::result::Result<Vec<i32>, _>>()
+            .map_err(|_| failed(format!("{rows} origin_ids exceed a string array")))?;
+        StringArray::try_new(
+            OffsetBuffer::new(offsets.into()),
+            Buffer::from_vec(self.values),
+            None,
+        )
+        .map_err(|e| failed(format!("origin_ids: {e}")))
     }
 }
 
@@ -400,29 +514,17 @@ impl DirectCostKey {
 /// Origin ids of every row: (line item ids, direct cost ids).
 pub fn origin_ids(company: &str, view: &TransactionView) -> Result<(StringArray, StringArray)> {
     let n = view.len();
-    let line_prefix = format!("jcsync:{company}:line:");
-    let dc_prefix = format!("jcsync:{company}:dc:");
-    let mut lines = StringBuilder::with_capacity(n, n * (line_prefix.len() + 32));
-    let mut dcs = StringBuilder::with_capacity(n, n * (dc_prefix.len() + 32));
+    let line_head = framed(&[b"line", company.as_bytes()]);
+    let dc_head = framed(&[b"direct_cost", company.as_bytes()]);
+    let mut lines = IdColumn::new(&format!("jcsync:{company}:line:"), n);
+    let mut dcs = IdColumn::new(&format!("jcsync:{company}:dc:"), n);
     let mut buf = Vec::with_capacity(256);
-    let mut id = String::with_capacity(line_prefix.len().max(dc_prefix.len()) + 32);
+    let mut date = DateBytes::default();
     for r in 0..n {
-        id.clear();
-        push_id(
-            &mut id,
-            &line_prefix,
-            view.natural_key_hash(company, r, &mut buf),
-        );
-        lines.append_value(&id);
-        id.clear();
-        push_id(
-            &mut id,
-            &dc_prefix,
-            view.direct_cost_hash(company, r, &mut buf),
-        );
-        dcs.append_value(&id);
+        lines.push(view.natural_key_hash(&line_head, r, &mut buf));
+        dcs.push(view.direct_cost_hash(&dc_head, r, &mut buf, &mut date));
     }
-    Ok((lines.finish(), dcs.finish()))
+    Ok((lines.finish()?, dcs.finish()?))
 }
 
 /// A planned direct cost header (`direct_costs/sync` record). Ids still as Sage keys.
