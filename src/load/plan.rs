@@ -445,16 +445,10 @@ impl IdColumn {
         };
         let width = self.prefix.len() + 32;
         let rows = self.values.len() / width;
-        let offsets = (0..=rows)
-            .map(|r| i32::try_from(r * width))
-            .collect::<std::result::Result<Vec<i32>, _>>()
-            .map_err(|_| failed(format!("{rows} origin_ids exceed a string array")))?;
-        StringArray::try_new(
-            OffsetBuffer::new(offsets.into()),
-            Buffer::from_vec(self.values),
-            None,
-        )
-        .map_err(|e| failed(format!("origin_ids: {e}")))
+        let offsets = OffsetBuffer::try_from_lengths(std::iter::repeat_n(width, rows))
+            .map_err(|e| failed(format!("{rows} origin_ids: {e}")))?;
+        StringArray::try_new(offsets, Buffer::from_vec(self.values), None)
+            .map_err(|e| failed(format!("origin_ids: {e}")))
     }
 }
 
@@ -2037,6 +2031,22 @@ mod tests {
             );
         }
         format!("jcsync:{company}:line:{:032x}", h.digest128())
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        let mut v: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        let mut values = vec![0, 1, 9, 10, 15, 16, u128::MAX, u128::MAX >> 64, 1 << 64];
+        for _ in 0..1000 {
+            // xorshift: every nibble value in every position.
+            v ^= v << 13;
+            v ^= v >> 7;
+            v ^= v << 17;
+            values.push(v);
+        }
+        for v in values {
+            assert_eq!(hex32(v), format!("{v:032x}").as_bytes(), "{v:#x}");
+        }
     }
 
     #[test]
