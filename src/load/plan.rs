@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
-    StringBuilder,
 };
+use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{Date32Type, Decimal128Type, Int64Type};
 use chrono::Datelike;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64, Xxh3};
@@ -215,64 +215,85 @@ impl<'a> TransactionView<'a> {
         }
     }
 
-    /// Hash of the line's natural key, as `feed` frames it into one buffer (the same bytes, so
-    /// the same digest, as feeding a streaming hasher field by field).
-    fn natural_key_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
-        buf.clear();
-        feed_buf(buf, Some(b"line"));
-        feed_buf(buf, Some(company.as_bytes()));
-        for s in [
-            self.job,
-            self.extra,
-            self.cost_code,
-            self.category,
-            self.transaction_type,
-        ] {
-            feed_buf(buf, opt_str(s, r).map(str::as_bytes));
-        }
-        for i in [self.run, self.sequence, self.dist_sequence] {
-            match opt_i64(i, r) {
-                Some(v) => {
-                    let mut digits = itoa::Buffer::new();
-                    feed_buf(buf, Some(digits.format(v).as_bytes()));
-                }
-                None => feed_buf(buf, None),
-            }
-        }
-        xxh3_128(buf)
+    /// Hash of the line's natural key: `head` (`line` and the company, framed) then the row's
+    /// fields, as `feed` frames them, in one buffer (the same bytes, so the same digest, as
+    /// feeding a streaming hasher field by field).
+    fn natural_key_hash(&self, head: &[u8], r: usize, buf: &mut Vec<u8>) -> u128 {
+        // The decimal text of the numbers is part of the hashed bytes.
+        let (mut run, mut sequence, mut dist_sequence) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        );
+        hash_framed(
+            buf,
+            head,
+            &[
+                opt_str(self.job, r).map(str::as_bytes),
+                opt_str(self.extra, r).map(str::as_bytes),
+                opt_str(self.cost_code, r).map(str::as_bytes),
+                opt_str(self.category, r).map(str::as_bytes),
+                opt_str(self.transaction_type, r).map(str::as_bytes),
+                opt_i64(self.run, r).map(|v| run.format(v).as_bytes()),
+                opt_i64(self.sequence, r).map(|v| sequence.format(v).as_bytes()),
+                opt_i64(self.dist_sequence, r).map(|v| dist_sequence.format(v).as_bytes()),
+            ],
+        )
     }
 
     /// Hash of the row's direct cost key: the digest `DirectCostKey::origin_id` takes, computed
-    /// from the borrowed cells without building the key.
-    fn direct_cost_hash(&self, company: &str, r: usize, buf: &mut Vec<u8>) -> u128 {
-        buf.clear();
-        feed_buf(buf, Some(b"direct_cost"));
-        feed_buf(buf, Some(company.as_bytes()));
-        feed_buf(buf, Some(self.job(r).as_bytes()));
+    /// from the borrowed cells without building the key. `head` is `direct_cost` and the
+    /// company, framed; `date` formats (and remembers) the last date.
+    fn direct_cost_hash(
+        &self,
+        head: &[u8],
+        r: usize,
+        buf: &mut Vec<u8>,
+        date: &mut DateBytes,
+    ) -> u128 {
+        let job = Some(self.job(r).as_bytes());
         let ty = self.transaction_type(r);
-        let batch = opt_str(self.batch, r).unwrap_or("");
-        let acct = opt_date(self.accounting_date, r);
-        let mut date = DateBytes::default();
+        let batch = Some(opt_str(self.batch, r).unwrap_or("").as_bytes());
         match ty {
-            "AP cost" => {
-                feed_buf(buf, Some(DirectCostKind::Invoice.as_str().as_bytes()));
-                feed_buf(buf, Some(self.vendor(r).unwrap_or("").as_bytes()));
-                feed_buf(buf, Some(self.invoice(r).unwrap_or("").as_bytes()));
-            }
+            "AP cost" => hash_framed(
+                buf,
+                head,
+                &[
+                    job,
+                    Some(DirectCostKind::Invoice.as_str().as_bytes()),
+                    Some(self.vendor(r).unwrap_or("").as_bytes()),
+                    Some(self.invoice(r).unwrap_or("").as_bytes()),
+                ],
+            ),
             "PR cost" => {
-                feed_buf(buf, Some(DirectCostKind::Payroll.as_str().as_bytes()));
+                let acct = opt_date(self.accounting_date, r);
                 let d = opt_date(self.period_end_date, r).or(acct);
-                feed_buf(buf, Some(date.format(d)));
-                feed_buf(buf, Some(batch.as_bytes()));
+                hash_framed(
+                    buf,
+                    head,
+                    &[
+                        job,
+                        Some(DirectCostKind::Payroll.as_str().as_bytes()),
+                        Some(date.format(d)),
+                        batch,
+                    ],
+                )
             }
             _ => {
-                feed_buf(buf, Some(DirectCostKind::Expense.as_str().as_bytes()));
-                feed_buf(buf, Some(ty.as_bytes()));
-                feed_buf(buf, Some(date.format(acct)));
-                feed_buf(buf, Some(batch.as_bytes()));
+                let acct = opt_date(self.accounting_date, r);
+                hash_framed(
+                    buf,
+                    head,
+                    &[
+                        job,
+                        Some(DirectCostKind::Expense.as_str().as_bytes()),
+                        Some(ty.as_bytes()),
+                        Some(date.format(acct)),
+                        batch,
+                    ],
+                )
             }
         }
-        xxh3_128(buf)
     }
 }
 
@@ -291,32 +312,73 @@ fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
 fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         Some(v) => {
-            buf.push(1);
-            buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            // The tag and the length in one append.
+            let mut tag_len = [1u8; 9];
+            tag_len[1..].copy_from_slice(&(v.len() as u64).to_le_bytes());
+            buf.extend_from_slice(&tag_len);
             buf.extend_from_slice(v);
         }
         None => buf.push(0),
     }
 }
 
-/// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date.
+/// xxh3_128 of `head` (fields framed already) followed by `feed`'s framing of `fields`: the
+/// digest of a streaming hasher fed the same fields. `buf` is scratch, grown once per call.
+fn hash_framed(buf: &mut Vec<u8>, head: &[u8], fields: &[Option<&[u8]>]) -> u128 {
+    let framed: usize = fields.iter().map(|f| f.map_or(1, |v| 9 + v.len())).sum();
+    buf.clear();
+    buf.reserve(head.len() + framed);
+    buf.extend_from_slice(head);
+    for &f in fields {
+        feed_buf(buf, f);
+    }
+    xxh3_128(buf)
+}
+
+/// `feed`'s framing of `fields`, for the constant start of a hash.
+fn framed(fields: &[&[u8]]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for &f in fields {
+        feed_buf(&mut buf, Some(f));
+    }
+    buf
+}
+
+/// `fmt_date`'s text on the stack: `YYYY-MM-DD`, or empty for no date. Remembers the last date
+/// it formatted (rows of a batch often share one).
 #[derive(Default)]
 struct DateBytes {
     bytes: [u8; 10],
+    /// Bytes of `bytes` in use; `None` when the text is `fallback`.
+    len: Option<usize>,
     fallback: String,
+    /// The date the text is for (`None` before the first).
+    day: Option<Option<i32>>,
 }
 
 impl DateBytes {
     fn format(&mut self, days: Option<i32>) -> &[u8] {
+        if self.day != Some(days) {
+            self.len = self.write(days);
+            self.day = Some(days);
+        }
+        match self.len {
+            Some(n) => self.bytes.get(..n).unwrap_or_default(),
+            None => self.fallback.as_bytes(),
+        }
+    }
+
+    /// Writes the text of `days`: its length in `bytes`, or `None` when it is in `fallback`.
+    fn write(&mut self, days: Option<i32>) -> Option<usize> {
         use chrono::Datelike;
         let Some(d) = days.and_then(days_to_date) else {
-            return b"";
+            return Some(0);
         };
         let (y, m, day) = (d.year(), d.month(), d.day());
         if !(0..=9999).contains(&y) {
             // chrono's %Y signs and widens such years; keep its exact text.
             self.fallback = fmt_date(days);
-            return self.fallback.as_bytes();
+            return None;
         }
         let digits = |v: u32, out: &mut [u8]| {
             let mut v = v;
@@ -330,17 +392,63 @@ impl DateBytes {
         digits(m, &mut self.bytes[5..7]);
         self.bytes[7] = b'-';
         digits(day, &mut self.bytes[8..10]);
-        &self.bytes
+        Some(self.bytes.len())
     }
 }
 
-/// `prefix` followed by the 32 lowercase hex digits of `hash` (what `{:032x}` prints).
-fn push_id(out: &mut String, prefix: &str, hash: u128) {
-    let mut hex_digits = [0u8; 32];
-    // 16 bytes always fit 32 hex digits.
-    if hex::encode_to_slice(hash.to_be_bytes(), &mut hex_digits).is_ok() {
-        out.push_str(prefix);
-        out.extend(hex_digits.iter().map(|&b| b as char));
+/// Two lowercase hex digits of every byte value.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    table
+};
+
+/// The 32 lowercase hex digits of `hash` (what `{:032x}` prints).
+fn hex32(hash: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(hash.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+    out
+}
+
+/// A column of ids: `prefix` then the 32 hex digits of a hash, written straight into the Arrow
+/// array's values (every id the same length).
+struct IdColumn {
+    prefix: Box<[u8]>,
+    values: Vec<u8>,
+}
+
+impl IdColumn {
+    fn new(prefix: &str, rows: usize) -> IdColumn {
+        IdColumn {
+            prefix: prefix.as_bytes().into(),
+            values: Vec::with_capacity(rows * (prefix.len() + 32)),
+        }
+    }
+
+    fn push(&mut self, hash: u128) {
+        self.values.extend_from_slice(&self.prefix);
+        self.values.extend_from_slice(&hex32(hash));
+    }
+
+    /// The ids as an Arrow array (checked: offsets in range, UTF-8).
+    fn finish(self) -> Result<StringArray> {
+        let failed = |message: String| Error::Stage {
+            stage: "plan",
+            message,
+        };
+        let width = self.prefix.len() + 32;
+        let rows = self.values.len() / width;
+        let offsets = OffsetBuffer::try_from_lengths(std::iter::repeat_n(width, rows))
+            .map_err(|e| failed(format!("{rows} origin_ids: {e}")))?;
+        StringArray::try_new(offsets, Buffer::from_vec(self.values), None)
+            .map_err(|e| failed(format!("origin_ids: {e}")))
     }
 }
 
@@ -400,29 +508,17 @@ impl DirectCostKey {
 /// Origin ids of every row: (line item ids, direct cost ids).
 pub fn origin_ids(company: &str, view: &TransactionView) -> Result<(StringArray, StringArray)> {
     let n = view.len();
-    let line_prefix = format!("jcsync:{company}:line:");
-    let dc_prefix = format!("jcsync:{company}:dc:");
-    let mut lines = StringBuilder::with_capacity(n, n * (line_prefix.len() + 32));
-    let mut dcs = StringBuilder::with_capacity(n, n * (dc_prefix.len() + 32));
+    let line_head = framed(&[b"line", company.as_bytes()]);
+    let dc_head = framed(&[b"direct_cost", company.as_bytes()]);
+    let mut lines = IdColumn::new(&format!("jcsync:{company}:line:"), n);
+    let mut dcs = IdColumn::new(&format!("jcsync:{company}:dc:"), n);
     let mut buf = Vec::with_capacity(256);
-    let mut id = String::with_capacity(line_prefix.len().max(dc_prefix.len()) + 32);
+    let mut date = DateBytes::default();
     for r in 0..n {
-        id.clear();
-        push_id(
-            &mut id,
-            &line_prefix,
-            view.natural_key_hash(company, r, &mut buf),
-        );
-        lines.append_value(&id);
-        id.clear();
-        push_id(
-            &mut id,
-            &dc_prefix,
-            view.direct_cost_hash(company, r, &mut buf),
-        );
-        dcs.append_value(&id);
+        lines.push(view.natural_key_hash(&line_head, r, &mut buf));
+        dcs.push(view.direct_cost_hash(&dc_head, r, &mut buf, &mut date));
     }
-    Ok((lines.finish(), dcs.finish()))
+    Ok((lines.finish()?, dcs.finish()?))
 }
 
 /// A planned direct cost header (`direct_costs/sync` record). Ids still as Sage keys.
@@ -1703,6 +1799,335 @@ mod tests {
     }
 
     use arrow::array::{ArrayRef, UInt64Array};
+
+    /// One row of `origin_rows`: job, extra, cost code, category, type, vendor, invoice, batch,
+    /// accounting date, period end date, run, sequence, dist sequence.
+    type IdRow<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<i32>,
+        Option<i32>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+
+    /// Rows that exercise every branch of the origin_id framing: NULLs, padded and empty text,
+    /// non-ASCII, negative and extreme numbers, dates outside chrono's 4-digit years, AP/PR/other.
+    fn origin_rows() -> Vec<IdRow<'static>> {
+        vec![
+            (
+                Some("1001"),
+                None,
+                Some("01-100"),
+                Some("M"),
+                Some("AP cost"),
+                Some("V100"),
+                Some("7731"),
+                Some("B1"),
+                Some(19_727),
+                None,
+                Some(1),
+                Some(2),
+                Some(3),
+            ),
+            (
+                Some(" 1001 "),
+                Some(""),
+                Some(""),
+                None,
+                Some("AP cost"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ),
+            (
+                Some("1001"),
+                Some("X"),
+                Some("01-100"),
+                Some("L"),
+                Some("PR cost"),
+                None,
+                None,
+                Some("PR7"),
+                Some(19_727),
+                Some(19_730),
+                Some(0),
+                Some(-1),
+                Some(i64::MIN),
+            ),
+            (
+                Some("1001"),
+                None,
+                None,
+                None,
+                Some("PR cost"),
+                None,
+                None,
+                Some("PR7"),
+                Some(-719_162),
+                None,
+                Some(i64::MAX),
+                Some(10),
+                Some(100),
+            ),
+            (
+                Some("1002"),
+                None,
+                None,
+                None,
+                Some("PR cost"),
+                Some("V9"),
+                Some("9"),
+                None,
+                None,
+                None,
+                Some(-42),
+                None,
+                Some(7),
+            ),
+            (
+                Some("1002"),
+                None,
+                Some("02-200"),
+                Some("E"),
+                Some("EQ cost"),
+                None,
+                None,
+                Some("EQ1"),
+                Some(-800_000),
+                None,
+                Some(5),
+                Some(6),
+                Some(7),
+            ),
+            (
+                Some("1002"),
+                None,
+                Some("02-200"),
+                Some("E"),
+                Some("EQ cost"),
+                None,
+                None,
+                Some("EQ1"),
+                Some(3_000_000),
+                None,
+                Some(5),
+                Some(6),
+                Some(8),
+            ),
+            (
+                None, None, None, None, None, None, None, None, None, None, None, None, None,
+            ),
+            (
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(""),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(0),
+            ),
+            (
+                Some("Jöb ✓"),
+                Some("é"),
+                Some("03 "),
+                Some(" O"),
+                Some("AP cost "),
+                Some("Vé"),
+                Some(" 1 "),
+                Some("b"),
+                Some(1),
+                Some(2),
+                Some(-9_223_372_036),
+                Some(123_456_789),
+                Some(1),
+            ),
+            (
+                Some("1003"),
+                None,
+                Some("01-100"),
+                Some("O"),
+                Some("ap cost"),
+                Some("V1"),
+                Some("I1"),
+                Some("B2"),
+                Some(20_000),
+                Some(20_001),
+                Some(1),
+                Some(1),
+                Some(1),
+            ),
+        ]
+    }
+
+    /// A projected batch (no enriched columns) of `origin_rows`.
+    fn origin_batch(rows: &[IdRow<'static>]) -> RecordBatch {
+        let text = |f: &dyn Fn(&IdRow<'static>) -> Option<&'static str>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(rows.iter().map(f)))
+        };
+        let date = |f: &dyn Fn(&IdRow) -> Option<i32>| -> ArrayRef {
+            Arc::new(Date32Array::from_iter(rows.iter().map(f)))
+        };
+        let int = |f: &dyn Fn(&IdRow) -> Option<i64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(rows.iter().map(f)))
+        };
+        let dec: ArrayRef = Arc::new(Decimal128Array::from_iter(rows.iter().map(|_| Some(1))));
+        RecordBatch::try_from_iter([
+            ("job", text(&|r| r.0)),
+            ("extra", text(&|r| r.1)),
+            ("cost_code", text(&|r| r.2)),
+            ("category", text(&|r| r.3)),
+            ("transaction_type", text(&|r| r.4)),
+            ("description", text(&|_| Some("d"))),
+            ("vendor", text(&|r| r.5)),
+            ("invoice", text(&|r| r.6)),
+            ("batch", text(&|r| r.7)),
+            ("accounting_date", date(&|r| r.8)),
+            ("period_end_date", date(&|r| r.9)),
+            ("amount", dec.clone()),
+            ("units", dec.clone()),
+            ("unit_cost", dec),
+            ("run", int(&|r| r.10)),
+            ("sequence", int(&|r| r.11)),
+            ("dist_sequence", int(&|r| r.12)),
+            (
+                crate::schema::SOURCE_LINE,
+                Arc::new(UInt64Array::from_iter_values(0..rows.len() as u64)),
+            ),
+        ])
+        .expect("batch")
+    }
+
+    /// The line id built field by field with the streaming hasher, as the first release did.
+    fn streamed_line_id(company: &str, row: &IdRow) -> String {
+        let mut h = Xxh3::new();
+        feed(&mut h, Some(b"line"));
+        feed(&mut h, Some(company.as_bytes()));
+        for s in [row.0, row.1, row.2, row.3, row.4] {
+            feed(&mut h, s.map(str::as_bytes));
+        }
+        for i in [row.10, row.11, row.12] {
+            feed(
+                &mut h,
+                i.map(|v| v.to_string()).as_deref().map(str::as_bytes),
+            );
+        }
+        format!("jcsync:{company}:line:{:032x}", h.digest128())
+    }
+
+    #[test]
+    fn hex_digits_match_the_formatter() {
+        let mut v: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+        let mut values = vec![0, 1, 9, 10, 15, 16, u128::MAX, u128::MAX >> 64, 1 << 64];
+        for _ in 0..1000 {
+            // xorshift: every nibble value in every position.
+            v ^= v << 13;
+            v ^= v >> 7;
+            v ^= v << 17;
+            values.push(v);
+        }
+        for v in values {
+            assert_eq!(hex32(v), format!("{v:032x}").as_bytes(), "{v:#x}");
+        }
+    }
+
+    #[test]
+    fn batch_origin_ids_match_the_streamed_ids() {
+        let rows = origin_rows();
+        let batch = origin_batch(&rows);
+        let view = TransactionView::new(&batch).expect("view");
+        for company in ["GEN", "", "Çø|:"] {
+            let (lines, dcs) = origin_ids(company, &view).expect("origin ids");
+            assert_eq!(lines.len(), rows.len());
+            assert_eq!(dcs.len(), rows.len());
+            assert_eq!(lines.null_count() + dcs.null_count(), 0);
+            for (r, row) in rows.iter().enumerate() {
+                assert_eq!(lines.value(r), streamed_line_id(company, row), "line {r}");
+                assert_eq!(
+                    dcs.value(r),
+                    view.direct_cost_key(r).origin_id(company),
+                    "direct cost {r}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_origin_ids_are_pinned() {
+        // Written by the per-field framing before it was sped up: the ids Procore holds.
+        let rows = origin_rows();
+        let batch = origin_batch(&rows);
+        let view = TransactionView::new(&batch).expect("view");
+        let (lines, dcs) = origin_ids("GEN", &view).expect("origin ids");
+        let got: Vec<(&str, &str)> = (0..rows.len())
+            .map(|r| (lines.value(r), dcs.value(r)))
+            .collect();
+        let expected: &[(&str, &str)] = &[
+            (
+                "jcsync:GEN:line:ab77e0af0ad9acd799cffc5ae7c3bb35",
+                "jcsync:GEN:dc:64764f8a8d8d56515b854606767f8122",
+            ),
+            (
+                "jcsync:GEN:line:ce811c18c4ea0b7fdfb16d25cfd7ad01",
+                "jcsync:GEN:dc:a52058e91c4d24092982202e79fb6941",
+            ),
+            (
+                "jcsync:GEN:line:c9683e98427bade2cfee841dc812892f",
+                "jcsync:GEN:dc:0f392c6b81e56df61e988e99cdc669c3",
+            ),
+            (
+                "jcsync:GEN:line:2c11116a3a919aa65c1a9b7186c59a21",
+                "jcsync:GEN:dc:b77c08dcdc5f3972434aa410bc3d847e",
+            ),
+            (
+                "jcsync:GEN:line:2c6252b142608f1eb36ff4ad79cfdb1c",
+                "jcsync:GEN:dc:7a63d1033f626e4a05516e629bcdfe85",
+            ),
+            (
+                "jcsync:GEN:line:fe97d22619d011b65f74af30ef00bf53",
+                "jcsync:GEN:dc:8594bfeaf8d35136340a4c9ae6211ab9",
+            ),
+            (
+                "jcsync:GEN:line:a25851db587fbcc45933e29c88c6d6a0",
+                "jcsync:GEN:dc:db22be7c3595de5b086e47cc1c6bf7f0",
+            ),
+            (
+                "jcsync:GEN:line:18fbd6af09a25f4c858f715c05f1e6c5",
+                "jcsync:GEN:dc:45970d2ba6edd2dfdafca83f4b0cac4a",
+            ),
+            (
+                "jcsync:GEN:line:2bc4e40b5a320687bc0efd97e80cdd99",
+                "jcsync:GEN:dc:23337bf0afe42e9230123df26e00df60",
+            ),
+            (
+                "jcsync:GEN:line:2adc65a4cd7a5e4830e485fe4e79d8a0",
+                "jcsync:GEN:dc:0f668f325719bc7eb2c3b744b4a25a31",
+            ),
+            (
+                "jcsync:GEN:line:3e0fb6295a185d444f6ab8bfe019f55c",
+                "jcsync:GEN:dc:6589b55f0b510b8e466787e780cb0edc",
+            ),
+        ];
+        assert_eq!(got, expected);
+    }
 
     /// One synthetic row: (job, direct cost origin_id, amount in cents).
     type Row<'a> = (&'a str, &'a str, i128);
