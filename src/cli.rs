@@ -173,13 +173,20 @@ fn init_logging() {
         .try_init();
 }
 
-/// Ctrl-C: stop sending, settle what is in flight, keep the ledger consistent.
-fn ctrl_c_flag(runtime: &tokio::runtime::Runtime) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+/// What Ctrl-C does to a run that loads.
+const SENDING_STOPS: &str = "finishing the requests in flight, sending no new ones";
+
+/// Ctrl-C: for a load, stop sending, settle what is in flight, keep the ledger consistent; for a
+/// stage-only or dry run, stop reading. `message` says which.
+fn ctrl_c_flag(
+    runtime: &tokio::runtime::Runtime,
+    message: &'static str,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing the requests in flight, sending no new ones");
+            eprintln!("interrupted: {message}");
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
@@ -220,7 +227,14 @@ pub fn run(cli: Cli) -> u8 {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            let cancel = ctrl_c_flag(&runtime);
+            let cancel = ctrl_c_flag(
+                &runtime,
+                if stage_only || dry_run {
+                    "stopping (a run that sends nothing is left unfinished)"
+                } else {
+                    SENDING_STOPS
+                },
+            );
             let options = SyncOptions {
                 dry_run,
                 stage_only,
@@ -235,6 +249,10 @@ pub fn run(cli: Cli) -> u8 {
                         crate::run::summary_text(&outcome.report, &outcome.run_dir)
                     );
                     outcome.exit_code
+                }
+                Err(e @ crate::error::Error::InterruptedUnsent { .. }) => {
+                    eprintln!("error: {e}");
+                    crate::pipeline::EXIT_LOAD_INCOMPLETE
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -258,7 +276,7 @@ pub fn run(cli: Cli) -> u8 {
                     return EXIT_FAILED;
                 }
             };
-            let cancel = ctrl_c_flag(&runtime);
+            let cancel = ctrl_c_flag(&runtime, SENDING_STOPS);
             let result = pipeline
                 .map(Ok)
                 .unwrap_or_else(|| {

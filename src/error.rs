@@ -139,6 +139,10 @@ pub enum Error {
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// Ctrl-C stopped a run that sends nothing (a stage-only or dry run).
+    #[error("interrupted (Ctrl-C) after {rows} transactions were read: nothing was sent, and the run is left unfinished")]
+    InterruptedUnsent { rows: u64 },
+
     /// A pipeline stage ended early (its peer stopped or panicked).
     #[error("pipeline stage {stage} failed: {message}")]
     Stage {

@@ -628,6 +628,10 @@ async fn execute(
     // cells, so that the two overlap on separate cores.
     let extracted = Arc::new(AtomicU64::new(0));
     let max_stamp = Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN));
+    // A stage-only or dry run sends nothing: Ctrl-C stops its reading (the stages drain, and the
+    // run is left without a manifest, failed.json saying why). A load instead stages everything
+    // and stops sending.
+    let stop_reading = target.load.is_none().then(|| cancel.clone());
     let extract_task = {
         let source = source.clone();
         let extracted = extracted.clone();
@@ -642,6 +646,14 @@ async fn execute(
                 let permit = handle
                     .block_on(raw_tx.reserve())
                     .map_err(|_| downstream_gone("extract"))?;
+                if stop_reading
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed))
+                {
+                    return Err(Error::InterruptedUnsent {
+                        rows: extracted.load(Ordering::Relaxed),
+                    });
+                }
                 let started = Instant::now();
                 let Some(raw) = batches.next() else { break };
                 let mut raw = raw?;

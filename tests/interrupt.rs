@@ -356,3 +356,75 @@ fn ctrl_c_while_a_request_is_being_retried_stops_promptly() {
     assert_eq!(report["reconciled"], true);
     rt.block_on(sandbox.shutdown());
 }
+
+/// Ctrl-C of a run that sends nothing (`--stage-only`, `--dry-run`) stops its reading: exit 3
+/// within seconds, a message that says so, and a run directory left unfinished (failed.json, no
+/// manifest), so that it can never be replayed as if it were complete.
+#[test]
+fn ctrl_c_stops_a_stage_only_or_dry_run_where_it_is() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("company");
+    let generated = Jcsync::start(&[
+        "generate",
+        "--transactions",
+        "20000",
+        "--jobs",
+        "5",
+        "--seed",
+        "1",
+        "--out",
+        data.to_str().expect("utf8"),
+        "--format",
+        "csv",
+    ])
+    .wait(Duration::from_secs(60), "generate");
+    assert_eq!(generated.status.code(), Some(0), "{}", generated.stderr);
+    for mode in ["--stage-only", "--dry-run"] {
+        let runs = tmp.path().join(format!("runs{mode}"));
+        let toml = tmp.path().join(format!("p{mode}.toml"));
+        // One row per batch: the 20,000 rows take seconds to go through, long enough to be
+        // interrupted on the way.
+        std::fs::write(
+            &toml,
+            format!(
+                "company = \"GEN\"\n[source]\nkind = \"files\"\ndir = {:?}\nformat = \"csv\"\n\
+                 [stage]\ndir = {:?}\n[target]\nkind = \"dry-run\"\n[pipeline]\nbatch_rows = 1\n",
+                data.display().to_string(),
+                runs.display().to_string(),
+            ),
+        )
+        .expect("pipeline file");
+        let started = Instant::now();
+        let out = Jcsync::start(&["sync", toml.to_str().expect("utf8"), mode])
+            .interrupt_when(|| std::fs::read_dir(&runs).is_ok_and(|mut d| d.next().is_some()))
+            .wait(PROMPT, mode);
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_LOAD_INCOMPLETE),
+            "{mode}: an interrupted run exits 3; stderr:\n{}",
+            out.stderr
+        );
+        assert!(started.elapsed() < PROMPT, "{mode}: stopped promptly");
+        assert!(
+            out.stderr.contains("interrupted (Ctrl-C) after")
+                && out.stderr.contains("nothing was sent"),
+            "{mode}: stderr says the run was interrupted:\n{}",
+            out.stderr
+        );
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+            .expect("runs dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{mode}: one run directory");
+        assert!(
+            !dirs[0].join("manifest.json").exists(),
+            "{mode}: an interrupted run has no manifest"
+        );
+        let failed = read_json(&dirs[0].join("failed.json"));
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("interrupted") && !error.contains("after 20000 "),
+            "{mode}: failed.json says it was interrupted before the end: {failed}"
+        );
+    }
+}
