@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::{Pipeline, SourceConfig, SyncKind, TargetConfig};
 use crate::enrich::{Dimensions, Enricher};
 use crate::error::{Error, Result};
-use crate::extract::{type_batch, RawBatch, SageSource};
+use crate::extract::{drop_non_cost_rows, type_batch, RawBatch, SageSource};
 use crate::invoices::DEFAULT_INVOICE_MEMORY;
 use crate::ledger::Ledger;
 use crate::load::client::{Connection, ProcoreClient, Secret};
@@ -656,7 +656,7 @@ async fn execute(
                 }
                 let started = Instant::now();
                 let Some(raw) = batches.next() else { break };
-                let mut raw = raw?;
+                let mut raw = drop_non_cost_rows(raw?)?;
                 timing.busy += started.elapsed();
                 let rows = raw.rows_read();
                 let total = extracted.fetch_add(rows, Ordering::Relaxed) + rows;

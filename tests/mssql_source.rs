@@ -463,18 +463,21 @@ fn since_is_applied_by_the_server_and_stages_what_the_file_source_stages() {
 }
 
 /// A TCP proxy in front of the peer that counts the bytes each connection receives from the
-/// server and can cut one connection (by its order of arrival) after some bytes: a real dropped
-/// connection, mid-stream.
+/// server and can cut, once, the first connection to receive more than some bytes: a real dropped
+/// connection, mid-stream. (By size, not by order of arrival: the dimension tables load while the
+/// transactions are read, so connections open in no fixed order.)
 struct Proxy {
     port: u16,
     received: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl Proxy {
-    fn start(upstream: u16, cut: Option<(usize, u64)>) -> Proxy {
+    fn start(upstream: u16, cut_after: Option<u64>) -> Proxy {
         use std::io::{Read, Write};
         use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
+        let cut_done = Arc::new(AtomicBool::new(false));
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -500,6 +503,7 @@ impl Proxy {
                     let _ = s_write.shutdown(Shutdown::Write);
                 });
                 let rec = rec.clone();
+                let cut_done = cut_done.clone();
                 let (mut s_read, mut c_write) = (server, client);
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 512];
@@ -508,8 +512,8 @@ impl Proxy {
                         if n == 0 {
                             break;
                         }
-                        if let Some((conn, after)) = cut {
-                            if conn == i && total + n as u64 > after {
+                        if let Some(after) = cut_after {
+                            if total + n as u64 > after && !cut_done.swap(true, Ordering::SeqCst) {
                                 let _ = c_write.shutdown(Shutdown::Both);
                                 let _ = s_read.shutdown(Shutdown::Both);
                                 break;
@@ -546,13 +550,20 @@ fn a_connection_dropped_mid_partition_is_retried_without_duplicates() {
             "[pipeline]\nbatch_rows = 2\nchannel_capacity = 1\n",
         )
     };
-    // First measure: connections 0 (open), 1-4 (dimensions), 5 (job list), 6 (the one reader).
+    // First measure: connections for the open, the 4 dimensions, the job list and the one
+    // reader of the transactions, which receives the most.
     let measure = Proxy::start(peer.port, None);
     run_sync(&pipeline_through("measure", &measure)).expect("run through the proxy");
-    let sizes = measure.received.lock().expect("lock").clone();
+    let mut sizes = measure.received.lock().expect("lock").clone();
     assert_eq!(sizes.len(), 7, "connections: {sizes:?}");
+    sizes.sort_unstable();
+    let (reader, others) = (sizes[6], sizes[5]);
+    assert!(
+        others < reader / 2,
+        "the reader's connection must be the only one past half its size: {sizes:?}"
+    );
     // Then cut the reader's connection halfway through what it received.
-    let cut = Proxy::start(peer.port, Some((6, sizes[6] / 2)));
+    let cut = Proxy::start(peer.port, Some(reader / 2));
     let from_sql = run_sync(&pipeline_through("cut", &cut))
         .unwrap_or_else(|e| panic!("the partition was not retried: {e}"));
     let conns = cut.received.lock().expect("lock").len();

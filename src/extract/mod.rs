@@ -14,7 +14,7 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
 use crate::error::{Error, Result};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
-use crate::schema::{typed_schema, TableRole};
+use crate::schema::{typed_schema, TableRole, COST_TRANSACTION_TYPES};
 use convert::{convert_column, CellProblem};
 use files::TableReader;
 pub use mssql::ReadWindow;
@@ -25,8 +25,9 @@ pub use mssql::ReadWindow;
 pub struct RawBatch {
     pub batch: RecordBatch,
     pub problems: Vec<CellProblem>,
-    /// Rows the reader dropped before typing because their Transaction_Type is not a cost type,
-    /// counted by that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`].
+    /// Rows dropped before typing because their Transaction_Type is not a cost type, counted by
+    /// that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`] and
+    /// [`drop_non_cost_rows`].
     pub not_cost_type: BTreeMap<String, u64>,
 }
 
@@ -46,6 +47,75 @@ pub struct TypedBatch {
     pub quarantine: Option<QuarantineBatch>,
     /// Rows read from the source for this batch (typed + quarantined).
     pub rows_read: usize,
+}
+
+/// Drop the rows of a raw transaction batch whose Transaction_Type is not a cost type, before any
+/// other cell is looked at, counting them by (trimmed) type in [`RawBatch::not_cost_type`]; so
+/// that a row that will not be loaded is filtered, never quarantined, whatever the source. Kept:
+/// rows without a type and rows with a reading problem (to be quarantined with their reason). A
+/// CSV reader already does this as it reads ([`files::TableReader::keep_only_cost_rows`]); for it
+/// this is one pass over the type column that drops nothing.
+pub fn drop_non_cost_rows(raw: RawBatch) -> Result<RawBatch> {
+    use arrow::array::{Array, AsArray};
+    let Some(types) = raw
+        .batch
+        .column_by_name("transaction_type")
+        .and_then(|c| c.as_string_opt::<i32>())
+    else {
+        // Not text (a typed export could only hold text here): the project stage filters.
+        return Ok(raw);
+    };
+    let mut has_problem = vec![false; raw.batch.num_rows()];
+    for p in &raw.problems {
+        if let Some(flag) = has_problem.get_mut(p.row) {
+            *flag = true;
+        }
+    }
+    let mut not_cost_type = raw.not_cost_type;
+    let mut keep = Vec::with_capacity(types.len());
+    for (row, problem) in has_problem.iter().enumerate() {
+        let ty = if types.is_null(row) {
+            ""
+        } else {
+            convert::trim_cell(types.value(row))
+        };
+        let drop = !problem && !ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty);
+        if drop {
+            match not_cost_type.get_mut(ty) {
+                Some(n) => *n += 1,
+                None => {
+                    not_cost_type.insert(ty.to_string(), 1);
+                }
+            }
+        }
+        keep.push(!drop);
+    }
+    if keep.iter().all(|&k| k) {
+        return Ok(RawBatch {
+            not_cost_type,
+            ..raw
+        });
+    }
+    // Row numbers of the problems, among the rows kept.
+    let mut new_row = Vec::with_capacity(keep.len());
+    let mut next = 0;
+    for &k in &keep {
+        new_row.push(next);
+        next += usize::from(k);
+    }
+    let problems = raw
+        .problems
+        .into_iter()
+        .map(|mut p| {
+            p.row = new_row[p.row];
+            p
+        })
+        .collect();
+    Ok(RawBatch {
+        batch: filter_record_batch(&raw.batch, &BooleanArray::from(keep))?,
+        problems,
+        not_cost_type,
+    })
 }
 
 fn precedence(code: ReasonCode) -> u8 {
@@ -362,5 +432,85 @@ impl Iterator for MssqlBatches {
 impl Drop for MssqlBatches {
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, StringArray, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn raw(types: &[Option<&str>], problem_rows: &[usize]) -> RawBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(crate::schema::SOURCE_LINE, DataType::UInt64, false),
+            Field::new("transaction_type", DataType::Utf8, true),
+        ]));
+        let lines = UInt64Array::from_iter_values((0..types.len() as u64).map(|i| i + 2));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(lines), Arc::new(StringArray::from(types.to_vec()))],
+        )
+        .expect("batch");
+        let problems = problem_rows
+            .iter()
+            .map(|&row| CellProblem {
+                row,
+                code: ReasonCode::MalformedRecord,
+                message: format!("row {row}"),
+            })
+            .collect();
+        RawBatch {
+            batch,
+            problems,
+            not_cost_type: BTreeMap::from([("Work billed".to_string(), 3)]),
+        }
+    }
+
+    #[test]
+    fn non_cost_rows_are_dropped_before_typing_and_counted_by_type() {
+        let out = drop_non_cost_rows(raw(
+            &[
+                Some("AP cost"),
+                Some(" Work billed "),
+                None,
+                Some("Original estimate"),
+                Some("PR cost  "),
+                Some("Original estimate"),
+                Some(""),
+            ],
+            // A reading problem keeps its row (it is quarantined with its reason), and moves
+            // with it to its new row number.
+            &[3, 4],
+        ))
+        .expect("filtered");
+        let lines = out
+            .batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        assert_eq!(lines.values().to_vec(), vec![2, 4, 5, 6, 8]);
+        let problem_rows: Vec<usize> = out.problems.iter().map(|p| p.row).collect();
+        assert_eq!(problem_rows, vec![2, 3]);
+        assert_eq!(out.problems[0].message, "row 3");
+        let counts: Vec<(&str, u64)> = out
+            .not_cost_type
+            .iter()
+            .map(|(t, n)| (t.as_str(), *n))
+            .collect();
+        // Added to what the reader had already counted.
+        assert_eq!(counts, vec![("Original estimate", 1), ("Work billed", 4)]);
+        assert_eq!(out.rows_read(), 5 + 5);
+    }
+
+    #[test]
+    fn a_batch_of_cost_rows_is_passed_through_untouched() {
+        let input = raw(&[Some("AP cost"), None, Some("JC cost")], &[1]);
+        let before = input.batch.clone();
+        let out = drop_non_cost_rows(input).expect("filtered");
+        assert_eq!(out.batch, before);
+        assert_eq!(out.problems.len(), 1);
+        assert_eq!(out.problems[0].row, 1);
+        assert!(out.batch.column(1).is_null(1));
     }
 }
