@@ -140,13 +140,7 @@ impl Projector {
                 types.value(row)
             };
             if !COST_TRANSACTION_TYPES.contains(&ty) {
-                // Counted by type without allocating a key for every row.
-                match self.filtered.not_cost_type.get_mut(ty) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.filtered.not_cost_type.insert(ty.to_string(), 1);
-                    }
-                }
+                crate::schema::count_type(&mut self.filtered.not_cost_type, ty);
                 keep.push(false);
                 continue;
             }

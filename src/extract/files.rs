@@ -265,12 +265,7 @@ impl CsvTableReader {
                 break;
             }
             if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
-                match not_cost_type.get_mut(ty) {
-                    Some(n) => *n += 1,
-                    None => {
-                        not_cost_type.insert(ty.to_string(), 1);
-                    }
-                }
+                crate::schema::count_type(&mut not_cost_type, ty);
                 continue;
             }
             let row = lines.len();

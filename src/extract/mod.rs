@@ -81,12 +81,7 @@ pub fn drop_non_cost_rows(raw: RawBatch) -> Result<RawBatch> {
         };
         let drop = !problem && !ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty);
         if drop {
-            match not_cost_type.get_mut(ty) {
-                Some(n) => *n += 1,
-                None => {
-                    not_cost_type.insert(ty.to_string(), 1);
-                }
-            }
+            crate::schema::count_type(&mut not_cost_type, ty);
         }
         keep.push(!drop);
     }
