@@ -119,6 +119,16 @@ pub enum Error {
     #[error("ledger {path}: {message}")]
     Ledger { path: PathBuf, message: String },
 
+    /// Another sync or replay holds the ledger (see [`crate::ledger::LedgerLock`]): this run
+    /// stopped before reading anything.
+    #[error("ledger {path} is in use by {holder}: one sync or replay at a time per ledger, so this one stopped before reading Sage or sending anything; run it again once that one has finished (lock file {lock})")]
+    LedgerBusy {
+        path: PathBuf,
+        lock: PathBuf,
+        /// The running one: command, pid, host, start time.
+        holder: String,
+    },
+
     /// Filesystem error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {
