@@ -13,6 +13,15 @@ use crate::sandbox::{FaultRule, RateLimitConfig, Sandbox, SandboxConfig};
 /// Exit status of a run that failed (bad pipeline file, missing table, I/O error, failed stage).
 pub const EXIT_FAILED: u8 = 1;
 
+/// The exit status of a sync or replay that ended with `e` (README, "Exit status").
+fn exit_status(e: &crate::error::Error) -> u8 {
+    match e {
+        crate::error::Error::InterruptedUnsent { .. } => crate::pipeline::EXIT_LOAD_INCOMPLETE,
+        crate::error::Error::LedgerBusy { .. } => crate::pipeline::EXIT_LEDGER_BUSY,
+        _ => EXIT_FAILED,
+    }
+}
+
 /// jcsync: Sage 300 CRE job cost transactions → Procore direct costs.
 #[derive(Debug, Parser)]
 #[command(name = "jcsync", version, about)]
@@ -250,13 +259,9 @@ pub fn run(cli: Cli) -> u8 {
                     );
                     outcome.exit_code
                 }
-                Err(e @ crate::error::Error::InterruptedUnsent { .. }) => {
-                    eprintln!("error: {e}");
-                    crate::pipeline::EXIT_LOAD_INCOMPLETE
-                }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_FAILED
+                    exit_status(&e)
                 }
             }
         }
@@ -301,7 +306,7 @@ pub fn run(cli: Cli) -> u8 {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    EXIT_FAILED
+                    exit_status(&e)
                 }
             }
         }

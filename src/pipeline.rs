@@ -21,7 +21,7 @@ use crate::enrich::{Dimensions, Enricher};
 use crate::error::{Error, Result};
 use crate::extract::{drop_non_cost_rows, type_batch, RawBatch, SageSource};
 use crate::invoices::DEFAULT_INVOICE_MEMORY;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerLock};
 use crate::load::client::{Connection, ProcoreClient, Secret};
 use crate::load::dry_run::DryRunSink;
 use crate::load::plan::RequestSink;
@@ -112,10 +112,64 @@ pub struct SyncOptions {
 /// Exit status of a run whose load did not complete (Procore unavailable, interrupted).
 pub const EXIT_LOAD_INCOMPLETE: u8 = 3;
 
+/// Exit status of a sync or replay that did not start because another one holds the ledger.
+pub const EXIT_LEDGER_BUSY: u8 = 4;
+
+/// Take the ledger's lock for a run that sends to Procore (and so writes the ledger): one sync
+/// or replay at a time per ledger. A dry run and a stage-only sync send nothing and write no
+/// ledger: they take no lock (None) and may run beside a sync.
+pub(crate) async fn lock_ledger(
+    pipeline: &Pipeline,
+    options: &SyncOptions,
+    command: String,
+) -> Result<Option<LedgerLock>> {
+    let sends = !options.dry_run
+        && !options.stage_only
+        && !matches!(pipeline.config.target, TargetConfig::DryRun(_));
+    if !sends {
+        return Ok(None);
+    }
+    let ledger = pipeline.config.ledger_path();
+    let lock = tokio::task::spawn_blocking(move || LedgerLock::acquire(&ledger, &command))
+        .await
+        .map_err(|e| join_error("ledger", e))??;
+    tracing::debug!(lock = %lock.path().display(), "ledger locked");
+    Ok(Some(lock))
+}
+
+/// Procore's project and vendor directory, fetched beside extract and stage (a Procore that
+/// is down when the run starts must not keep the snapshot from being staged). A run that ends
+/// before its load starts stops the lookup.
+pub(crate) struct DirectoryLookup(tokio::task::JoinHandle<Result<Directory>>);
+
+impl DirectoryLookup {
+    /// Wait for the lookup (on a blocking thread).
+    fn wait(mut self, handle: &Handle) -> Result<Directory> {
+        handle
+            .block_on(&mut self.0)
+            .map_err(|e| join_error("load", e))
+            .and_then(|r| r)
+    }
+}
+
+impl Drop for DirectoryLookup {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Where a run's load sends: the client (logged in, or Procore not answering yet), the
+/// directory being fetched, the ledger.
+pub(crate) struct TargetLoad {
+    pub client: Arc<ProcoreClient>,
+    pub directory: DirectoryLookup,
+    pub ledger: Ledger,
+}
+
 /// The target of a run, ready to receive requests.
 pub(crate) struct PreparedTarget {
     pub label: String,
-    pub load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
+    pub load: Option<TargetLoad>,
     /// Keeps an embedded sandbox alive for the run.
     _sandbox: Option<crate::sandbox::SandboxHandle>,
 }
@@ -200,18 +254,53 @@ pub(crate) async fn prepare_target(
     };
     let client =
         Arc::new(ProcoreClient::new(conn, &config.load)?.with_cancel(options.cancel.clone()));
-    // Log in and look up projects and vendors before anything is staged: bad credentials or an
-    // unreachable Procore stop the run here.
-    let directory = Directory::fetch(&client, config.load.project_match).await?;
+    // Log in before Sage is read: credentials Procore refuses (401, 403) stop the run here. A
+    // Procore that is unreachable or answers retryable errors does not: the run stages its
+    // snapshot while the directory lookup retries, and the load gives up (exit 3) if Procore
+    // has not answered within `max_retry_secs`.
+    match client.log_in().await {
+        Ok(()) => {}
+        Err(Error::ProcoreUnavailable { endpoint, last, .. }) => tracing::warn!(
+            "procore {endpoint}: not answering ({last}); the run is staged meanwhile, and the \
+             load retries for up to {} s",
+            config.load.max_retry_secs
+        ),
+        Err(e) => return Err(e),
+    }
+    let directory = {
+        let (client, matching) = (client.clone(), config.load.project_match);
+        DirectoryLookup(tokio::spawn(async move {
+            Directory::fetch(&client, matching).await
+        }))
+    };
     let ledger = match ledger {
         Some(target) => Ledger::open(&config.ledger_path())?.with_target(&target),
         None => Ledger::in_memory()?,
     };
     Ok(PreparedTarget {
         label,
-        load: Some((client, directory, ledger)),
+        load: Some(TargetLoad {
+            client,
+            directory,
+            ledger,
+        }),
         _sandbox: sandbox,
     })
+}
+
+/// The sink of a load that could not start (Procore's directory could not be fetched): every
+/// planned line is left pending, for the next sync or a replay of the staged run.
+struct PendingSink {
+    lines: u64,
+}
+
+impl RequestSink for PendingSink {
+    fn send(&mut self, request: crate::load::plan::PlannedRequest<'_>) -> Result<()> {
+        if let crate::load::plan::PlannedRequest::LineSync { lines, .. } = request {
+            self.lines += lines.len() as u64;
+        }
+        Ok(())
+    }
 }
 
 /// What the last stage produced.
@@ -306,7 +395,7 @@ pub(crate) struct LoadSetup {
     pub load_config: crate::config::LoadConfig,
     pub table: String,
     pub handle: Handle,
-    pub load: Option<(Arc<ProcoreClient>, Directory, Ledger)>,
+    pub load: Option<TargetLoad>,
     pub quarantine: mpsc::Sender<QuarantineBatch>,
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -352,7 +441,31 @@ pub(crate) fn plan_and_load(
             plan_all(&mut sink, &mut timing, &mut planner)?;
             PlanOutput::DryRun(sink.finish()?)
         }
-        Some((client, directory, ledger)) => {
+        Some(target) => {
+            let client = target.client;
+            // Waits for the directory: while Procore does not answer, the stages upstream run
+            // until their channels are full, then wait too (at most `max_retry_secs`).
+            let directory = match target.directory.wait(&setup.handle) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(
+                        "the load cannot start: {e}; the run is staged, nothing is sent"
+                    );
+                    drop(setup.quarantine);
+                    let mut sink = PendingSink { lines: 0 };
+                    plan_all(&mut sink, &mut timing, &mut planner)?;
+                    let outcome = LoadOutcome {
+                        counts: crate::load::procore::LoadCounts {
+                            pending: sink.lines,
+                            ..Default::default()
+                        },
+                        client: client.stats(),
+                        failure: Some(e),
+                    };
+                    return Ok((timing, planner, PlanOutput::Load(outcome)));
+                }
+            };
+            let ledger = target.ledger;
             let ctx = Arc::new(LoadContext::new(
                 client,
                 setup.load_config,
@@ -411,6 +524,13 @@ pub(crate) fn summarize_output(
 /// Run a sync as the pipeline file says. Every table is checked before anything is written.
 pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutcome> {
     let config = Arc::new(pipeline.config.clone());
+    // Before the ledger or Sage is read; held until the watermark has moved.
+    let _ledger_lock = lock_ledger(
+        pipeline,
+        options,
+        format!("sync {}", pipeline.path.display()),
+    )
+    .await?;
 
     // Incremental window: rows stamped at or after (watermark - overlap). SQL Server only.
     let mut change_window = match (&config.source, config.sync.kind) {
@@ -462,13 +582,14 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
 
     let started_at = chrono::Utc::now();
     let wall = Instant::now();
+    // The login comes before Sage is read: refused credentials stop the run at once.
+    let target = prepare_target(pipeline, options).await?;
     let source = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || SageSource::open_window(&config, changed_since))
             .await
             .map_err(|e| join_error("extract", e))??
     };
-    let target = prepare_target(pipeline, options).await?;
     let (run_id, run_dir) = run::create_run_dir(&config.stage.dir)?;
     tracing::info!(run_id, dir = %run_dir.display(), target = target.label, "run started");
     let cancel = options.cancel.clone().unwrap_or_default();

@@ -21,8 +21,8 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::load::plan::{format_decimal, PlanStats};
 use crate::pipeline::{
-    plan_and_load, prepare_target, spawn_quarantine_writer, summarize_output, LoadSetup,
-    SyncOptions, EXIT_LOAD_INCOMPLETE,
+    lock_ledger, plan_and_load, prepare_target, spawn_quarantine_writer, summarize_output,
+    LoadSetup, SyncOptions, EXIT_LOAD_INCOMPLETE,
 };
 use crate::quarantine::QuarantineBatch;
 use crate::run::{self, LoadReport, Manifest, StageReport};
@@ -162,6 +162,18 @@ pub async fn replay(
     pipeline: &Pipeline,
     options: &ReplayOptions,
 ) -> Result<ReplayOutcome> {
+    let sync_options = SyncOptions {
+        dry_run: options.dry_run,
+        cancel: options.cancel.clone(),
+        ..SyncOptions::default()
+    };
+    // One sync or replay at a time per ledger (a dry run takes no lock); held to the end.
+    let _ledger_lock = lock_ledger(
+        pipeline,
+        &sync_options,
+        format!("replay {}", run_dir.display()),
+    )
+    .await?;
     let manifest = verify_staged(run_dir)?;
     if manifest.company != pipeline.config.company {
         return Err(Error::Config {
@@ -179,11 +191,6 @@ pub async fn replay(
     let config = &pipeline.config;
     let started_at = chrono::Utc::now();
     let wall = Instant::now();
-    let sync_options = SyncOptions {
-        dry_run: options.dry_run,
-        cancel: options.cancel.clone(),
-        ..SyncOptions::default()
-    };
     let target = prepare_target(&pipeline, &sync_options).await?;
     let (run_id, out_dir) = run::create_run_dir(&config.stage.dir)?;
     tracing::info!(

@@ -230,10 +230,20 @@ impl ProcoreClient {
                 return Ok((t.value.clone(), t.generation));
             }
         }
-        let t = self.fetch_token().await?;
+        let t = self.fetch_token(self.max_retry).await?;
         let out = (t.value.clone(), t.generation);
         *guard = Some(t);
         Ok(out)
+    }
+
+    /// Log in now, once, without retrying: [`Error::Credentials`] when the login is refused
+    /// (401, 403 or any other final answer), [`Error::ProcoreUnavailable`] when Procore is
+    /// unreachable or answers a retryable error. A run calls it before reading Sage, so that
+    /// bad credentials fail fast and a Procore that is down does not.
+    pub async fn log_in(&self) -> Result<()> {
+        let mut guard = self.token.lock().await;
+        *guard = Some(self.fetch_token(Duration::ZERO).await?);
+        Ok(())
     }
 
     /// Forget the token of `generation` (a 401 said it is no longer good).
@@ -244,7 +254,8 @@ impl ProcoreClient {
         }
     }
 
-    async fn fetch_token(&self) -> Result<Token> {
+    /// Fetch a token, retrying retryable failures for up to `retry_for` (zero: never).
+    async fn fetch_token(&self, retry_for: Duration) -> Result<Token> {
         let url = format!("{}/oauth/token", self.conn.login_url);
         let started = Instant::now();
         let mut attempt = 0;
@@ -308,7 +319,7 @@ impl ProcoreClient {
                 RetryDecision::Retry { min_wait } => {
                     attempt += 1;
                     let wait = self.backoff.wait(attempt, min_wait);
-                    if started.elapsed() + wait > self.max_retry {
+                    if retry_for.is_zero() || started.elapsed() + wait > retry_for {
                         return Err(Error::ProcoreUnavailable {
                             endpoint: "POST /oauth/token".into(),
                             elapsed_secs: started.elapsed().as_secs(),
