@@ -276,12 +276,14 @@ fn bad_credentials_stop_the_run_before_anything_is_staged_and_never_show_the_sec
             "{err}"
         );
         assert!(!err.contains("s3cr3t-that-must-not-leak"), "{err}");
+        // Nothing staged: no run directory (the ledger's lock file, taken first, may be there).
+        let runs = dir.path().join("runs");
         assert!(
-            !dir.path().join("runs").exists()
-                || std::fs::read_dir(dir.path().join("runs"))
+            !runs.exists()
+                || std::fs::read_dir(&runs)
                     .expect("dir")
-                    .next()
-                    .is_none()
+                    .all(|e| !e.expect("entry").path().is_dir()),
+            "a run directory was created"
         );
     });
 }
