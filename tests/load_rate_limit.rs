@@ -156,9 +156,8 @@ fn a_spike_429_after_hourly_headers_waits_for_the_spike_reset_not_the_hourly_one
         writes_only: true,
     }];
     config.max_faults = Some(1);
-    let loaded = sync_fixtures(config, FAST_RETRIES).unwrap_or_else(|| {
-        panic!("the load stalled after the spike 429: no end within {STALL:?}")
-    });
+    let loaded = sync_fixtures(config, FAST_RETRIES)
+        .unwrap_or_else(|| panic!("the load stalled after the spike 429: no end within {STALL:?}"));
     let load = loaded.run.report.load.as_ref().expect("load report");
     assert_eq!(load.failure, None);
     assert_eq!(load.counts.loaded(), 35, "{load:?}");
@@ -231,7 +230,10 @@ fn a_rate_limit_reset_past_max_retry_secs_gives_up_and_a_replay_finishes() {
                 && failure.contains("resume"),
             "{failure}"
         );
-        assert!(elapsed < Duration::from_secs(20), "gave up after {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(20),
+            "gave up after {elapsed:?}"
+        );
         assert!(report.counts.pending > 0);
         assert_eq!(report.counts.pending + report.counts.loaded(), 35);
         assert!(spent.report.reconciled);

@@ -152,7 +152,9 @@ async fn injected_409_hits_only_direct_cost_writes_and_writes_nothing() {
     assert_eq!(api.get(&projects()).await.status(), 200);
     let bulk = api
         .patch(
-            &format!("/rest/v1.0/projects/{PROJECT_1002}/work_breakdown_structure/wbs_codes/bulk_create"),
+            &format!(
+                "/rest/v1.0/projects/{PROJECT_1002}/work_breakdown_structure/wbs_codes/bulk_create"
+            ),
             &json!({"bulk": [{"flat_code": "09-900.Q", "description": "new"}]}),
         )
         .await;

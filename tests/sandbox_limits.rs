@@ -187,7 +187,10 @@ async fn an_hour_nearly_spent_reports_the_hourly_window_until_a_spike_429_names_
     assert_eq!(read.status(), 200);
     let (limit, remaining, reset) = rate(&read);
     assert_eq!((limit, remaining), (3600, 59));
-    assert!(reset > unix_now() + 3500, "the hourly reset is an hour away");
+    assert!(
+        reset > unix_now() + 3500,
+        "the hourly reset is an hour away"
+    );
 
     // The injected spike 429: the spike window's own headers, no Retry-After.
     let sync_path = format!("/rest/v1.0/projects/{PROJECT_1001}/direct_costs/sync");

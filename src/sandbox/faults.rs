@@ -321,7 +321,13 @@ mod tests {
             .collect();
         assert_eq!(
             hits,
-            [Some(FaultKind::Conflict), Some(FaultKind::Conflict), None, None, None]
+            [
+                Some(FaultKind::Conflict),
+                Some(FaultKind::Conflict),
+                None,
+                None,
+                None
+            ]
         );
         assert_eq!(injector.injected()["409"], 2);
         assert_eq!(

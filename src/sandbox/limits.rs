@@ -127,7 +127,11 @@ impl RateLimiter {
     }
 
     /// The windows of `key`, rolled over if their time is up.
-    fn buckets_of<'a>(&self, buckets: &'a mut HashMap<String, Buckets>, key: &str) -> &'a mut Buckets {
+    fn buckets_of<'a>(
+        &self,
+        buckets: &'a mut HashMap<String, Buckets>,
+        key: &str,
+    ) -> &'a mut Buckets {
         let now = Instant::now();
         let wall = SystemTime::now();
         let c = &self.config;

@@ -77,9 +77,8 @@ fn injected(
     match kind {
         FaultKind::TooManyRequests => {
             // Look exhausted, resetting when Retry-After says, so either signal works.
-            let limit = decision.map_or(RateLimitConfig::default().spike_limit, |d| {
-                d.reported.limit
-            });
+            let limit =
+                decision.map_or(RateLimitConfig::default().spike_limit, |d| d.reported.limit);
             set_rate_headers(
                 h,
                 &WindowReport {
