@@ -236,7 +236,7 @@ impl std::fmt::Display for GateTimeout {
             ),
             (Some(w), None) => write!(
                 f,
-                "rate limit: {w} let nothing through within [load] max_retry_secs"
+                "rate limit: {w} let nothing through within [load] max_retry_secs (what it had left was in flight, unanswered)"
             ),
             (None, _) => f.write_str(
                 "rate limit: the pipeline's [load] quotas let nothing through within [load] max_retry_secs",
@@ -284,8 +284,8 @@ pub struct RateGate {
     /// Waits for a window's reset now in progress (the gate's and a 429's retry), by id.
     waits: Mutex<BTreeMap<u64, RateWait>>,
     next_wait: AtomicU64,
-    /// The last wait logged, so that workers waiting for the same reset log it once.
-    logged: Mutex<Option<RateWait>>,
+    /// When a wait for each window was last logged at info level, and until when it was.
+    logged: Mutex<BTreeMap<WindowKey, (Instant, SystemTime)>>,
 }
 
 /// A slot taken by [`RateGate::acquire`]; give it back with [`RateGate::settle`].
@@ -304,6 +304,9 @@ impl Drop for WaitGuard<'_> {
         lock(&self.gate.waits).remove(&self.id);
     }
 }
+
+/// How often a wait for one window is logged at info level.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Added to a reset before trying again: the server's window must have rolled over.
 const RESET_MARGIN: Duration = Duration::from_millis(50);
@@ -334,7 +337,7 @@ impl RateGate {
             waited: Mutex::new(Duration::ZERO),
             waits: Mutex::new(BTreeMap::new()),
             next_wait: AtomicU64::new(0),
-            logged: Mutex::new(None),
+            logged: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -360,6 +363,8 @@ impl RateGate {
                 None => limiter.until_ready().await,
             }
         }
+        // The wait registered for the progress line, kept while it stays the same.
+        let mut registered: Option<(RateWait, WaitGuard<'_>)> = None;
         loop {
             // Registered before the state is read, so an answer in between is not missed.
             let answered = self.answered.notified();
@@ -376,7 +381,8 @@ impl RateGate {
                 Instant::now() + until.duration_since(now).unwrap_or_default() + RESET_MARGIN;
             let timeout = GateTimeout {
                 window: Some(window),
-                until: Some(until),
+                // Waiting for answers, the window is not known to be exhausted.
+                until: (!for_answers).then_some(until),
             };
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timeout);
@@ -385,7 +391,12 @@ impl RateGate {
                 return Err(timeout);
             }
             let wake = deadline.map_or(wake, |d| wake.min(d));
-            let _wait = (!for_answers).then(|| self.waiting_for(window, until));
+            let wait = RateWait { window, until };
+            if for_answers {
+                registered = None;
+            } else if registered.as_ref().is_none_or(|(w, _)| *w != wait) {
+                registered = Some((wait, self.waiting_for(window, until)));
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
                 () = &mut answered => {}
@@ -400,20 +411,26 @@ impl RateGate {
     }
 
     /// Register a wait for `window` to reset at `until` (the gate's own waits, and a 429's
-    /// retry): the progress line shows it while the guard lives, and the log says it once.
+    /// retry): the progress line shows it while the guard lives, and the log says it, at info
+    /// level once a minute per window (workers waiting together, or a tight spike limit hit
+    /// every ten seconds, would repeat it), or when it ends much later than the one logged.
     pub fn waiting_for(&self, window: WindowKey, until: SystemTime) -> WaitGuard<'_> {
         let wait = RateWait { window, until };
+        let wait_secs = until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs_f64();
         {
+            let now = Instant::now();
             let mut logged = lock(&self.logged);
-            if *logged != Some(wait) {
-                tracing::info!(
-                    wait_secs = until
-                        .duration_since(SystemTime::now())
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                    "load: {wait}"
-                );
-                *logged = Some(wait);
+            let fresh = logged.get(&window).is_none_or(|(at, logged_until)| {
+                now.duration_since(*at) >= LOG_EVERY || until > *logged_until + LOG_EVERY
+            });
+            if fresh {
+                tracing::info!(wait_secs, "load: {wait}");
+                logged.insert(window, (now, until));
+            } else {
+                tracing::debug!(wait_secs, "load: {wait}");
             }
         }
         let id = self.next_wait.fetch_add(1, Ordering::Relaxed);
