@@ -131,8 +131,8 @@ pub struct SandboxArgs {
     /// Turn rate limiting off (benchmarks).
     #[arg(long)]
     pub no_rate_limit: bool,
-    /// Inject a fault: KIND:PROBABILITY[:writes], KIND one of 429, 500, 502, 503, slow, reset,
-    /// lost_response. Repeatable.
+    /// Inject a fault: KIND:PROBABILITY[:writes], KIND one of 429, 429_spike, 409, 500, 502,
+    /// 503, slow, reset, lost_response. Repeatable.
     #[arg(long = "fault")]
     pub faults: Vec<FaultRule>,
     /// Seed of the fault generator.

@@ -140,3 +140,48 @@ async fn the_same_fault_seed_misbehaves_the_same_way() {
     assert_eq!(statuses[0], statuses[1]);
     assert!(statuses[0].contains(&503) && statuses[0].contains(&200));
 }
+
+#[tokio::test]
+async fn injected_409_hits_only_direct_cost_writes_and_writes_nothing() {
+    let mut config = demo_config();
+    config.faults = FaultConfig::always(FaultKind::Conflict);
+    config.max_faults = Some(2);
+    let sandbox = start(config).await;
+    let api = Api::login(&sandbox).await;
+    // Reads and budget-code writes are never eligible.
+    assert_eq!(api.get(&projects()).await.status(), 200);
+    let bulk = api
+        .patch(
+            &format!(
+                "/rest/v1.0/projects/{PROJECT_1002}/work_breakdown_structure/wbs_codes/bulk_create"
+            ),
+            &json!({"bulk": [{"flat_code": "09-900.Q", "description": "new"}]}),
+        )
+        .await;
+    assert_eq!(bulk.status(), 201);
+
+    let path = format!("/rest/v1.0/projects/{PROJECT_1001}/direct_costs/sync");
+    let body = json!({"updates": [{"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "origin_id": "contended"}]});
+    for _ in 0..2 {
+        let resp = api.patch(&path, &body).await;
+        assert_eq!(resp.status(), 409);
+        let answer: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            answer["errors"],
+            "Direct Cost does not support concurrent requests"
+        );
+        assert!(sandbox.snapshot().direct_costs.is_empty());
+    }
+    // Past the cap the write goes through.
+    assert_eq!(api.patch(&path, &body).await.status(), 200);
+    assert_eq!(sandbox.snapshot().direct_costs.len(), 1);
+    let stats = sandbox.stats();
+    assert_eq!(stats.faults["409"], 2);
+    assert_eq!(
+        stats.count(
+            "PATCH /rest/v1.0/projects/{project_id}/direct_costs/sync",
+            "409"
+        ),
+        2
+    );
+}

@@ -5,7 +5,7 @@ mod sandbox_support;
 
 use std::time::Duration;
 
-use jcsync::sandbox::RateLimitConfig;
+use jcsync::sandbox::{FaultKind, FaultRule, RateLimitConfig};
 use sandbox_support::*;
 use serde_json::json;
 
@@ -30,6 +30,7 @@ async fn spike_then_hourly_window_refuse_with_429_and_honest_headers() {
         spike_limit: 5,
         hourly_window: Duration::from_secs(3600),
         spike_window: Duration::from_secs(2),
+        hourly_spent_at_start: 0,
     });
     let sandbox = start(config).await;
     let api = Api::login(&sandbox).await;
@@ -161,4 +162,58 @@ async fn concurrent_writes_to_one_direct_cost_get_409() {
     assert_eq!((c.status().as_u16(), d.status().as_u16()), (200, 200));
     // Once the claim is released the same write succeeds.
     assert_eq!(api.patch(&lines_path, &line_create).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_hour_nearly_spent_reports_the_hourly_window_until_a_spike_429_names_its_own() {
+    let mut config = demo_config();
+    config.rate_limit = Some(RateLimitConfig {
+        spike_window: Duration::from_secs(2),
+        hourly_spent_at_start: 3540,
+        ..RateLimitConfig::default()
+    });
+    config.faults.rules = vec![FaultRule {
+        kind: FaultKind::SpikeTooManyRequests,
+        probability: 1.0,
+        writes_only: true,
+    }];
+    config.max_faults = Some(1);
+    let sandbox = start(config).await;
+    let api = Api::login(&sandbox).await;
+    let ok_path = format!("/rest/v1.0/projects?company_id={COMPANY}");
+
+    // 60 left in the hour, 100 in the spike window: the hourly window is reported.
+    let read = api.get(&ok_path).await;
+    assert_eq!(read.status(), 200);
+    let (limit, remaining, reset) = rate(&read);
+    assert_eq!((limit, remaining), (3600, 59));
+    assert!(
+        reset > unix_now() + 3500,
+        "the hourly reset is an hour away"
+    );
+
+    // The injected spike 429: the spike window's own headers, no Retry-After.
+    let sync_path = format!("/rest/v1.0/projects/{PROJECT_1001}/direct_costs/sync");
+    let body = json!({"updates": [{"direct_cost_type": "expense", "direct_cost_date": "2024-01-01", "origin_id": "spike"}]});
+    let refused = api.patch(&sync_path, &body).await;
+    assert_eq!(refused.status(), 429);
+    let (limit, remaining, spike_reset) = rate(&refused);
+    assert_eq!((limit, remaining), (100, 0));
+    assert!(spike_reset <= unix_now() + 3, "the spike reset is near");
+    assert_eq!(header(&refused, "retry-after"), None);
+    assert!(sandbox.snapshot().direct_costs.is_empty());
+
+    // The spike window really is spent: coming back before Reset is refused by the limiter.
+    let early = api.get(&ok_path).await;
+    assert_eq!(early.status(), 429);
+    assert_eq!(rate(&early), (100, 0, spike_reset));
+    while unix_now() < spike_reset {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = api.patch(&sync_path, &body).await;
+    assert_eq!(after.status(), 200);
+    assert_eq!(rate(&after).0, 3600, "the hourly window again");
+    let stats = sandbox.stats();
+    assert_eq!(stats.faults["429_spike"], 1);
+    assert_eq!(stats.rate_limited, 1);
 }

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
 use serde_json::Value;
 
-use super::limit::{RateGate, RateHeaders, RateQuotas};
+use super::limit::{RateGate, RateHeaders, RateQuotas, RateWait};
 use super::retry::{classify_status, classify_transport, Backoff, RetryDecision};
 use crate::config::LoadConfig;
 use crate::error::{Error, Result};
@@ -203,6 +203,11 @@ impl ProcoreClient {
         self.conn.company_id
     }
 
+    /// The wait for the rate limit in progress, if any (for the progress line).
+    pub fn rate_wait(&self) -> Option<RateWait> {
+        self.gate.waiting()
+    }
+
     /// A copy of the counts so far.
     pub fn stats(&self) -> ClientStats {
         let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -356,10 +361,21 @@ impl ProcoreClient {
         let mut attempt = 0u32;
         let mut renewals = 0u32;
         loop {
-            // Nothing is sent yet while waiting for the rate gate: Ctrl-C gives the wait up.
-            let slot = tokio::select! {
-                slot = self.gate.acquire() => slot,
+            // Nothing is sent yet while waiting for the rate gate: Ctrl-C gives the wait up, and
+            // so does the retry budget (a wait the budget cannot cover is given up at once).
+            let acquired = tokio::select! {
+                slot = self.gate.acquire(Some(started + self.max_retry)) => slot,
                 () = self.interrupted() => return Err(Error::Interrupted),
+            };
+            let slot = match acquired {
+                Ok(slot) => slot,
+                Err(blocked) => {
+                    return Err(Error::ProcoreUnavailable {
+                        endpoint: endpoint.into(),
+                        elapsed_secs: started.elapsed().as_secs(),
+                        last: blocked.to_string(),
+                    })
+                }
             };
             let (token, generation) = match self.token().await {
                 Ok(t) => t,
@@ -377,6 +393,8 @@ impl ProcoreClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            // The window a 429 names, so that its retry shows as a wait for the rate limit.
+            let mut rate_window = None;
             let (decision, detail) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -433,15 +451,26 @@ impl ProcoreClient {
                             self.invalidate(generation).await;
                             continue;
                         }
-                        RetryDecision::Retry { min_wait } => (
-                            RetryDecision::Retry { min_wait },
-                            format!(
-                                "HTTP {status}{}",
-                                request_id
-                                    .map(|r| format!(" (request id {r})"))
-                                    .unwrap_or_default()
-                            ),
-                        ),
+                        RetryDecision::Retry { min_wait } => {
+                            if status == 429 {
+                                rate_window = Some(self.gate.window_of(&rate));
+                            }
+                            let message = error_message(&bytes);
+                            (
+                                RetryDecision::Retry { min_wait },
+                                format!(
+                                    "HTTP {status}{}{}",
+                                    if message.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!(": {message}")
+                                    },
+                                    request_id
+                                        .map(|r| format!(" (request id {r})"))
+                                        .unwrap_or_default()
+                                ),
+                            )
+                        }
                         _ => {
                             let message = error_message(&bytes);
                             tracing::warn!(
@@ -483,6 +512,8 @@ impl ProcoreClient {
                         "retrying after {detail}"
                     );
                     self.note_retry(wait);
+                    let _rate_wait =
+                        rate_window.map(|w| self.gate.waiting_for(w, SystemTime::now() + wait));
                     self.pause(wait).await?;
                 }
                 _ => {

@@ -701,12 +701,16 @@ impl LoadSink {
                     let planned = ctx.progress.planned_lines.load(Ordering::Relaxed);
                     let done = c.loaded() + c.quarantined_total() + c.pending;
                     let eta = time_at_rate(ctx.progress.requests_left(), rate);
-                    let msg = format!(
+                    let mut msg = format!(
                         "{} requests, {} retries, ETA at the rate budget {}",
                         c.header_requests + c.line_requests,
                         ctx.client.stats().retries,
                         indicatif::HumanDuration(eta)
                     );
+                    if let Some(wait) = ctx.client.rate_wait() {
+                        // Said first: it is why the line does not move.
+                        msg = format!("{wait}; {msg}");
+                    }
                     bar.set_length(planned);
                     bar.set_position(done);
                     bar.set_message(msg.clone());

@@ -1,7 +1,9 @@
 //! Which outcomes are retried, and how long to wait before the next attempt.
 //!
-//! Retry 408, 429, 5xx except 501, timeouts and connection errors; never another 4xx (a 401 is
-//! handled by renewing the token once). Backoff is capped and fully jittered; a 503's
+//! Retry 408, 409, 429, 5xx except 501, timeouts and connection errors; never another 4xx (a 401
+//! is handled by renewing the token once). A 409 is Procore refusing concurrent writes to one
+//! direct cost (someone else is writing it): transient, and safe to send again, as every write
+//! jcsync sends is an upsert by origin_id. Backoff is capped and fully jittered; a 503's
 //! `Retry-After` and a 429's `X-Rate-Limit-Reset` are honoured (the wait is at least what the
 //! server asked for).
 
@@ -35,7 +37,7 @@ pub fn classify_status(
         429 => RetryDecision::Retry {
             min_wait: retry_after.max(reset_in),
         },
-        408 | 500 | 502..=599 => RetryDecision::Retry {
+        408 | 409 | 500 | 502..=599 => RetryDecision::Retry {
             min_wait: retry_after,
         },
         _ => RetryDecision::Fail,
@@ -82,13 +84,13 @@ mod tests {
 
     #[test]
     fn only_transient_statuses_are_retried() {
-        for s in [408, 429, 500, 502, 503, 504] {
+        for s in [408, 409, 429, 500, 502, 503, 504] {
             assert!(
                 matches!(classify_status(s, None, None), RetryDecision::Retry { .. }),
                 "{s}"
             );
         }
-        for s in [400, 403, 404, 409, 422, 501] {
+        for s in [400, 403, 404, 422, 501] {
             assert_eq!(classify_status(s, None, None), RetryDecision::Fail, "{s}");
         }
         assert_eq!(classify_status(401, None, None), RetryDecision::RenewToken);
@@ -124,6 +126,20 @@ mod tests {
             let w = b.wait(attempt, Some(s(7)));
             assert!(w >= s(7) && w <= s(7) + Duration::from_millis(250), "{w:?}");
         }
+    }
+
+    #[test]
+    fn a_409_is_retried_like_a_503_honouring_retry_after() {
+        let s = Duration::from_secs;
+        assert_eq!(
+            classify_status(409, None, None),
+            RetryDecision::Retry { min_wait: None }
+        );
+        assert_eq!(
+            classify_status(409, Some(s(3)), Some(s(60))),
+            classify_status(503, Some(s(3)), Some(s(60))),
+            "a 409's wait is the server's Retry-After, never the rate-limit reset"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl AppState {
     pub(crate) fn new(config: SandboxConfig, db: Db) -> Self {
         Self {
             limiter: config.rate_limit.clone().map(RateLimiter::new),
-            faults: FaultInjector::new(config.faults.clone()),
+            faults: FaultInjector::new(config.faults.clone()).with_max_faults(config.max_faults),
             shuffle_rng: Mutex::new(ChaCha8Rng::seed_from_u64(config.shuffle_seed)),
             tokens: TokenStore::default(),
             db: Mutex::new(db),

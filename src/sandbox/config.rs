@@ -45,6 +45,11 @@ pub struct RateLimitConfig {
     pub hourly_window: Duration,
     /// Length of the spike window (10 s on Procore; shorter in tests).
     pub spike_window: Duration,
+    /// Requests already counted in each key's first hourly window, as if the app had spent them
+    /// earlier in the hour. Procore reports the spike window until the hourly one is nearly
+    /// exhausted; this lets a test start there, where responses describe the hourly window.
+    #[serde(default)]
+    pub hourly_spent_at_start: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -55,6 +60,7 @@ impl Default for RateLimitConfig {
             spike_limit: 100,
             hourly_window: Duration::from_secs(3600),
             spike_window: Duration::from_secs(10),
+            hourly_spent_at_start: 0,
         }
     }
 }
@@ -72,6 +78,9 @@ pub struct SandboxConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Injected faults.
     pub faults: FaultConfig,
+    /// Stop injecting after this many faults in all (`None`: no cap). With a rule of
+    /// probability 1 it makes a test's faults exact: the first N eligible requests get them.
+    pub max_faults: Option<u64>,
     /// How long a write holds its direct costs before committing: two writes that reach the same
     /// direct cost within this time get a 409. Zero keeps writes as fast as possible.
     pub write_latency: Duration,
@@ -91,6 +100,7 @@ impl SandboxConfig {
             token_ttl: default_token_ttl(),
             rate_limit: Some(RateLimitConfig::default()),
             faults: FaultConfig::default(),
+            max_faults: None,
             write_latency: Duration::ZERO,
             shuffle_seed: default_shuffle_seed(),
             state_file: None,

@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 pub enum FaultKind {
     /// 429 with `Retry-After` and exhausted `X-Rate-Limit-*` headers, as if the limit were hit.
     TooManyRequests,
+    /// 429 from the spike window: `X-Rate-Limit-Limit` the spike limit, `Remaining` 0, `Reset`
+    /// when the spike window rolls over (no `Retry-After`), and the spike window is spent, so a
+    /// client that comes back before `Reset` gets a real 429.
+    SpikeTooManyRequests,
+    /// 409 "Direct Cost does not support concurrent requests", as when someone else writes the
+    /// same direct cost; only writes to direct costs are eligible, and nothing is written.
+    Conflict,
     /// 500.
     InternalServerError,
     /// 502.
@@ -33,8 +40,10 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::TooManyRequests,
+        FaultKind::SpikeTooManyRequests,
+        FaultKind::Conflict,
         FaultKind::InternalServerError,
         FaultKind::BadGateway,
         FaultKind::ServiceUnavailable,
@@ -47,6 +56,8 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::TooManyRequests => "429",
+            FaultKind::SpikeTooManyRequests => "429_spike",
+            FaultKind::Conflict => "409",
             FaultKind::InternalServerError => "500",
             FaultKind::BadGateway => "502",
             FaultKind::ServiceUnavailable => "503",
@@ -68,7 +79,7 @@ impl fmt::Display for FaultKind {
 pub enum FaultSpecError {
     /// Unknown kind.
     #[error(
-        "unknown fault kind {0:?} (expected one of 429, 500, 502, 503, slow, reset, lost_response)"
+        "unknown fault kind {0:?} (expected one of 429, 429_spike, 409, 500, 502, 503, slow, reset, lost_response)"
     )]
     UnknownKind(String),
     /// Probability missing or outside 0..=1.
@@ -169,10 +180,22 @@ impl FaultConfig {
     }
 }
 
+/// Which rules a request is eligible for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// GET, HEAD, OPTIONS.
+    Read,
+    /// POST, PATCH, PUT, DELETE to anything but a direct cost.
+    Write,
+    /// A write to direct costs or their line items (the only requests a `409` can hit).
+    DirectCostWrite,
+}
+
 /// Draws faults from the seeded generator and counts what it injected.
 #[derive(Debug)]
 pub struct FaultInjector {
     config: FaultConfig,
+    max_faults: Option<u64>,
     rng: Mutex<ChaCha8Rng>,
     injected: Mutex<BTreeMap<FaultKind, u64>>,
 }
@@ -183,9 +206,16 @@ impl FaultInjector {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         Self {
             config,
+            max_faults: None,
             rng: Mutex::new(rng),
             injected: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The same injector, injecting no more than `max` faults in all.
+    pub fn with_max_faults(mut self, max: Option<u64>) -> Self {
+        self.max_faults = max;
+        self
     }
 
     /// The configuration.
@@ -195,20 +225,32 @@ impl FaultInjector {
 
     /// Decides the fault for one request. Draws exactly one number per request when any rule
     /// exists, so the sequence depends only on the seed and the order of requests.
-    pub fn draw(&self, is_write: bool) -> Option<FaultKind> {
+    pub fn draw(&self, request: RequestKind) -> Option<FaultKind> {
         if self.config.rules.is_empty() {
             return None;
         }
         let u: f64 = lock(&self.rng).random();
+        let mut injected = lock(&self.injected);
+        if self
+            .max_faults
+            .is_some_and(|max| injected.values().sum::<u64>() >= max)
+        {
+            return None;
+        }
         let mut cumulative = 0.0;
         for rule in &self.config.rules {
-            if rule.writes_only && !is_write {
+            let eligible = match request {
+                RequestKind::Read => !rule.writes_only && rule.kind != FaultKind::Conflict,
+                RequestKind::Write => rule.kind != FaultKind::Conflict,
+                RequestKind::DirectCostWrite => true,
+            };
+            if !eligible {
                 continue;
             }
             cumulative += rule.probability;
             // `<=` would make probability 0 fire on u == 0; `<` with p = 1.0 always fires as u < 1.
             if u < cumulative {
-                *lock(&self.injected).entry(rule.kind).or_insert(0) += 1;
+                *injected.entry(rule.kind).or_insert(0) += 1;
                 return Some(rule.kind);
             }
         }
@@ -252,8 +294,8 @@ mod tests {
         };
         let a = FaultInjector::new(config.clone());
         let b = FaultInjector::new(config);
-        let seq_a: Vec<_> = (0..200).map(|_| a.draw(true)).collect();
-        let seq_b: Vec<_> = (0..200).map(|_| b.draw(true)).collect();
+        let seq_a: Vec<_> = (0..200).map(|_| a.draw(RequestKind::Write)).collect();
+        let seq_b: Vec<_> = (0..200).map(|_| b.draw(RequestKind::Write)).collect();
         assert_eq!(seq_a, seq_b);
         let n503 = seq_a
             .iter()
@@ -262,6 +304,35 @@ mod tests {
         assert!(
             (30..90).contains(&n503),
             "{n503} 503s in 200 draws at p=0.3"
+        );
+    }
+
+    #[test]
+    fn conflicts_hit_only_direct_cost_writes_and_the_cap_holds() {
+        let config = FaultConfig {
+            rules: vec!["409:1.0".parse().unwrap()],
+            ..FaultConfig::default()
+        };
+        let injector = FaultInjector::new(config).with_max_faults(Some(2));
+        assert_eq!(injector.draw(RequestKind::Read), None);
+        assert_eq!(injector.draw(RequestKind::Write), None);
+        let hits: Vec<_> = (0..5)
+            .map(|_| injector.draw(RequestKind::DirectCostWrite))
+            .collect();
+        assert_eq!(
+            hits,
+            [
+                Some(FaultKind::Conflict),
+                Some(FaultKind::Conflict),
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(injector.injected()["409"], 2);
+        assert_eq!(
+            "429_spike:0.5:writes".parse::<FaultRule>().unwrap().kind,
+            FaultKind::SpikeTooManyRequests
         );
     }
 }

@@ -13,11 +13,14 @@ use serde_json::json;
 use crate::sandbox::app::AppState;
 use crate::sandbox::auth::{bearer, COMPANY_HEADER};
 use crate::sandbox::config::RateLimitConfig;
-use crate::sandbox::faults::{lock, FaultKind};
-use crate::sandbox::limits::{unix_now, RateDecision};
+use crate::sandbox::faults::{lock, FaultKind, RequestKind};
+use crate::sandbox::limits::{unix_now, RateDecision, WindowReport};
 use crate::sandbox::server::{ConnControl, DropMode};
 
-fn set_rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
+/// What Procore says when a window is exhausted.
+const RATE_LIMITED: &str = "You have surpassed the max number of requests for an hour. Please wait until your limit resets.";
+
+fn set_rate_headers(headers: &mut HeaderMap, d: &WindowReport) {
     headers.insert(
         HeaderName::from_static("x-rate-limit-limit"),
         HeaderValue::from(d.limit),
@@ -32,12 +35,23 @@ fn set_rate_headers(headers: &mut HeaderMap, d: &RateDecision) {
     );
 }
 
-fn injected(kind: FaultKind, app: &AppState, decision: Option<RateDecision>) -> Response {
+/// The answer to an injected status fault. `spike` is the spike window after an injected spike
+/// 429 has spent it.
+fn injected(
+    kind: FaultKind,
+    app: &AppState,
+    decision: Option<RateDecision>,
+    spike: Option<WindowReport>,
+) -> Response {
     let retry_after = app.faults.config().retry_after_secs;
     let (status, body) = match kind {
-        FaultKind::TooManyRequests => (
+        FaultKind::TooManyRequests | FaultKind::SpikeTooManyRequests => (
             StatusCode::TOO_MANY_REQUESTS,
-            json!({"errors": "You have surpassed the max number of requests for an hour. Please wait until your limit resets."}),
+            json!({ "errors": RATE_LIMITED }),
+        ),
+        FaultKind::Conflict => (
+            StatusCode::CONFLICT,
+            json!({"errors": "Direct Cost does not support concurrent requests"}),
         ),
         FaultKind::BadGateway => (StatusCode::BAD_GATEWAY, json!({"errors": "Bad Gateway"})),
         FaultKind::ServiceUnavailable => (
@@ -60,20 +74,34 @@ fn injected(kind: FaultKind, app: &AppState, decision: Option<RateDecision>) -> 
             HeaderValue::from(retry_after),
         );
     }
-    if kind == FaultKind::TooManyRequests {
-        // Look exhausted, resetting when Retry-After says, so either signal works.
-        let limit = decision.map_or(RateLimitConfig::default().spike_limit, |d| d.limit);
-        set_rate_headers(
-            h,
-            &RateDecision {
-                allowed: false,
-                limit,
+    match kind {
+        FaultKind::TooManyRequests => {
+            // Look exhausted, resetting when Retry-After says, so either signal works.
+            let limit =
+                decision.map_or(RateLimitConfig::default().spike_limit, |d| d.reported.limit);
+            set_rate_headers(
+                h,
+                &WindowReport {
+                    limit,
+                    remaining: 0,
+                    reset_unix: unix_now() + retry_after,
+                },
+            );
+        }
+        FaultKind::SpikeTooManyRequests => {
+            // The spike window's own headers; without a limiter, a 10-second window's.
+            let spike = spike.unwrap_or(WindowReport {
+                limit: RateLimitConfig::default().spike_limit,
                 remaining: 0,
-                reset_unix: unix_now() + retry_after,
-            },
-        );
-    } else if let Some(d) = decision {
-        set_rate_headers(h, &d);
+                reset_unix: unix_now() + RateLimitConfig::default().spike_window.as_secs(),
+            });
+            set_rate_headers(h, &spike);
+        }
+        _ => {
+            if let Some(d) = decision {
+                set_rate_headers(h, &d.reported);
+            }
+        }
     }
     resp
 }
@@ -113,7 +141,7 @@ pub(crate) async fn gate(State(app): State<Arc<AppState>>, req: Request, next: N
         return resp;
     }
 
-    let decision = app.limiter.as_ref().map(|limiter| {
+    let key = {
         let client = bearer(req.headers())
             .and_then(|t| app.tokens.client_of(t))
             .unwrap_or_default();
@@ -122,23 +150,30 @@ pub(crate) async fn gate(State(app): State<Arc<AppState>>, req: Request, next: N
             .get(COMPANY_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        limiter.admit(&format!("{client}|{company}"))
-    });
+        format!("{client}|{company}")
+    };
+    let decision = app.limiter.as_ref().map(|limiter| limiter.admit(&key));
     if let Some(d) = decision.filter(|d| !d.allowed) {
         *lock(&app.rate_limited) += 1;
         let mut resp = (
             StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({"errors": "You have surpassed the max number of requests for an hour. Please wait until your limit resets."})),
+            Json(json!({ "errors": RATE_LIMITED })),
         )
             .into_response();
-        set_rate_headers(resp.headers_mut(), &d);
+        set_rate_headers(resp.headers_mut(), &d.reported);
         app.record(&route, resp.status().as_str());
         return resp;
     }
 
-    let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let request_kind = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        RequestKind::Read
+    } else if route.contains("/direct_costs") {
+        RequestKind::DirectCostWrite
+    } else {
+        RequestKind::Write
+    };
     let conn = req.extensions().get::<ConnControl>().cloned();
-    let mut resp = match app.faults.draw(is_write) {
+    let mut resp = match app.faults.draw(request_kind) {
         Some(FaultKind::ConnectionReset) => {
             app.record(&route, "connection_reset");
             return drop_connection(conn, DropMode::Reset).await;
@@ -155,14 +190,17 @@ pub(crate) async fn gate(State(app): State<Arc<AppState>>, req: Request, next: N
             next.run(req).await
         }
         Some(kind) => {
-            let resp = injected(kind, &app, decision);
+            let spike = (kind == FaultKind::SpikeTooManyRequests)
+                .then(|| app.limiter.as_ref().map(|l| l.exhaust_spike(&key)))
+                .flatten();
+            let resp = injected(kind, &app, decision, spike);
             app.record(&route, resp.status().as_str());
             return resp;
         }
         None => next.run(req).await,
     };
     if let Some(d) = decision {
-        set_rate_headers(resp.headers_mut(), &d);
+        set_rate_headers(resp.headers_mut(), &d.reported);
     }
     app.record(&route, resp.status().as_str());
     resp
