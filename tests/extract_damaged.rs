@@ -203,9 +203,12 @@ fn run_pipeline(dir: tempfile::TempDir, source: &Path, extra: &str, format: &str
         .expect("run jcsync");
     let runs = dir.path().join("runs");
     let run_dir = std::fs::read_dir(&runs).ok().and_then(|entries| {
-        entries
-            .map(|e| e.expect("entry").path())
-            .find(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        entries.map(|e| e.expect("entry").path()).find(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
     });
     Run {
         code: out.status.code(),
@@ -241,7 +244,10 @@ fn pinned_origin_ids() -> BTreeMap<u64, (String, String)> {
         .map(|r| {
             (
                 r["source_line"].parse().expect("line"),
-                (r["line_origin_id"].clone(), r["direct_cost_origin_id"].clone()),
+                (
+                    r["line_origin_id"].clone(),
+                    r["direct_cost_origin_id"].clone(),
+                ),
             )
         })
         .collect()
@@ -294,7 +300,10 @@ fn assert_one_line_set_aside(run: &Run, line: u64, split: bool) {
     assert_eq!(q, fixture_quarantine_plus(&[("malformed_record", 1)]));
     assert_eq!(report["reconciled"], serde_json::Value::Bool(true));
     let (expected_planned, expected_q) = expected_outcomes();
-    let want: Vec<u64> = expected_planned.into_iter().filter(|l| *l != line).collect();
+    let want: Vec<u64> = expected_planned
+        .into_iter()
+        .filter(|l| *l != line)
+        .collect();
     assert_eq!(run.staged_lines(), want);
     let mut want_q: Vec<(u64, String)> = expected_q.into_iter().collect();
     want_q.push((line, "malformed_record".into()));
@@ -405,12 +414,17 @@ fn a_record_missing_a_field_keeps_only_its_field_count_and_line() {
 fn assert_duplicate_column_error(run: &Run, file: &str, column: &str) {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains(file) && run.stderr.contains(&format!("column {column} appears 2 times")),
+        run.stderr.contains(file)
+            && run
+                .stderr
+                .contains(&format!("column {column} appears 2 times")),
         "{}",
         run.stderr
     );
     assert!(
-        run.run_dir.as_ref().is_none_or(|d| !d.join("report.json").exists()),
+        run.run_dir
+            .as_ref()
+            .is_none_or(|d| !d.join("report.json").exists()),
         "nothing is staged when an input is wrong"
     );
 }
@@ -467,8 +481,8 @@ fn parquet_company(dir: &Path, extra: Option<(&str, &str)>) -> PathBuf {
         "GLM_MASTER__ACCOUNT",
         "APM_MASTER__INVOICE",
     ] {
-        let mut r = csv::Reader::from_path(repo().join(format!("fixtures/sage/{table}.csv")))
-            .expect("csv");
+        let mut r =
+            csv::Reader::from_path(repo().join(format!("fixtures/sage/{table}.csv"))).expect("csv");
         let mut names: Vec<String> = r.headers().expect("h").iter().map(str::to_string).collect();
         let rows: Vec<Vec<String>> = r
             .records()
@@ -476,8 +490,9 @@ fn parquet_company(dir: &Path, extra: Option<(&str, &str)>) -> PathBuf {
             .collect();
         let mut columns: Vec<ArrayRef> = (0..names.len())
             .map(|i| {
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row[i].clone())))
-                    as ArrayRef
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|row| row[i].clone()),
+                )) as ArrayRef
             })
             .collect();
         if let (TX, Some((name, value))) = (table, extra) {
@@ -525,10 +540,16 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
     let jcsync::config::SourceConfig::Mssql(src) = &config.source else {
         panic!("mssql source")
     };
-    let found: Vec<String> = ["Job", "Description", "Status", "Cost_Account_Prefix", "Cost_Account"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let found: Vec<String> = [
+        "Job",
+        "Description",
+        "Status",
+        "Cost_Account_Prefix",
+        "Cost_Account",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let plan = jcsync::extract::mssql::plan_table(
         src,
         jcsync::schema::TableRole::Job,
@@ -544,8 +565,7 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
         "JCM_MASTER__JOB",
         &twice,
     )
-    .err()
-    .expect("a repeated Job is refused")
+    .expect_err("a repeated Job is refused")
     .to_string();
     assert!(
         err.contains("JCM_MASTER__JOB") && err.contains("column Job appears 2 times"),
@@ -600,7 +620,11 @@ fn assert_lines(run: &Run, at: impl Fn(u64) -> u64) {
         .into_iter()
         .find(|r| r.1 == "duplicate_key")
         .expect("duplicate");
-    assert!(dup.2.contains(&format!("repeats line {}", at(10))), "{}", dup.2);
+    assert!(
+        dup.2.contains(&format!("repeats line {}", at(10))),
+        "{}",
+        dup.2
+    );
 }
 
 #[test]
@@ -634,7 +658,10 @@ fn an_impossible_batch_size_is_a_config_error_naming_the_key() {
         "{}",
         run.stderr
     );
-    assert!(run.run_dir.is_none(), "no run directory for a bad pipeline file");
+    assert!(
+        run.run_dir.is_none(),
+        "no run directory for a bad pipeline file"
+    );
 }
 
 // 6. Invalid UTF-8.
@@ -672,7 +699,9 @@ fn a_transaction_file_without_run_and_sequence_is_an_error_naming_them() {
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains(&format!("{TX}.csv"))
-            && run.stderr.contains("required columns Run, Sequence are missing"),
+            && run
+                .stderr
+                .contains("required columns Run, Sequence are missing"),
         "{}",
         run.stderr
     );
@@ -697,7 +726,10 @@ fn a_bad_byte_in_a_job_description_is_decoded_lossily_and_reported() {
         .find(|d| d["table"] == "JCM_MASTER__JOB")
         .expect("job table");
     assert_eq!(job["quarantined"], 0);
-    assert_eq!(job["decoded_lossily"], serde_json::json!({"Description": 1}));
+    assert_eq!(
+        job["decoded_lossily"],
+        serde_json::json!({"Description": 1})
+    );
     let b = read_parquet(&staged_files(run.dir()));
     let jobs_of_rows = strings(&b, "job");
     let descriptions = strings(&b, "job_description");
