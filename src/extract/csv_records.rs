@@ -254,6 +254,18 @@ impl<R: Read> RecordReader<R> {
         };
         self.n_fields = endlen;
         let raw = &self.buf[self.mark..self.pos];
+        // The parser drops only delimiters, the line break that ends the record, and quotes. A
+        // record that lost nothing else had no quote, so it is one line: no need to look for
+        // line breaks inside it (the usual record, at no cost).
+        let terminator = usize::from(!at_eof);
+        if raw.len() == outlen + endlen.saturating_sub(1) + terminator
+            && raw.len() <= MAX_RECORD_BYTES
+        {
+            self.line += terminator as u64;
+            self.prev_cr = raw.last() == Some(&b'\r');
+            self.mark = self.pos;
+            return Ok(Some(Framed::Record));
+        }
         let (breaks, first_break_end) = count_breaks(raw);
         if raw.len() > MAX_RECORD_BYTES {
             // Read whole in a few large reads, past the limit.
