@@ -72,12 +72,14 @@ pub enum Error {
 
     /// A table lacks a column the pipeline needs.
     #[error(
-        "SQL Server {server}: table {table}: required column {column} is missing (found: {found})"
+        "SQL Server {server}: table {table}: {} (found: {found})",
+        missing_columns(columns)
     )]
     SqlMissingColumn {
         server: String,
         table: String,
-        column: String,
+        /// Every needed column the table lacks.
+        columns: Vec<String>,
         found: String,
     },
 

@@ -571,6 +571,24 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
         err.contains("JCM_MASTER__JOB") && err.contains("column Job appears 2 times"),
         "{err}"
     );
+    // Natural-key columns are required there too.
+    let without_run: Vec<String> = jcsync::schema::TRANSACTION_SOURCE_COLUMNS
+        .iter()
+        .filter(|c| !["Run", "Sequence"].contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    let err = jcsync::extract::mssql::plan_table(
+        src,
+        jcsync::schema::TableRole::Transaction,
+        TX,
+        &without_run,
+    )
+    .expect_err("Run and Sequence are required")
+    .to_string();
+    assert!(
+        err.contains(TX) && err.contains("required columns Run, Sequence are missing"),
+        "{err}"
+    );
 }
 
 // 4. Line numbers.

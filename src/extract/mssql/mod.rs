@@ -135,20 +135,28 @@ pub fn plan_table(
         .iter()
         .map(|c| (super::files::header_key(c), c))
         .collect();
+    let missing: Vec<String> = role
+        .columns()
+        .iter()
+        .filter(|spec| {
+            spec.must_exist() && !by_lower.contains_key(&spec.source.to_ascii_lowercase())
+        })
+        .map(|spec| spec.source.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::SqlMissingColumn {
+            server: server_name(src),
+            table: format!("{}.{table}", src.schema),
+            columns: missing,
+            found: found.join(", "),
+        });
+    }
     let mut present = Vec::new();
     for spec in role.columns() {
         let hit = by_lower
             .get(&spec.source.to_ascii_lowercase())
             .map(|c| (*c).clone());
         if hit.is_none() {
-            if spec.must_exist() {
-                return Err(Error::SqlMissingColumn {
-                    server: server_name(src),
-                    table: format!("{}.{table}", src.schema),
-                    column: spec.source.to_string(),
-                    found: found.join(", "),
-                });
-            }
             tracing::warn!(
                 table,
                 column = spec.source,
