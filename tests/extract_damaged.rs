@@ -643,6 +643,7 @@ fn assert_lines(run: &Run, at: impl Fn(u64) -> u64) {
         "{}",
         dup.2
     );
+    run.assert_no_excluded_value();
 }
 
 #[test]
@@ -766,4 +767,5 @@ fn a_bad_byte_in_a_job_description_is_decoded_lossily_and_reported() {
         "{}",
         run.stderr
     );
+    run.assert_no_excluded_value();
 }
