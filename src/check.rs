@@ -120,7 +120,7 @@ fn columns_against(role: TableRole, found: &[String]) -> Vec<ColumnCheck> {
         .iter()
         .map(|spec| ColumnCheck {
             column: spec.source.to_string(),
-            required: spec.required,
+            required: spec.must_exist(),
             present: found
                 .iter()
                 .any(|f| f.trim().eq_ignore_ascii_case(spec.source)),

@@ -162,15 +162,20 @@ impl MssqlSource {
         if self.host.trim().is_empty() {
             return Err("key `source.host`: expected a host name or address".into());
         }
-        if self.partitions == 0 {
-            return Err("key `source.partitions`: expected a positive number".into());
-        }
-        if self.connect_timeout_secs == 0 || self.query_timeout_secs == 0 {
-            return Err(
-                "keys `source.connect_timeout_secs` and `source.query_timeout_secs`: expected a positive number of seconds"
-                    .into(),
-            );
-        }
+        in_range("source.port", self.port, 1, 65_535)?;
+        in_range("source.partitions", self.partitions, 1, MAX_PARTITIONS)?;
+        in_range(
+            "source.connect_timeout_secs",
+            self.connect_timeout_secs,
+            1,
+            MAX_CONNECT_TIMEOUT_SECS,
+        )?;
+        in_range(
+            "source.query_timeout_secs",
+            self.query_timeout_secs,
+            1,
+            MAX_QUERY_TIMEOUT_SECS,
+        )?;
         if self.password_env.trim().is_empty() {
             return Err("key `source.password_env`: expected the NAME of an environment variable holding the password".into());
         }
@@ -533,6 +538,51 @@ impl Default for ReportConfig {
     }
 }
 
+// Upper bounds of the numeric keys: far past any useful value, well short of what would
+// exhaust memory (a batch's buffers are allocated up front) or overflow a duration.
+
+/// `pipeline.batch_rows`: a batch's column buffers are allocated for this many rows at once.
+pub const MAX_BATCH_ROWS: u64 = 1 << 20;
+/// `pipeline.channel_capacity`: batches buffered per channel.
+pub const MAX_CHANNEL_CAPACITY: u64 = 1_024;
+/// `stage.row_group_rows`: a row group is buffered whole before it is written.
+pub const MAX_ROW_GROUP_ROWS: u64 = 1 << 24;
+/// `stage.part_rows`.
+pub const MAX_PART_ROWS: u64 = 1 << 32;
+/// `sync.overlap_minutes`: 30 days.
+pub const MAX_OVERLAP_MINUTES: u64 = 30 * 24 * 60;
+/// `source.partitions`: connections held open at once.
+pub const MAX_PARTITIONS: u64 = 64;
+/// `source.connect_timeout_secs`: one hour.
+pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3_600;
+/// `source.query_timeout_secs`: one day.
+pub const MAX_QUERY_TIMEOUT_SECS: u64 = 86_400;
+/// `load.hourly_limit` (benchmarks set limits this high to switch them off).
+pub const MAX_HOURLY_LIMIT: u64 = 1_000_000_000;
+/// `load.spike_limit`.
+pub const MAX_SPIKE_LIMIT: u64 = 100_000_000;
+/// `load.max_projects_in_flight`.
+pub const MAX_PROJECTS_IN_FLIGHT: u64 = 256;
+/// `load.max_retry_secs`: one day.
+pub const MAX_RETRY_SECS: u64 = 86_400;
+/// `load.backoff_base_ms` and `load.backoff_cap_ms`: one hour.
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+/// Check one numeric key against its range; the error names the key, the range and the value.
+fn in_range<T, B>(key: &str, value: T, min: B, max: B) -> std::result::Result<(), String>
+where
+    T: TryInto<i128> + Copy + std::fmt::Display,
+    B: Into<i128> + Copy + std::fmt::Display,
+{
+    let v: Option<i128> = value.try_into().ok();
+    match v {
+        Some(v) if v >= min.into() && v <= max.into() => Ok(()),
+        _ => Err(format!(
+            "key `{key}`: expected {min} to {max}, found {value}"
+        )),
+    }
+}
+
 /// A pipeline file as loaded from disk: the config, where it came from and its hash.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -600,18 +650,7 @@ impl PipelineConfig {
                 ));
             }
         }
-        if !(1..=22).contains(&self.stage.zstd_level) {
-            return Err(format!(
-                "key `stage.zstd_level`: expected 1 to 22, found {}",
-                self.stage.zstd_level
-            ));
-        }
-        if self.stage.row_group_rows == 0 || self.stage.part_rows == 0 {
-            return Err(
-                "keys `stage.row_group_rows` and `stage.part_rows`: expected a positive number"
-                    .into(),
-            );
-        }
+        self.validate_numbers()?;
         let l = &self.load;
         for (key, fmt) in [
             ("load.budget_code_format", &l.budget_code_format),
@@ -630,16 +669,6 @@ impl PipelineConfig {
                 l.status
             ));
         }
-        if l.hourly_limit == 0
-            || l.spike_limit == 0
-            || l.spike_window_secs == 0
-            || l.max_projects_in_flight == 0
-        {
-            return Err("keys `load.hourly_limit`, `load.spike_limit`, `load.spike_window_secs`, `load.max_projects_in_flight`: expected a positive number".into());
-        }
-        if self.pipeline.batch_rows == 0 || self.pipeline.channel_capacity == 0 {
-            return Err("keys `pipeline.batch_rows` and `pipeline.channel_capacity`: expected a positive number".into());
-        }
         if let SourceConfig::Mssql(m) = &self.source {
             m.validate()?;
             let t = &self.tables;
@@ -652,6 +681,60 @@ impl PipelineConfig {
             ] {
                 crate::extract::mssql::sql::check_identifier(key, name)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Every numeric key of the sections all sources share, against its range (the source's
+    /// own keys are checked by the source).
+    fn validate_numbers(&self) -> std::result::Result<(), String> {
+        in_range(
+            "sync.overlap_minutes",
+            self.sync.overlap_minutes,
+            0,
+            MAX_OVERLAP_MINUTES,
+        )?;
+        in_range("stage.zstd_level", self.stage.zstd_level, 1, 22)?;
+        in_range(
+            "stage.row_group_rows",
+            self.stage.row_group_rows,
+            1,
+            MAX_ROW_GROUP_ROWS,
+        )?;
+        in_range("stage.part_rows", self.stage.part_rows, 1, MAX_PART_ROWS)?;
+        in_range(
+            "pipeline.batch_rows",
+            self.pipeline.batch_rows,
+            1,
+            MAX_BATCH_ROWS,
+        )?;
+        in_range(
+            "pipeline.channel_capacity",
+            self.pipeline.channel_capacity,
+            1,
+            MAX_CHANNEL_CAPACITY,
+        )?;
+        let l = &self.load;
+        in_range("load.hourly_limit", l.hourly_limit, 1, MAX_HOURLY_LIMIT)?;
+        in_range("load.spike_limit", l.spike_limit, 1, MAX_SPIKE_LIMIT)?;
+        in_range("load.spike_window_secs", l.spike_window_secs, 1, 3_600)?;
+        in_range(
+            "load.max_projects_in_flight",
+            l.max_projects_in_flight,
+            1,
+            MAX_PROJECTS_IN_FLIGHT,
+        )?;
+        in_range(
+            "load.request_timeout_secs",
+            l.request_timeout_secs,
+            1,
+            3_600,
+        )?;
+        in_range("load.max_retry_secs", l.max_retry_secs, 0, MAX_RETRY_SECS)?;
+        in_range("load.backoff_base_ms", l.backoff_base_ms, 0, MAX_BACKOFF_MS)?;
+        in_range("load.backoff_cap_ms", l.backoff_cap_ms, 0, MAX_BACKOFF_MS)?;
+        if let TargetConfig::Procore(p) = &self.target {
+            in_range("target.company_id", p.company_id, 1, i64::MAX)?;
         }
         Ok(())
     }
@@ -783,6 +866,62 @@ kind = "dry-run"
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn every_numeric_key_has_an_upper_bound_named_in_its_error() {
+        // (section, key, first value past the bound)
+        let cases: &[(&str, &str, u64)] = &[
+            ("pipeline", "batch_rows", MAX_BATCH_ROWS + 1),
+            ("pipeline", "batch_rows", 10_000_000_000),
+            ("pipeline", "channel_capacity", MAX_CHANNEL_CAPACITY + 1),
+            ("stage", "row_group_rows", MAX_ROW_GROUP_ROWS + 1),
+            ("stage", "part_rows", MAX_PART_ROWS + 1),
+            ("stage", "zstd_level", 23),
+            ("sync", "overlap_minutes", MAX_OVERLAP_MINUTES + 1),
+            ("load", "hourly_limit", MAX_HOURLY_LIMIT + 1),
+            ("load", "spike_limit", MAX_SPIKE_LIMIT + 1),
+            ("load", "spike_window_secs", 3_601),
+            ("load", "max_projects_in_flight", MAX_PROJECTS_IN_FLIGHT + 1),
+            ("load", "request_timeout_secs", 3_601),
+            ("load", "max_retry_secs", MAX_RETRY_SECS + 1),
+            ("load", "backoff_base_ms", MAX_BACKOFF_MS + 1),
+            ("load", "backoff_cap_ms", MAX_BACKOFF_MS + 1),
+        ];
+        for (section, key, bad) in cases {
+            let text = format!("{MINIMAL}\n[{section}]\n{key} = {bad}\n");
+            let err = PipelineConfig::parse(&text).unwrap_err();
+            assert!(
+                err.contains(&format!("key `{section}.{key}`")) && err.contains(&bad.to_string()),
+                "{section}.{key} = {bad}: {err}"
+            );
+        }
+        // The bounds themselves are accepted.
+        let text = format!(
+            "{MINIMAL}\n[pipeline]\nbatch_rows = {MAX_BATCH_ROWS}\n[load]\nhourly_limit = {MAX_HOURLY_LIMIT}\n"
+        );
+        assert!(PipelineConfig::parse(&text).is_ok());
+        let source_cases: &[(&str, u64)] = &[
+            ("partitions", MAX_PARTITIONS + 1),
+            ("connect_timeout_secs", MAX_CONNECT_TIMEOUT_SECS + 1),
+            ("query_timeout_secs", MAX_QUERY_TIMEOUT_SECS + 1),
+            ("port", 0),
+        ];
+        for (key, bad) in source_cases {
+            let text = MSSQL.replace("user = ", &format!("{key} = {bad}\nuser = "));
+            let err = PipelineConfig::parse(&text).unwrap_err();
+            assert!(
+                err.contains(&format!("key `source.{key}`")) && err.contains(&bad.to_string()),
+                "source.{key} = {bad}: {err}"
+            );
+        }
+        let procore = MINIMAL.replace(
+            "kind = \"dry-run\"",
+            "kind = \"procore\"\napi_url = \"https://x\"\nlogin_url = \"https://y\"\ncompany_id = 0\n\
+             client_id_env = \"A\"\nclient_secret_env = \"B\"",
+        );
+        let err = PipelineConfig::parse(&procore).unwrap_err();
+        assert!(err.contains("key `target.company_id`"), "{err}");
     }
 
     #[test]

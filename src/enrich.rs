@@ -2,7 +2,7 @@
 //! (indexed once); each transaction batch probes them and the matched dimension columns are
 //! gathered with Arrow's `take` kernel.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
@@ -187,6 +187,7 @@ impl Dimensions {
                 table: t.table.clone(),
                 rows_read: t.rows_read as u64,
                 quarantined,
+                decoded_lossily: lossy_report(&t.table, &t.decoded_lossily),
             });
             for q in std::mem::take(&mut t.quarantine) {
                 quarantine(q)?;
@@ -198,11 +199,14 @@ impl Dimensions {
             table: table.clone(),
             rows_read: 0,
             quarantined: 0,
+            decoded_lossily: BTreeMap::new(),
         };
+        let mut invoice_lossy = BTreeMap::new();
         let mut builder = InvoiceIndex::builder(&table, spill_dir, invoice_memory);
         for typed in source.dimension_batches(TableRole::Invoice)? {
             let typed = typed?;
             invoice_report.rows_read += typed.rows_read as u64;
+            crate::extract::add_counts(&mut invoice_lossy, &typed.decoded_lossily);
             for q in typed
                 .quarantine
                 .into_iter()
@@ -212,6 +216,7 @@ impl Dimensions {
                 quarantine(q)?;
             }
         }
+        invoice_report.decoded_lossily = lossy_report(&table, &invoice_lossy);
         let invoices = builder.finish()?;
         let stats = invoices.stats();
         tracing::info!(
@@ -235,6 +240,21 @@ impl Dimensions {
     pub fn job_count(&self) -> usize {
         self.jobs.len()
     }
+}
+
+/// The report's count of descriptive values decoded lossily, warned about once per column (the
+/// value is not logged).
+fn lossy_report(table: &str, counts: &BTreeMap<&'static str, u64>) -> BTreeMap<String, u64> {
+    for (column, n) in counts {
+        tracing::warn!(
+            table,
+            column,
+            values = n,
+            "{n} value(s) of {table}.{column} are not valid UTF-8: decoded with U+FFFD in place of \
+             the bad bytes (the rows are used; fix the export to keep the text exact)"
+        );
+    }
+    counts.iter().map(|(c, n)| (c.to_string(), *n)).collect()
 }
 
 /// The enrich stage: probe, gather, assign origin ids.

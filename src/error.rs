@@ -18,13 +18,29 @@ pub enum Error {
     #[error("source table {table}: file {path} not found")]
     MissingTable { table: String, path: PathBuf },
 
-    /// A source table lacks a column the pipeline needs.
-    #[error("source table {table} ({path}): required column {column} is missing (found: {found})")]
+    /// A source table lacks columns the pipeline needs (a required value or a natural-key column).
+    #[error(
+        "source table {table} ({path}): {} (found: {found})",
+        missing_columns(columns)
+    )]
     MissingColumn {
         table: String,
         path: PathBuf,
-        column: String,
+        /// Every needed column the table lacks.
+        columns: Vec<String>,
         found: String,
+    },
+
+    /// A source table names a column jcsync reads more than once (names compared trimmed and
+    /// case-insensitively, as they are matched): which copy holds the data cannot be told.
+    #[error("source table {table} ({location}): column {column} appears {} times (as {}); which one holds the data cannot be told: remove or rename the others", found.len(), found.join(", "))]
+    DuplicateColumn {
+        table: String,
+        /// The file, or the SQL Server table.
+        location: String,
+        column: String,
+        /// Each spelling found, with its position (1-based).
+        found: Vec<String>,
     },
 
     /// The environment variable that should hold the SQL Server password is not set.
@@ -56,12 +72,14 @@ pub enum Error {
 
     /// A table lacks a column the pipeline needs.
     #[error(
-        "SQL Server {server}: table {table}: required column {column} is missing (found: {found})"
+        "SQL Server {server}: table {table}: {} (found: {found})",
+        missing_columns(columns)
     )]
     SqlMissingColumn {
         server: String,
         table: String,
-        column: String,
+        /// Every needed column the table lacks.
+        columns: Vec<String>,
         found: String,
     },
 
@@ -159,6 +177,14 @@ pub enum Error {
         stage: &'static str,
         message: String,
     },
+}
+
+/// `required column X is missing`, or `required columns X, Y are missing`.
+fn missing_columns(columns: &[String]) -> String {
+    match columns {
+        [one] => format!("required column {one} is missing"),
+        many => format!("required columns {} are missing", many.join(", ")),
+    }
 }
 
 impl Error {

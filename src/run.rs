@@ -104,6 +104,10 @@ pub struct DimensionReport {
     pub table: String,
     pub rows_read: u64,
     pub quarantined: u64,
+    /// Descriptive values (a job's Description, ...) that were not valid UTF-8 and were decoded
+    /// lossily (U+FFFD) instead of setting their row aside, by Sage column name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decoded_lossily: BTreeMap<String, u64>,
 }
 
 /// One stage's work.

@@ -89,6 +89,19 @@ pub struct ColumnSpec {
     pub kind: ColumnKind,
     /// A row without a value here cannot be used (quarantined as `missing_value`).
     pub required: bool,
+    /// Part of the natural key: the table must have the column (its value may be empty, as
+    /// Extra is for a job without sub jobs), or every origin_id would change the day it returns.
+    pub key: bool,
+    /// Free text of a dimension (a description, a title): a value that is not valid UTF-8 is
+    /// decoded lossily (U+FFFD) and counted in the report, never a reason to set the row aside.
+    pub lossy: bool,
+}
+
+impl ColumnSpec {
+    /// The source must have this column: a required value or a natural-key column.
+    pub const fn must_exist(&self) -> bool {
+        self.required || self.key
+    }
 }
 
 const fn col(source: &'static str, name: &'static str, kind: ColumnKind) -> ColumnSpec {
@@ -97,15 +110,39 @@ const fn col(source: &'static str, name: &'static str, kind: ColumnKind) -> Colu
         name,
         kind,
         required: false,
+        key: false,
+        lossy: false,
     }
 }
 
 const fn req(source: &'static str, name: &'static str, kind: ColumnKind) -> ColumnSpec {
     ColumnSpec {
-        source,
-        name,
-        kind,
         required: true,
+        ..col(source, name, kind)
+    }
+}
+
+/// A natural-key column whose value is required.
+const fn key_req(source: &'static str, name: &'static str, kind: ColumnKind) -> ColumnSpec {
+    ColumnSpec {
+        key: true,
+        ..req(source, name, kind)
+    }
+}
+
+/// A natural-key column whose value may be empty.
+const fn key(source: &'static str, name: &'static str, kind: ColumnKind) -> ColumnSpec {
+    ColumnSpec {
+        key: true,
+        ..col(source, name, kind)
+    }
+}
+
+/// Descriptive text of a dimension, decoded lossily.
+const fn text(source: &'static str, name: &'static str) -> ColumnSpec {
+    ColumnSpec {
+        lossy: true,
+        ..col(source, name, Text)
     }
 }
 
@@ -113,11 +150,11 @@ use ColumnKind::*;
 
 /// Transaction (JC): the columns jcsync uses.
 pub const TRANSACTION_COLUMNS: &[ColumnSpec] = &[
-    req("Job", "job", Text),
-    col("Extra", "extra", Text),
-    col("Cost_Code", "cost_code", Text),
-    col("Category", "category", Text),
-    req("Transaction_Type", "transaction_type", Text),
+    key_req("Job", "job", Text),
+    key("Extra", "extra", Text),
+    key("Cost_Code", "cost_code", Text),
+    key("Category", "category", Text),
+    key_req("Transaction_Type", "transaction_type", Text),
     col("Transaction_Date", "transaction_date", Date),
     req("Accounting_Date", "accounting_date", Date),
     col("Description", "description", Text),
@@ -126,11 +163,11 @@ pub const TRANSACTION_COLUMNS: &[ColumnSpec] = &[
     req("Amount", "amount", Money),
     col("Vendor", "vendor", Text),
     col("Invoice", "invoice", Text),
-    col("Dist_Sequence", "dist_sequence", Integer),
+    key("Dist_Sequence", "dist_sequence", Integer),
     col("Application_of_Origin", "application_of_origin", Text),
     col("Batch", "batch", Text),
-    col("Run", "run", Integer),
-    col("Sequence", "sequence", Integer),
+    key("Run", "run", Integer),
+    key("Sequence", "sequence", Integer),
     col("Commitment", "commitment", Text),
     col("Commitment_Line_Item", "commitment_line_item", Integer),
     col("Period_End_Date", "period_end_date", Date),
@@ -181,7 +218,7 @@ pub const NATURAL_KEY: [&str; 8] = [
 /// Job (JC).
 pub const JOB_COLUMNS: &[ColumnSpec] = &[
     req("Job", "job", Text),
-    col("Description", "description", Text),
+    text("Description", "description"),
     col("Status", "status", Text),
     col("Cost_Account_Prefix", "cost_account_prefix", Text),
     col("Cost_Account", "cost_account", Text),
@@ -190,13 +227,13 @@ pub const JOB_COLUMNS: &[ColumnSpec] = &[
 /// GL Account Prefix.
 pub const ACCOUNT_PREFIX_COLUMNS: &[ColumnSpec] = &[
     req("Account_Prefix_A", "account_prefix", Text),
-    col("Account_Prefix_A_Description", "description", Text),
+    text("Account_Prefix_A_Description", "description"),
 ];
 
 /// GL Account.
 pub const ACCOUNT_COLUMNS: &[ColumnSpec] = &[
     req("Account", "account", Text),
-    col("Account_Title", "title", Text),
+    text("Account_Title", "title"),
     col("Account_Type", "account_type", Text),
 ];
 
@@ -204,7 +241,7 @@ pub const ACCOUNT_COLUMNS: &[ColumnSpec] = &[
 pub const INVOICE_COLUMNS: &[ColumnSpec] = &[
     req("Vendor", "vendor", Text),
     req("Invoice", "invoice", Text),
-    col("Description", "description", Text),
+    text("Description", "description"),
     col("Status", "status", Text),
     col("Amount", "amount", Money),
     col("Invoice_Date", "invoice_date", Date),
@@ -340,6 +377,25 @@ mod tests {
                 .ok(),
             Some(DataType::Date32)
         );
+    }
+
+    #[test]
+    fn natural_key_columns_are_the_key_columns_and_must_exist() {
+        let keys: Vec<&str> = TRANSACTION_COLUMNS
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| c.name)
+            .collect();
+        let mut natural = NATURAL_KEY.to_vec();
+        natural.sort_unstable();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, natural);
+        assert!(TRANSACTION_COLUMNS
+            .iter()
+            .filter(|c| c.key)
+            .all(|c| c.must_exist()));
+        assert!(TRANSACTION_COLUMNS.iter().all(|c| !c.lossy));
     }
 
     #[test]

@@ -177,6 +177,7 @@ fn typed(arrow_name: &str, raw: ArrayRef) -> (ArrayRef, usize) {
             batch,
             problems: vec![],
             not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
         },
     )
     .expect("typed");

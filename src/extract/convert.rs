@@ -500,6 +500,8 @@ mod tests {
             name: "amount",
             kind,
             required,
+            key: false,
+            lossy: false,
         }
     }
 

@@ -16,11 +16,14 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ProjectionMask;
 
 use super::convert::{trim_cell, CellProblem};
+use super::csv_records::{self, Framed, RecordReader};
 use super::RawBatch;
 use crate::config::FileFormat;
 use crate::error::{Error, Result};
 use crate::quarantine::ReasonCode;
-use crate::schema::{ColumnSpec, TableRole, COST_TRANSACTION_TYPES, SOURCE_LINE};
+use crate::schema::{
+    ColumnSpec, TableRole, COST_TRANSACTION_TYPES, EXCLUDED_TRANSACTION_COLUMNS, SOURCE_LINE,
+};
 
 /// Path of a table's file in an export directory.
 pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
@@ -62,38 +65,81 @@ struct ColumnPlan {
     spec_index: Vec<Option<usize>>,
 }
 
+/// How a header name is matched to a Sage column: without a byte order mark, trimmed, ASCII
+/// case-insensitive.
+pub fn header_key(name: &str) -> String {
+    name.trim_start_matches('\u{feff}')
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The first column of `role` that `header` names more than once (as [`header_key`] matches
+/// names), with each spelling found and its 1-based position. A repeat of a column jcsync does
+/// not read (an excluded one, an unknown one) is no concern of the run.
+pub fn duplicated_column(
+    role: TableRole,
+    header: &[String],
+) -> Option<(&'static str, Vec<String>)> {
+    role.columns().iter().find_map(|spec| {
+        let wanted = spec.source.to_ascii_lowercase();
+        let found: Vec<String> = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| header_key(h) == wanted)
+            .map(|(i, h)| format!("{h:?} at position {}", i + 1))
+            .collect();
+        (found.len() > 1).then_some((spec.source, found))
+    })
+}
+
 fn plan_columns(
     role: TableRole,
     table: &str,
     path: &Path,
     header: &[String],
 ) -> Result<ColumnPlan> {
+    if let Some((column, found)) = duplicated_column(role, header) {
+        return Err(Error::DuplicateColumn {
+            table: table.to_string(),
+            location: path.display().to_string(),
+            column: column.to_string(),
+            found,
+        });
+    }
     let by_name: HashMap<String, usize> = header
         .iter()
         .enumerate()
-        .map(|(i, h)| (h.trim().to_ascii_lowercase(), i))
+        .map(|(i, h)| (header_key(h), i))
         .collect();
     let find = |name: &str| by_name.get(&name.to_ascii_lowercase()).copied();
-    let mut spec_index = Vec::with_capacity(role.columns().len());
-    for spec in role.columns() {
-        let found = find(spec.source);
-        if found.is_none() {
-            if spec.required {
-                return Err(Error::MissingColumn {
-                    table: table.to_string(),
-                    path: path.to_path_buf(),
-                    column: spec.source.to_string(),
-                    found: header.join(", "),
-                });
-            }
-            tracing::warn!(
-                table,
-                column = spec.source,
-                "optional column missing from {}; it is read as NULL",
-                path.display()
-            );
-        }
-        spec_index.push(found);
+    let spec_index: Vec<Option<usize>> = role.columns().iter().map(|s| find(s.source)).collect();
+    let missing: Vec<String> = role
+        .columns()
+        .iter()
+        .zip(&spec_index)
+        .filter(|(spec, found)| found.is_none() && spec.must_exist())
+        .map(|(spec, _)| spec.source.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::MissingColumn {
+            table: table.to_string(),
+            path: path.to_path_buf(),
+            columns: missing,
+            found: header.join(", "),
+        });
+    }
+    for (spec, _) in role
+        .columns()
+        .iter()
+        .zip(&spec_index)
+        .filter(|(_, f)| f.is_none())
+    {
+        tracing::warn!(
+            table,
+            column = spec.source,
+            "optional column missing from {}; it is read as NULL",
+            path.display()
+        );
     }
     Ok(ColumnPlan { spec_index })
 }
@@ -179,15 +225,15 @@ impl Iterator for TableReader {
     }
 }
 
-/// CSV table reader. Records with the wrong number of fields or invalid UTF-8 become row problems.
+/// CSV table reader. A record with the wrong number of fields, a runaway quote or a value that
+/// is not UTF-8 becomes a row problem (see [`super::csv_records`] for how records are framed).
 pub struct CsvTableReader {
     path: PathBuf,
     role: TableRole,
-    reader: csv::Reader<File>,
+    records: RecordReader<File>,
     plan: ColumnPlan,
     header_len: usize,
     batch_rows: usize,
-    record: csv::ByteRecord,
     /// Text bytes of each column in the last batch (capacity hint for the next).
     value_bytes: Vec<usize>,
     /// The file column of Transaction_Type, when non-cost rows are dropped as they are read.
@@ -197,36 +243,36 @@ pub struct CsvTableReader {
 
 impl CsvTableReader {
     fn open(path: PathBuf, table: &str, role: TableRole, batch_rows: usize) -> Result<Self> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .has_headers(true)
-            .from_path(&path)
-            .map_err(|e| Error::Source {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-        let header: Vec<String> = reader
-            .byte_headers()
-            .map_err(|e| Error::Source {
-                path: path.clone(),
-                message: format!("cannot read the header: {e}"),
-            })?
-            .iter()
-            .map(|h| {
-                String::from_utf8_lossy(h)
-                    .trim_start_matches('\u{feff}')
-                    .to_string()
-            })
-            .collect();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut records = RecordReader::new(file);
+        let cannot_read = |e: std::io::Error| Error::Source {
+            path: path.clone(),
+            message: format!("cannot read the header: {e}"),
+        };
+        let header: Vec<String> = match records.read().map_err(cannot_read)? {
+            None => Vec::new(),
+            Some(Framed::Record) if records.record_lines() == 1 => (0..records.len())
+                .map(|i| String::from_utf8_lossy(records.field(i).unwrap_or_default()).into_owned())
+                .collect(),
+            Some(_) => {
+                return Err(Error::Source {
+                    path,
+                    message: format!(
+                        "line {}: the header is not one line of column names (an unclosed quote?)",
+                        records.record_line()
+                    ),
+                })
+            }
+        };
         let plan = plan_columns(role, table, &path, &header)?;
+        records.expect_fields(header.len());
         Ok(CsvTableReader {
             path,
             role,
-            reader,
+            records,
             plan,
             header_len: header.len(),
             batch_rows,
-            record: csv::ByteRecord::new(),
             value_bytes: Vec::new(),
             cost_filter: None,
             done: false,
@@ -238,9 +284,9 @@ impl CsvTableReader {
             return Ok(None);
         }
         let n_spec = self.plan.spec_index.len();
-        let n_cols = n_spec;
+        let specs = self.role.columns();
         // Sized from the previous batch, so that the buffers rarely grow (and copy) mid-batch.
-        let mut builders: Vec<StringBuilder> = (0..n_cols)
+        let mut builders: Vec<StringBuilder> = (0..n_spec)
             .map(|c| {
                 let bytes = self.value_bytes.get(c).copied().unwrap_or(0);
                 StringBuilder::with_capacity(self.batch_rows, bytes + bytes / 8)
@@ -249,66 +295,83 @@ impl CsvTableReader {
         let mut lines = Vec::with_capacity(self.batch_rows);
         let mut problems = Vec::new();
         let mut not_cost_type: BTreeMap<String, u64> = BTreeMap::new();
+        let mut decoded_lossily: BTreeMap<&'static str, u64> = BTreeMap::new();
         while lines.len() < self.batch_rows {
-            let more = match self.reader.read_byte_record(&mut self.record) {
-                Ok(more) => more,
-                Err(e) => {
-                    // An I/O error or a broken quote: the rest of the file cannot be trusted.
-                    return Err(Error::Source {
-                        path: self.path.clone(),
-                        message: format!("cannot read a record: {e}"),
-                    });
-                }
-            };
-            if !more {
+            let framed = self.records.read().map_err(|e| Error::Source {
+                path: self.path.clone(),
+                message: format!("cannot read past line {}: {e}", self.records.record_line()),
+            })?;
+            let Some(framed) = framed else {
                 self.done = true;
                 break;
-            }
-            if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
-                crate::schema::count_type(&mut not_cost_type, ty);
-                continue;
+            };
+            let well_formed = framed == Framed::Record && self.records.len() == self.header_len;
+            if well_formed {
+                if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
+                    crate::schema::count_type(&mut not_cost_type, ty);
+                    continue;
+                }
             }
             let row = lines.len();
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            lines.push(line);
-            if self.record.len() != self.header_len {
+            lines.push(self.records.record_line());
+            if !well_formed {
+                // Nothing of a record that did not split into the header's fields is kept, not
+                // even as text: its values may sit under other columns' names, and those may be
+                // excluded ones.
+                let message = match framed {
+                    Framed::Record => format!(
+                        "expected {} fields, found {}",
+                        self.header_len,
+                        self.records.len()
+                    ),
+                    Framed::UnclosedQuote => "a quoted field opens on this line and is not closed \
+                        where a record could end (an unclosed quote): the line is set aside and \
+                        the next one is read as a record of its own"
+                        .to_string(),
+                    Framed::TooLong => format!(
+                        "the line is longer than {} MiB",
+                        csv_records::MAX_RECORD_BYTES >> 20
+                    ),
+                };
                 problems.push(CellProblem {
                     row,
                     code: ReasonCode::MalformedRecord,
-                    message: format!(
-                        "line {line}: expected {} fields, found {}",
-                        self.header_len,
-                        self.record.len()
-                    ),
+                    message,
                 });
-            }
-            // One UTF-8 check per record (not per field); the record's buffer is reused.
-            match csv::StringRecord::from_byte_record(std::mem::take(&mut self.record)) {
-                Ok(text) => {
-                    for (b, idx) in builders.iter_mut().zip(&self.plan.spec_index) {
-                        match idx.and_then(|i| text.get(i)) {
-                            Some(v) => b.append_value(v),
-                            None => b.append_null(),
-                        }
-                    }
-                    self.record = text.into_byte_record();
+                for b in builders.iter_mut() {
+                    b.append_null();
                 }
-                Err(e) => {
-                    self.record = e.into_byte_record();
-                    for (b, idx) in builders.iter_mut().zip(&self.plan.spec_index) {
-                        match idx.and_then(|i| self.record.get(i)) {
-                            Some(bytes) => match std::str::from_utf8(bytes) {
-                                Ok(v) => b.append_value(v),
-                                Err(_) => {
-                                    b.append_null();
-                                    problems.push(CellProblem {
-                                        row,
-                                        code: ReasonCode::MalformedRecord,
-                                        message: format!("line {line}: a field is not valid UTF-8"),
-                                    });
-                                }
-                            },
-                            None => b.append_null(),
+                continue;
+            }
+            // One UTF-8 check per record (not per field); fields are looked at one by one only
+            // when it fails.
+            let whole = std::str::from_utf8(self.records.all_fields()).ok();
+            for ((b, idx), spec) in builders.iter_mut().zip(&self.plan.spec_index).zip(specs) {
+                let Some(i) = *idx else {
+                    b.append_null();
+                    continue;
+                };
+                let text = whole
+                    .and_then(|t| self.records.field_range(i).and_then(|r| t.get(r)))
+                    .or_else(|| {
+                        self.records
+                            .field(i)
+                            .and_then(|f| std::str::from_utf8(f).ok())
+                    });
+                match text {
+                    Some(v) => b.append_value(v),
+                    None => {
+                        let bytes = self.records.field(i).unwrap_or_default();
+                        if spec.lossy {
+                            b.append_value(String::from_utf8_lossy(bytes));
+                            *decoded_lossily.entry(spec.source).or_default() += 1;
+                        } else {
+                            b.append_null();
+                            problems.push(CellProblem {
+                                row,
+                                code: ReasonCode::MalformedRecord,
+                                message: not_utf8(spec, bytes),
+                            });
                         }
                     }
                 }
@@ -330,18 +393,65 @@ impl CsvTableReader {
             batch: RecordBatch::try_new(schema, columns)?,
             problems,
             not_cost_type,
+            decoded_lossily,
         }))
     }
 
     /// The current record's Transaction_Type (file column `i`), trimmed, when it is a non-empty
-    /// type that is not a cost type in a well-formed record.
+    /// type that is not a cost type.
     fn not_cost_type(&self, i: usize) -> Option<&str> {
-        if self.record.len() != self.header_len {
-            return None;
-        }
-        let ty = trim_cell(std::str::from_utf8(self.record.get(i)?).ok()?);
+        let ty = trim_cell(std::str::from_utf8(self.records.field(i)?).ok()?);
         (!ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty)).then_some(ty)
     }
+}
+
+/// The reason of a value that is not UTF-8: its column, and the value escaped and shortened
+/// (never the value of an excluded column, though none is ever read).
+fn not_utf8(spec: &ColumnSpec, bytes: &[u8]) -> String {
+    if EXCLUDED_TRANSACTION_COLUMNS
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(spec.source))
+    {
+        return format!("column {}: the value is not valid UTF-8", spec.source);
+    }
+    format!(
+        "column {}: value {} is not valid UTF-8",
+        spec.source,
+        escaped(bytes)
+    )
+}
+
+/// `bytes` quoted for a message: valid text as it is (control characters escaped), each invalid
+/// byte as `\xNN`, cut after 60 characters.
+pub fn escaped(bytes: &[u8]) -> String {
+    const MAX: usize = 60;
+    let mut out = String::from("\"");
+    let mut shown = 0;
+    'chunks: for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if shown == MAX {
+                break 'chunks;
+            }
+            out.extend(c.escape_debug());
+            shown += 1;
+        }
+        for b in chunk.invalid() {
+            if shown == MAX {
+                break 'chunks;
+            }
+            out.push_str(&format!("\\x{b:02x}"));
+            shown += 1;
+        }
+    }
+    out.push('"');
+    let total: usize = bytes
+        .utf8_chunks()
+        .map(|c| c.valid().chars().count() + c.invalid().len())
+        .sum();
+    if total > MAX {
+        out.push('…');
+    }
+    out
 }
 
 /// Parquet table reader: reads only the wanted columns, in batches.
@@ -418,6 +528,7 @@ impl ParquetTableReader {
             batch: RecordBatch::try_new(schema, columns)?,
             problems: Vec::new(),
             not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
         }))
     }
 }
@@ -506,19 +617,20 @@ mod tests {
     #[test]
     fn non_cost_rows_are_dropped_while_read_and_counted_by_type() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let header = "Job,Transaction_Type,Accounting_Date,Amount";
+        let header = "Job,Extra,Cost_Code,Category,Transaction_Type,Run,Sequence,Dist_Sequence,\
+                      Accounting_Date,Amount";
         write(
             dir.path(),
             "JCT_CURRENT__TRANSACTION.csv",
             &format!(
                 "{header}\n\
-                 1001,AP cost,2024-01-02,1\n\
-                 1001,Original estimate  ,2024-01-02,2\n\
-                 1001,Work billed,2024-01-02,x\n\
-                 1001,,2024-01-02,4\n\
+                 1001,,,,AP cost,,,,2024-01-02,1\n\
+                 1001,,,,Original estimate  ,,,,2024-01-02,2\n\
+                 1001,,,,Work billed,,,,2024-01-02,x\n\
+                 1001,,,,,,,,2024-01-02,4\n\
                  1001,Original estimate\n\
-                 1001,Original estimate,2024-01-02,6\n\
-                 1001, PR cost,2024-01-02,7\n"
+                 1001,,,,Original estimate,,,,2024-01-02,6\n\
+                 1001,,,, PR cost,,,,2024-01-02,7\n"
             ),
         );
         let open = |batch_rows| {
@@ -589,7 +701,124 @@ mod tests {
         assert_eq!(lines.values().to_vec(), vec![2, 3]);
         assert_eq!(raw.problems.len(), 1);
         assert_eq!(raw.problems[0].row, 1);
-        assert!(raw.problems[0].message.contains("line 3"));
+        assert_eq!(raw.problems[0].message, "expected 5 fields, found 2");
+        // Nothing of a record that did not split is kept.
+        assert!((1..raw.batch.num_columns()).all(|c| raw.batch.column(c).is_null(1)));
         assert!(r.next().is_none());
+    }
+    #[test]
+    fn a_column_named_twice_as_headers_are_matched_is_found_and_others_are_ignored() {
+        let header: Vec<String> = ["\u{feff}Job", "Description", " JOB ", "Notes", "Notes"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (column, found) = duplicated_column(TableRole::Job, &header).expect("Job twice");
+        assert_eq!(column, "Job");
+        assert_eq!(
+            found,
+            vec![
+                "\"\\u{feff}Job\" at position 1".to_string(),
+                "\" JOB \" at position 3".to_string()
+            ]
+        );
+        // A repeat of a column that is not read is no concern.
+        assert_eq!(duplicated_column(TableRole::Job, &header[1..]), None);
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_shown_escaped_and_bounded_and_never_for_an_excluded_column() {
+        assert_eq!(
+            escaped(b"Caf\xe9 \xc3\xa9t\xc3"),
+            "\"Caf\\xe9 \u{e9}t\\xc3\""
+        );
+        assert_eq!(escaped(b"a\"b\n"), "\"a\\\"b\\n\"");
+        let long = [b'x'; 200];
+        let shown = escaped(&long);
+        assert_eq!(shown, format!("\"{}\"…", "x".repeat(60)));
+        let used = spec_by_name(TableRole::Transaction, "description").expect("spec");
+        assert_eq!(
+            not_utf8(used, b"O-ring \xe9"),
+            "column Description: value \"O-ring \\xe9\" is not valid UTF-8"
+        );
+        let excluded = ColumnSpec {
+            source: "Employee",
+            name: "employee",
+            kind: crate::schema::ColumnKind::Text,
+            required: false,
+            key: false,
+            lossy: false,
+        };
+        assert_eq!(
+            not_utf8(&excluded, b"XEMP-1\xff"),
+            "column Employee: the value is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_bad_byte_in_a_descriptive_dimension_column_is_decoded_lossily_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut f = File::create(dir.path().join("JCM_MASTER__JOB.csv")).expect("create");
+        f.write_all(
+            b"Job,Description,Status,Cost_Account_Prefix,Cost_Account\n\
+              1001,Tower \xff,Closed,01,01-5000\n\
+              10\xfe2,School,Closed,01,01-5000\n",
+        )
+        .expect("write");
+        let raw = open_table(
+            dir.path(),
+            "JCM_MASTER__JOB",
+            FileFormat::Csv,
+            TableRole::Job,
+            10,
+        )
+        .expect("opens")
+        .next()
+        .expect("a batch")
+        .expect("ok");
+        assert_eq!(raw.decoded_lossily, BTreeMap::from([("Description", 1)]));
+        let desc = raw
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>();
+        assert_eq!(desc.expect("text").value(0), "Tower \u{fffd}");
+        // A key is not descriptive: its row is set aside, naming the column and the value.
+        assert_eq!(raw.problems.len(), 1);
+        assert_eq!(raw.problems[0].row, 1);
+        assert_eq!(
+            raw.problems[0].message,
+            "column Job: value \"10\\xfe2\" is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn every_missing_key_column_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = crate::schema::TRANSACTION_SOURCE_COLUMNS
+            .iter()
+            .filter(|c| !["Run", "Sequence"].contains(c))
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+        write(
+            dir.path(),
+            "JCT_CURRENT__TRANSACTION.csv",
+            &format!("{header}\n"),
+        );
+        let err = open_table(
+            dir.path(),
+            "JCT_CURRENT__TRANSACTION",
+            FileFormat::Csv,
+            TableRole::Transaction,
+            10,
+        )
+        .err()
+        .expect("error")
+        .to_string();
+        assert!(
+            err.contains("JCT_CURRENT__TRANSACTION.csv")
+                && err.contains("required columns Run, Sequence are missing"),
+            "{err}"
+        );
     }
 }

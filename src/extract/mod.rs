@@ -2,6 +2,7 @@
 //! are small: the build side of the joins); the transaction table streams in batches.
 
 pub mod convert;
+pub mod csv_records;
 pub mod files;
 pub mod generate;
 pub mod mssql;
@@ -29,6 +30,9 @@ pub struct RawBatch {
     /// that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`] and
     /// [`drop_non_cost_rows`].
     pub not_cost_type: BTreeMap<String, u64>,
+    /// Values of descriptive dimension columns ([`crate::schema::ColumnSpec::lossy`]) that were
+    /// not valid UTF-8 and were decoded lossily, by Sage column name.
+    pub decoded_lossily: BTreeMap<&'static str, u64>,
 }
 
 impl RawBatch {
@@ -47,6 +51,8 @@ pub struct TypedBatch {
     pub quarantine: Option<QuarantineBatch>,
     /// Rows read from the source for this batch (typed + quarantined).
     pub rows_read: usize,
+    /// See [`RawBatch::decoded_lossily`].
+    pub decoded_lossily: BTreeMap<&'static str, u64>,
 }
 
 /// Drop the rows of a raw transaction batch whose Transaction_Type is not a cost type, before any
@@ -110,7 +116,15 @@ pub fn drop_non_cost_rows(raw: RawBatch) -> Result<RawBatch> {
         batch: filter_record_batch(&raw.batch, &BooleanArray::from(keep))?,
         problems,
         not_cost_type,
+        decoded_lossily: raw.decoded_lossily,
     })
+}
+
+/// Add per-column counts into a running total.
+pub fn add_counts(total: &mut BTreeMap<&'static str, u64>, more: &BTreeMap<&'static str, u64>) {
+    for (column, n) in more {
+        *total.entry(column).or_default() += n;
+    }
 }
 
 fn precedence(code: ReasonCode) -> u8 {
@@ -128,6 +142,7 @@ pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBa
     let RawBatch {
         batch: raw,
         mut problems,
+        decoded_lossily,
         ..
     } = raw;
     let rows_read = raw.num_rows();
@@ -142,6 +157,7 @@ pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBa
             batch: typed,
             quarantine: None,
             rows_read,
+            decoded_lossily,
         });
     }
     // Group problems by row: one quarantine row per source row, naming every bad cell.
@@ -158,6 +174,10 @@ pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBa
     let rejections: Vec<Rejection> = by_row
         .into_iter()
         .map(|(row, mut ps)| {
+            // A record that did not split into its fields has no values: only why it did not.
+            if ps.iter().any(|p| p.code == ReasonCode::MalformedRecord) {
+                ps.retain(|p| p.code == ReasonCode::MalformedRecord);
+            }
             ps.sort_by_key(|p| precedence(p.code));
             let line = lines.get(row).copied().unwrap_or(0);
             let detail: Vec<String> = ps.iter().map(|p| p.message.clone()).collect();
@@ -179,6 +199,7 @@ pub fn type_batch(role: TableRole, table: &str, raw: RawBatch) -> Result<TypedBa
         batch,
         quarantine: Some(quarantine),
         rows_read,
+        decoded_lossily,
     })
 }
 
@@ -190,6 +211,8 @@ pub struct DimensionTable {
     pub batch: RecordBatch,
     pub quarantine: Vec<QuarantineBatch>,
     pub rows_read: usize,
+    /// Descriptive values decoded lossily, by Sage column name (see [`RawBatch::decoded_lossily`]).
+    pub decoded_lossily: BTreeMap<&'static str, u64>,
 }
 
 /// Every table role, dimensions first.
@@ -331,9 +354,11 @@ impl SageSource {
         let mut batches = Vec::new();
         let mut quarantine = Vec::new();
         let mut rows_read = 0;
+        let mut decoded_lossily = BTreeMap::new();
         for typed in self.dimension_batches(role)? {
             let typed = typed?;
             rows_read += typed.rows_read;
+            add_counts(&mut decoded_lossily, &typed.decoded_lossily);
             batches.push(typed.batch);
             quarantine.extend(typed.quarantine);
         }
@@ -344,6 +369,7 @@ impl SageSource {
             batch,
             quarantine,
             rows_read,
+            decoded_lossily,
         })
     }
 
@@ -460,6 +486,7 @@ mod tests {
             batch,
             problems,
             not_cost_type: BTreeMap::from([("Work billed".to_string(), 3)]),
+            decoded_lossily: BTreeMap::new(),
         }
     }
 

@@ -117,22 +117,46 @@ pub fn plan_table(
             table: format!("{}.{table}", src.schema),
         });
     }
-    let by_lower: HashMap<String, &String> =
-        found.iter().map(|c| (c.to_ascii_lowercase(), c)).collect();
+    // A case-sensitive collation lets a table hold `Amount` and `AMOUNT`, which jcsync's
+    // case-insensitive match cannot tell apart.
+    if let Some((column, spellings)) = super::files::duplicated_column(role, found) {
+        return Err(Error::DuplicateColumn {
+            table: table.to_string(),
+            location: format!(
+                "SQL Server {} table {}.{table}",
+                server_name(src),
+                src.schema
+            ),
+            column: column.to_string(),
+            found: spellings,
+        });
+    }
+    let by_lower: HashMap<String, &String> = found
+        .iter()
+        .map(|c| (super::files::header_key(c), c))
+        .collect();
+    let missing: Vec<String> = role
+        .columns()
+        .iter()
+        .filter(|spec| {
+            spec.must_exist() && !by_lower.contains_key(&spec.source.to_ascii_lowercase())
+        })
+        .map(|spec| spec.source.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::SqlMissingColumn {
+            server: server_name(src),
+            table: format!("{}.{table}", src.schema),
+            columns: missing,
+            found: found.join(", "),
+        });
+    }
     let mut present = Vec::new();
     for spec in role.columns() {
         let hit = by_lower
             .get(&spec.source.to_ascii_lowercase())
             .map(|c| (*c).clone());
         if hit.is_none() {
-            if spec.required {
-                return Err(Error::SqlMissingColumn {
-                    server: server_name(src),
-                    table: format!("{}.{table}", src.schema),
-                    column: spec.source.to_string(),
-                    found: found.join(", "),
-                });
-            }
             tracing::warn!(
                 table,
                 column = spec.source,
@@ -279,6 +303,7 @@ impl<'p> BatchBuilder<'p> {
             batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?,
             problems: Vec::new(),
             not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
         })
     }
 }

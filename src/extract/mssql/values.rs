@@ -349,6 +349,7 @@ mod tests {
                 batch,
                 problems: vec![],
                 not_cost_type: Default::default(),
+                decoded_lossily: Default::default(),
             },
         )
         .expect("types");
