@@ -542,6 +542,8 @@ impl Default for ReportConfig {
 // exhaust memory (a batch's buffers are allocated up front) or overflow a duration.
 
 /// `pipeline.batch_rows`: a batch's column buffers are allocated for this many rows at once.
+/// Exit statuses with a meaning of their own, which `[report] quarantine_exit_code` may not take.
+pub const RESERVED_EXIT_CODES: [u8; 3] = [1, 3, 4];
 pub const MAX_BATCH_ROWS: u64 = 1 << 20;
 /// `pipeline.channel_capacity`: batches buffered per channel.
 pub const MAX_CHANNEL_CAPACITY: u64 = 1_024;
@@ -736,6 +738,13 @@ impl PipelineConfig {
         if let TargetConfig::Procore(p) = &self.target {
             in_range("target.company_id", p.company_id, 1, i64::MAX)?;
         }
+        let code = self.report.quarantine_exit_code;
+        if RESERVED_EXIT_CODES.contains(&code) {
+            return Err(format!(
+                "key `report.quarantine_exit_code`: {code} already means something else (1 the run failed, 3 the load did not complete, 4 another run holds the ledger): use 0, 2 or 5 to 125"
+            ));
+        }
+        in_range("report.quarantine_exit_code", code, 0, 125)?;
         Ok(())
     }
 
@@ -865,6 +874,23 @@ kind = "dry-run"
                 err.contains("stage.zstd_level") && err.contains(&bad.to_string()),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn quarantine_exit_code_may_not_take_a_status_that_means_something_else() {
+        for bad in [1u16, 3, 4, 126, 255] {
+            let text = format!("{MINIMAL}\n[report]\nquarantine_exit_code = {bad}\n");
+            let err = PipelineConfig::parse(&text).unwrap_err();
+            assert!(
+                err.contains("key `report.quarantine_exit_code`") && err.contains(&bad.to_string()),
+                "{bad}: {err}"
+            );
+        }
+        for good in [0u16, 2, 5, 125] {
+            let text = format!("{MINIMAL}\n[report]\nquarantine_exit_code = {good}\n");
+            let config = PipelineConfig::parse(&text).expect("a free exit status is accepted");
+            assert_eq!(u16::from(config.report.quarantine_exit_code), good);
         }
     }
 
