@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::process::{sandbox_pipeline, slow_sandbox, Finished, Jcsync};
 use common::*;
 use jcsync::sandbox::{FaultConfig, FaultKind, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
 
@@ -24,73 +22,8 @@ const EXIT_QUARANTINED: i32 = 2;
 /// Longest a command may take to stop after SIGINT.
 const PROMPT: Duration = Duration::from_secs(10);
 
-/// A running `jcsync`, its stdout and stderr read on threads so a full pipe never blocks it.
-struct Jcsync {
-    child: Child,
-    stdout: JoinHandle<String>,
-    stderr: JoinHandle<String>,
-}
-
-/// How a `jcsync` command ended.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
-        s
-    })
-}
-
+/// Ctrl-C for a running `jcsync` (an inherent impl: `Jcsync` is this test crate's own type).
 impl Jcsync {
-    fn start(args: &[&str]) -> Jcsync {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jcsync"))
-            .args(args)
-            .env(CLIENT_ID_ENV, "demo-client")
-            .env(CLIENT_SECRET_ENV, "demo-secret")
-            .env("JCSYNC_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jcsync");
-        let stdout = read_all(child.stdout.take().expect("stdout"));
-        let stderr = read_all(child.stderr.take().expect("stderr"));
-        Jcsync {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Wait at most `limit` for the process to exit; on timeout kill it and fail the test.
-    fn wait(mut self, limit: Duration, what: &str) -> Finished {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let Some(status) = status else {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let stderr = self.stderr.join().unwrap_or_default();
-            panic!("{what}: still running after {limit:?}, killed it; stderr:\n{stderr}");
-        };
-        Finished {
-            status,
-            stdout: self.stdout.join().expect("stdout reader"),
-            stderr: self.stderr.join().expect("stderr reader"),
-        }
-    }
-
     /// Wait (at most 30 s) until `ready` holds while the process is still running, then send it
     /// SIGINT, as Ctrl-C in a terminal does.
     fn interrupt_when(mut self, ready: impl Fn() -> bool) -> Jcsync {
@@ -115,23 +48,8 @@ impl Jcsync {
     }
 }
 
-/// A sandbox on 127.0.0.1 whose writes take `write_latency`, so a load of the fixtures (one
-/// project at a time) lasts long enough to be interrupted in the middle.
-fn slow_sandbox(rt: &tokio::runtime::Runtime, write_latency: Duration) -> SandboxHandle {
-    let mut config = SandboxConfig::from_dir(repo().join("fixtures/procore"));
-    config.write_latency = write_latency;
-    rt.block_on(Sandbox::start(config))
-        .expect("the sandbox must start")
-}
-
 fn pipeline(dir: &Path, sandbox: &SandboxHandle, load: &str) -> PathBuf {
-    write_load_pipeline(
-        dir,
-        &repo().join("fixtures/sage"),
-        sandbox.url(),
-        sandbox.company_id(),
-        load,
-    )
+    sandbox_pipeline(dir, sandbox, load)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {

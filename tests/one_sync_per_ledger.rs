@@ -6,14 +6,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::process::{sandbox_pipeline, slow_sandbox, Finished, Jcsync};
 use common::*;
-use jcsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use jcsync::sandbox::SandboxHandle;
 
 /// The fixtures plan this many direct costs and lines (`fixtures/expected/`).
 const DIRECT_COSTS: usize = 21;
@@ -24,103 +22,8 @@ const EXIT_LEDGER_BUSY: i32 = 4;
 /// A run turned away by the lock stops at once: well within this.
 const AT_ONCE: Duration = Duration::from_secs(5);
 
-/// A running `jcsync`, its output read on threads so a full pipe never blocks it.
-struct Jcsync {
-    child: Child,
-    started: Instant,
-    stdout: JoinHandle<String>,
-    stderr: JoinHandle<String>,
-}
-
-struct Finished {
-    status: ExitStatus,
-    took: Duration,
-    stdout: String,
-    stderr: String,
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = pipe.read_to_string(&mut s);
-        s
-    })
-}
-
-impl Jcsync {
-    fn start(args: &[&str]) -> Jcsync {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jcsync"))
-            .args(args)
-            .env(CLIENT_ID_ENV, "demo-client")
-            .env(CLIENT_SECRET_ENV, "demo-secret")
-            .env("JCSYNC_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jcsync");
-        let stdout = read_all(child.stdout.take().expect("stdout"));
-        let stderr = read_all(child.stderr.take().expect("stderr"));
-        Jcsync {
-            child,
-            started: Instant::now(),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-
-    /// Wait at most `limit` for the process to exit; on timeout kill it and fail the test.
-    fn wait(mut self, limit: Duration, what: &str) -> Finished {
-        let deadline = self.started + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let took = self.started.elapsed();
-        let Some(status) = status else {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let stderr = self.stderr.join().unwrap_or_default();
-            panic!("{what}: still running after {limit:?}, killed it; stderr:\n{stderr}");
-        };
-        Finished {
-            status,
-            took,
-            stdout: self.stdout.join().expect("stdout reader"),
-            stderr: self.stderr.join().expect("stderr reader"),
-        }
-    }
-}
-
-/// A sandbox whose writes take `write_latency`, so a load of the fixtures (one project at a
-/// time) lasts seconds.
-fn slow_sandbox(rt: &tokio::runtime::Runtime, write_latency: Duration) -> SandboxHandle {
-    let mut config = SandboxConfig::from_dir(repo().join("fixtures/procore"));
-    config.write_latency = write_latency;
-    rt.block_on(Sandbox::start(config))
-        .expect("the sandbox must start")
-}
-
 fn pipeline(dir: &Path, sandbox: &SandboxHandle) -> PathBuf {
-    write_load_pipeline(
-        dir,
-        &repo().join("fixtures/sage"),
-        sandbox.url(),
-        sandbox.company_id(),
-        "max_projects_in_flight = 1\n",
-    )
+    sandbox_pipeline(dir, sandbox, "max_projects_in_flight = 1\n")
 }
 
 /// Run directories under `runs` (complete or not), sorted.

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
