@@ -343,6 +343,27 @@ pub fn summary_text(report: &Report, run_dir: &Path) -> String {
             format!("({})", reasons.join(", "))
         }
     );
+    let lossy: Vec<String> = report
+        .dimensions
+        .iter()
+        .flat_map(|d| {
+            d.decoded_lossily
+                .iter()
+                .map(move |(column, n)| format!("{}.{column}: {n}", d.table))
+        })
+        .collect();
+    if !lossy.is_empty() {
+        let total: u64 = report
+            .dimensions
+            .iter()
+            .flat_map(|d| d.decoded_lossily.values())
+            .sum();
+        let _ = writeln!(
+            s,
+            "  decoded lossily  {total:>10}  dimension values with bytes that are not UTF-8, kept with U+FFFD ({})",
+            lossy.join(", ")
+        );
+    }
     if c.plan_skipped {
         let _ = writeln!(
             s,

@@ -767,5 +767,12 @@ fn a_bad_byte_in_a_job_description_is_decoded_lossily_and_reported() {
         "{}",
         run.stderr
     );
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("decoded lossily") && l.contains("JCM_MASTER__JOB.Description: 1")),
+        "the summary names the column decoded lossily:\n{}",
+        run.stdout
+    );
     run.assert_no_excluded_value();
 }
