@@ -263,18 +263,7 @@ fn no_excluded_column_name_or_value_reaches_any_file_of_the_run() {
         needles.len() > 100,
         "the fixtures should carry excluded values to look for"
     );
-    let mut files = Vec::new();
-    let mut stack = vec![demo().outcome.run_dir.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("dir") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
+    let files = files_under(&demo().outcome.run_dir);
     assert!(files.len() >= 5, "{files:?}");
     for f in &files {
         let bytes = std::fs::read(f).expect("read");

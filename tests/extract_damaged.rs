@@ -133,18 +133,7 @@ impl Run {
                 assert!(!text.contains(n.as_str()), "{n:?} in {what}:\n{text}");
             }
         }
-        let mut files = Vec::new();
-        let mut stack = vec![self.dir().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).expect("dir") {
-                let p = e.expect("entry").path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
+        let files = files_under(self.dir());
         assert!(files.len() >= 4, "{files:?}");
         for f in &files {
             let text = String::from_utf8_lossy(&std::fs::read(f).expect("read")).into_owned();

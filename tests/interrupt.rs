@@ -12,9 +12,6 @@ use common::process::{sandbox_pipeline, slow_sandbox, Finished, Jcsync};
 use common::*;
 use jcsync::sandbox::{FaultConfig, FaultKind, FaultRule, Sandbox, SandboxConfig, SandboxHandle};
 
-/// The fixtures plan this many direct costs and lines (`fixtures/expected/`).
-const DIRECT_COSTS: usize = 21;
-const LINES: usize = 35;
 /// Exit status of a run whose load did not complete (README, "Exit status").
 const EXIT_LOAD_INCOMPLETE: i32 = 3;
 /// Exit status of a completed run with quarantined rows (the fixtures quarantine some on purpose).
@@ -120,15 +117,6 @@ fn assert_interrupted(out: &Finished, run_dir: &Path, sandbox: &SandboxHandle) -
     sent
 }
 
-/// After the last run: every planned direct cost and line once, totals to the cent.
-fn assert_complete(sandbox: &SandboxHandle) {
-    assert_no_duplicates(&sandbox.snapshot(), DIRECT_COSTS, LINES);
-    assert_eq!(
-        sandbox_budget_totals(&sandbox.cost_summary()),
-        expected_budget_totals()
-    );
-}
-
 #[test]
 fn ctrl_c_stops_a_sync_with_exit_3_and_its_replay_finishes_the_load() {
     let rt = runtime();
@@ -166,11 +154,11 @@ fn ctrl_c_stops_a_sync_with_exit_3_and_its_replay_finishes_the_load() {
     assert_eq!(report["load"]["failure"], serde_json::Value::Null);
     assert_eq!(
         u64_at(&report, "/load/counts/lines_sent"),
-        LINES as u64 - sent_before,
+        FIXTURE_LINES as u64 - sent_before,
         "the replay sent exactly the lines the interrupted run had not"
     );
     assert_eq!(u64_at(&report, "/load/counts/lines_unchanged"), sent_before);
-    assert_complete(&sandbox);
+    assert_fixture_company_loaded(&sandbox);
     rt.block_on(sandbox.shutdown());
 }
 
@@ -215,7 +203,7 @@ fn ctrl_c_stops_a_replay_with_exit_3_and_a_rerun_of_the_sync_finishes_the_load()
         "the re-run completes; stderr:\n{}",
         rerun.stderr
     );
-    assert_complete(&sandbox);
+    assert_fixture_company_loaded(&sandbox);
     rt.block_on(sandbox.shutdown());
 }
 

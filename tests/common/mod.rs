@@ -274,3 +274,34 @@ pub fn assert_no_duplicates(db: &jcsync::sandbox::Db, direct_costs: usize, lines
     assert_eq!(db.direct_costs.len(), direct_costs, "direct costs");
     assert_eq!(db.line_items.len(), lines, "line items");
 }
+
+/// The fixture company plans this many direct costs and lines (`fixtures/expected/`).
+pub const FIXTURE_DIRECT_COSTS: usize = 21;
+pub const FIXTURE_LINES: usize = 35;
+
+/// What Procore holds once the fixture company is fully loaded: every planned direct cost and
+/// line once, budget totals to the cent.
+pub fn assert_fixture_company_loaded(sandbox: &jcsync::sandbox::SandboxHandle) {
+    assert_no_duplicates(&sandbox.snapshot(), FIXTURE_DIRECT_COSTS, FIXTURE_LINES);
+    assert_eq!(
+        sandbox_budget_totals(&sandbox.cost_summary()),
+        expected_budget_totals()
+    );
+}
+
+/// Every file below `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
