@@ -17,8 +17,8 @@ use jcsync::extract::generate::{generate, GenerateOptions};
 use jcsync::extract::SageSource;
 use jcsync::invoices::DEFAULT_INVOICE_MEMORY;
 use jcsync::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
+use jcsync::model::schema::enriched_schema;
 use jcsync::project::Projector;
-use jcsync::schema::enriched_schema;
 use jcsync::stage::{staged_part_name, writer_properties, ParquetFileSet};
 
 /// Counts requests and drops them: the plan stage's own cost, without serialization.
@@ -127,7 +127,8 @@ fn stages(c: &mut Criterion) {
     });
 
     g.throughput(Throughput::Elements(rows(&enriched)));
-    let props = writer_properties(&csv.stage, &jcsync::schema::enriched_schema()).expect("props");
+    let props =
+        writer_properties(&csv.stage, &jcsync::model::schema::enriched_schema()).expect("props");
     g.bench_function("stage_write", |b| {
         b.iter_batched(
             || tempfile::tempdir().expect("run dir"),

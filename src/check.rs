@@ -8,7 +8,7 @@ use crate::config::{FileFormat, Pipeline, PipelineConfig, SourceConfig};
 use crate::error::{Error, Result};
 use crate::extract::files::table_path;
 use crate::extract::{mssql, TABLE_ROLES};
-use crate::schema::TableRole;
+use crate::model::schema::TableRole;
 
 /// One column the pipeline needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::schema::{EXCLUDED_TRANSACTION_COLUMNS, TRANSACTION_SOURCE_COLUMNS};
+use crate::model::schema::{EXCLUDED_TRANSACTION_COLUMNS, TRANSACTION_SOURCE_COLUMNS};
 
 /// A parsed, validated pipeline file.
 #[derive(Debug, Clone, Deserialize)]

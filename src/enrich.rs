@@ -12,11 +12,13 @@ use arrow::datatypes::SchemaRef;
 use crate::error::{Error, Result};
 use crate::extract::{DimensionTable, SageSource};
 use crate::invoices::{invoice_key, InvoiceIndex};
-use crate::load::plan::{origin_ids, TransactionView};
+use crate::model::cost_type::is_ap_cost;
+use crate::model::ids::origin_ids;
+use crate::model::schema::enriched_schema;
+use crate::model::schema::TableRole;
+use crate::model::view::TransactionView;
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
 use crate::run::DimensionReport;
-use crate::schema::enriched_schema;
-use crate::schema::TableRole;
 
 pub use crate::invoices::TEMPLATE_INVOICE;
 
@@ -288,7 +290,7 @@ impl Enricher {
     pub fn process(&self, batch: &RecordBatch) -> Result<Enriched> {
         let jobs = text_column(batch, &self.table, "job")?;
         let lines = batch
-            .column_by_name(crate::schema::SOURCE_LINE)
+            .column_by_name(crate::model::schema::SOURCE_LINE)
             .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
             .ok_or_else(|| Error::Stage {
                 stage: "enrich",
@@ -345,7 +347,7 @@ impl Enricher {
         let mut buf = Vec::with_capacity(64);
         let invoice_keys: Vec<Option<u128>> = (0..batch.num_rows())
             .map(|r| {
-                if view.transaction_type(r) != "AP cost" {
+                if !is_ap_cost(view.transaction_type(r)) {
                     return None;
                 }
                 Some(invoice_key(&mut buf, view.vendor(r)?, view.invoice(r)?))

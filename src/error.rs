@@ -177,6 +177,32 @@ pub enum Error {
         stage: &'static str,
         message: String,
     },
+
+    /// A stage could not hand its output on because the next stage stopped. Never the cause
+    /// of a failure: the stage that stopped has its own error (see [`Error::is_consequence`]).
+    #[error("pipeline stage {stage}: the next stage stopped")]
+    NextStageStopped { stage: &'static str },
+
+    /// The enrich stage could not start because the dimension tables were not loaded (the
+    /// loader's own error says why).
+    #[error("pipeline stage enrich: the dimension tables were not loaded")]
+    DimensionsMissing,
+
+    /// A batch between stages lacks a column or has a column of an unexpected type (a bug or an
+    /// unexpected staged file, never bad data).
+    #[error("batch: {message}")]
+    BatchShape { message: String },
+
+    /// An in-memory index outgrew the bound of its positions (far beyond any real company).
+    #[error("capacity: {what}")]
+    Capacity { what: String },
+
+    /// A stage's thread ended abnormally (it panicked or was cancelled).
+    #[error("pipeline stage {stage}: the task ended abnormally: {message}")]
+    TaskFailed {
+        stage: &'static str,
+        message: String,
+    },
 }
 
 /// `required column X is missing`, or `required columns X, Y are missing`.
@@ -188,6 +214,15 @@ fn missing_columns(columns: &[String]) -> String {
 }
 
 impl Error {
+    /// True for an error that only follows from another stage's failure (the next stage
+    /// stopped, the dimensions were not loaded): when a run fails, the other error explains it.
+    pub fn is_consequence(&self) -> bool {
+        matches!(
+            self,
+            Error::NextStageStopped { .. } | Error::DimensionsMissing
+        )
+    }
+
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

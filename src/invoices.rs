@@ -578,7 +578,7 @@ impl InvoiceIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{typed_schema, TableRole};
+    use crate::model::schema::{typed_schema, TableRole};
     use arrow::array::{Date32Array, UInt64Array};
 
     /// A typed invoice batch: (vendor, number, description) with dates derived from the index.

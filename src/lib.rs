@@ -14,13 +14,13 @@ pub mod extract;
 pub mod invoices;
 pub mod ledger;
 pub mod load;
+pub mod model;
 pub mod pipeline;
 pub mod project;
 pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod sandbox;
-pub mod schema;
 pub mod spill;
 pub mod stage;
 

@@ -25,12 +25,13 @@ use crate::ledger::{Ledger, LedgerLock};
 use crate::load::client::{Connection, ProcoreClient, Secret};
 use crate::load::dry_run::DryRunSink;
 use crate::load::plan::RequestSink;
-use crate::load::plan::{format_decimal, Planner, MAX_SYNC_RECORDS};
+use crate::load::plan::{Planner, MAX_SYNC_RECORDS};
 use crate::load::procore::{Directory, LoadContext, LoadOutcome, LoadSink};
+use crate::model::schema::{enriched_schema, TableRole};
+use crate::model::values::format_decimal;
 use crate::project::Projector;
 use crate::quarantine::{quarantine_schema, QuarantineBatch};
 use crate::run::{self, CountsReport, Manifest, Report, StageReport, TotalRow};
-use crate::schema::{enriched_schema, TableRole};
 use crate::stage::{
     quarantine_name, staged_part_name, writer_properties, HashedFile, ParquetFileSet,
 };

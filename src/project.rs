@@ -9,15 +9,17 @@ use std::path::PathBuf;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{Date32Type, Int64Type, SchemaRef};
-use xxhash_rust::xxh3::xxh3_128;
+use arrow::datatypes::{Date32Type, SchemaRef};
 
 use crate::config::{PipelineConfig, Since};
 use crate::dedup::{KeySet, KeySetStats, DEFAULT_RECENT_KEYS};
 use crate::error::Result;
-use crate::extract::convert::date_to_days;
+use crate::model::cost_type::is_cost_type;
+use crate::model::ids::line_hashes;
+use crate::model::schema::{typed_schema, TableRole, SOURCE_LINE};
+use crate::model::values::date_to_days;
+use crate::model::view::TransactionView;
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
-use crate::schema::{typed_schema, TableRole, COST_TRANSACTION_TYPES, NATURAL_KEY, SOURCE_LINE};
 
 /// What projecting one batch produced.
 #[derive(Debug)]
@@ -51,6 +53,8 @@ pub struct Projector {
     output: SchemaRef,
     since_days: Option<i32>,
     table: String,
+    /// The company: the natural key is hashed as the line's origin_id is.
+    company: String,
     seen: KeySet,
     /// The source's estimated row count, and the rows and keys seen so far: the key filter is
     /// sized from the estimate times the share of rows that reach it (cost rows in the window).
@@ -76,6 +80,7 @@ impl Projector {
     pub fn with_spill_dir(config: &PipelineConfig, dir: PathBuf, recent_keys: usize) -> Projector {
         Projector {
             output: typed_schema(TableRole::Transaction),
+            company: config.company.clone(),
             since_days: match config.sync.since {
                 Since::BeginningOfTime => None,
                 Since::Date(d) => Some(date_to_days(d)),
@@ -139,8 +144,8 @@ impl Projector {
             } else {
                 types.value(row)
             };
-            if !COST_TRANSACTION_TYPES.contains(&ty) {
-                crate::schema::count_type(&mut self.filtered.not_cost_type, ty);
+            if !is_cost_type(ty) {
+                crate::model::cost_type::count_type(&mut self.filtered.not_cost_type, ty);
                 keep.push(false);
                 continue;
             }
@@ -168,7 +173,7 @@ impl Projector {
             .column_by_name(SOURCE_LINE)
             .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().cloned())
             .ok_or_else(|| missing(SOURCE_LINE))?;
-        let keys = natural_key_hashes(&batch)?;
+        let keys = line_hashes(&self.company, &TransactionView::new(&batch)?);
         let mut rejections = Vec::new();
         let mut keep = Vec::with_capacity(batch.num_rows());
         for (row, key) in keys.into_iter().enumerate() {
@@ -207,64 +212,11 @@ fn missing(name: &str) -> arrow::error::ArrowError {
     arrow::error::ArrowError::SchemaError(format!("projected batch lacks column {name}"))
 }
 
-/// 128-bit hash of each row's natural key (trimmed values; NULL distinct from empty).
-pub fn natural_key_hashes(batch: &RecordBatch) -> Result<Vec<u128>> {
-    enum KeyColumn<'a> {
-        Text(&'a arrow::array::StringArray),
-        Int(&'a arrow::array::Int64Array),
-    }
-    let columns = NATURAL_KEY
-        .iter()
-        .map(|name| {
-            let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-            Ok(match col.as_string_opt::<i32>() {
-                Some(s) => KeyColumn::Text(s),
-                None => KeyColumn::Int(
-                    col.as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| missing(name))?,
-                ),
-            })
-        })
-        .collect::<std::result::Result<Vec<_>, arrow::error::ArrowError>>()?;
-    // One reused buffer and a one-shot hash per row: the same bytes (so the same digest) as
-    // feeding a streaming hasher, without a 600-byte hasher state per row.
-    let mut buf = Vec::with_capacity(128);
-    let hashes = (0..batch.num_rows())
-        .map(|row| {
-            buf.clear();
-            for c in &columns {
-                match c {
-                    KeyColumn::Text(s) => {
-                        feed(&mut buf, (!s.is_null(row)).then(|| s.value(row).as_bytes()))
-                    }
-                    KeyColumn::Int(ints) => {
-                        let bytes = ints.value(row).to_le_bytes();
-                        feed(&mut buf, (!ints.is_null(row)).then_some(&bytes[..]));
-                    }
-                }
-            }
-            xxh3_128(&buf)
-        })
-        .collect();
-    Ok(hashes)
-}
-
-fn feed(buf: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        Some(v) => {
-            buf.push(1);
-            buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            buf.extend_from_slice(v);
-        }
-        None => buf.push(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::extract::SageSource;
-    use crate::schema::EXCLUDED_TRANSACTION_COLUMNS;
+    use crate::model::schema::EXCLUDED_TRANSACTION_COLUMNS;
     use crate::test_support::fixture_config;
     use arrow::array::AsArray;
 
@@ -323,7 +275,7 @@ mod tests {
         let out = p.process(&extracted()).expect("project");
         let types = out.batch.column_by_name("transaction_type").expect("type");
         let types = types.as_string::<i32>();
-        assert!((0..types.len()).all(|r| COST_TRANSACTION_TYPES.contains(&types.value(r))));
+        assert!((0..types.len()).all(|r| is_cost_type(types.value(r))));
         assert_eq!(p.filtered.not_cost_type.get("Original estimate"), Some(&4));
         assert_eq!(p.filtered.total(), 11);
     }
@@ -396,13 +348,11 @@ mod tests {
     #[test]
     fn padding_does_not_make_a_key_new() {
         let batch = extracted();
-        let keys = natural_key_hashes(
-            &Projector::new(&fixture_config())
-                .process(&batch)
-                .expect("p")
-                .batch,
-        )
-        .expect("hashes");
+        let projected = Projector::new(&fixture_config())
+            .process(&batch)
+            .expect("p")
+            .batch;
+        let keys = line_hashes("DEMO", &TransactionView::new(&projected).expect("view"));
         let unique: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
     }

@@ -7,7 +7,7 @@ use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::Result;
-use crate::schema::SOURCE_LINE;
+use crate::model::schema::SOURCE_LINE;
 
 /// Why a row was quarantined. The code is stable (it is a column of `quarantine.parquet` and a
 /// key of the report); the message beside it says the details.
@@ -212,7 +212,7 @@ impl QuarantineBatch {
                 "cost_code" => text(&|l| l.cost_code.as_deref().map(str::to_string)),
                 "category" => text(&|l| l.category.as_deref().map(str::to_string)),
                 "transaction_type" => text(&|l| Some(l.transaction_type.to_string())),
-                "amount" => text(&|l| Some(crate::load::plan::format_decimal(l.amount, 2))),
+                "amount" => text(&|l| Some(crate::model::values::format_decimal(l.amount, 2))),
                 "description" => text(&|l| l.description().map(str::to_string)),
                 _ => Arc::new(StringArray::new_null(n)),
             });

@@ -19,14 +19,15 @@ use tokio::sync::mpsc;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::load::plan::{format_decimal, PlanStats};
+use crate::load::plan::PlanStats;
+use crate::model::schema::enriched_schema;
+use crate::model::values::format_decimal;
 use crate::pipeline::{
     lock_ledger, plan_and_load, prepare_target, spawn_quarantine_writer, summarize_output,
     LoadSetup, SyncOptions, EXIT_LOAD_INCOMPLETE,
 };
 use crate::quarantine::QuarantineBatch;
 use crate::run::{self, LoadReport, Manifest, StageReport};
-use crate::schema::enriched_schema;
 use crate::stage::writer_properties;
 
 /// Options of `jcsync replay`.

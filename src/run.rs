@@ -532,7 +532,7 @@ pub fn inspection(run_dir: &Path) -> Result<Inspection> {
     }
     let totals_per_job = per_job
         .into_iter()
-        .map(|(j, c)| (j, crate::load::plan::format_decimal(c, 2)))
+        .map(|(j, c)| (j, crate::model::values::format_decimal(c, 2)))
         .collect();
     let mut requests: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     if let Some(http) = report["load"]["http"]["requests"].as_object() {

@@ -124,7 +124,7 @@ pub fn write_json(
 /// The encoding of a staged column when it is not the writer's default (dictionary, falling
 /// back to plain). Only for the type it suits: a Parquet writer fails on a mismatch.
 fn column_encoding(name: &str, data_type: &DataType) -> Option<Encoding> {
-    use crate::schema::{DIRECT_COST_ORIGIN_ID, LINE_ORIGIN_ID, SOURCE_LINE};
+    use crate::model::schema::{DIRECT_COST_ORIGIN_ID, LINE_ORIGIN_ID, SOURCE_LINE};
     match data_type {
         DataType::Utf8 if [LINE_ORIGIN_ID, DIRECT_COST_ORIGIN_ID].contains(&name) => {
             Some(Encoding::DELTA_BYTE_ARRAY)
@@ -153,9 +153,9 @@ pub fn writer_properties(config: &StageConfig, schema: &Schema) -> Result<Writer
     // staged files 9 % smaller.
     let mut builder = WriterProperties::builder();
     for unique in [
-        crate::schema::SOURCE_LINE,
-        crate::schema::LINE_ORIGIN_ID,
-        crate::schema::DIRECT_COST_ORIGIN_ID,
+        crate::model::schema::SOURCE_LINE,
+        crate::model::schema::LINE_ORIGIN_ID,
+        crate::model::schema::DIRECT_COST_ORIGIN_ID,
         "invoice",
         "batch",
         "invoice_description",
@@ -181,7 +181,7 @@ pub fn writer_properties(config: &StageConfig, schema: &Schema) -> Result<Writer
     // Min/max statistics of text columns cost a comparison per value (5.6 % of a stage-only
     // run's instructions) and nothing reads them: staged rows are not sorted, so no reader can
     // skip a page or row group by a text range. Dates and numbers keep theirs.
-    for field in crate::schema::enriched_schema().fields() {
+    for field in crate::model::schema::enriched_schema().fields() {
         if field.data_type() == &arrow::datatypes::DataType::Utf8 {
             builder = builder.set_column_statistics_enabled(
                 ColumnPath::from(field.name().as_str()),

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::*;
+use jcsync::model::schema::EXCLUDED_TRANSACTION_COLUMNS;
 use jcsync::pipeline::RunOutcome;
-use jcsync::schema::EXCLUDED_TRANSACTION_COLUMNS;
 
 struct DemoRun {
     _dir: tempfile::TempDir,
@@ -220,7 +220,7 @@ fn planned_direct_costs(run_dir: &Path) -> BTreeSet<(String, String, String, usi
                 ty,
                 key,
                 n,
-                jcsync::load::plan::format_decimal(cents as i128, 2),
+                jcsync::model::values::format_decimal(cents as i128, 2),
             )
         })
         .collect()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use jcsync::schema::EXCLUDED_TRANSACTION_COLUMNS;
+use jcsync::model::schema::EXCLUDED_TRANSACTION_COLUMNS;
 
 const TX: &str = "JCT_CURRENT__TRANSACTION";
 const TX_FIELDS: usize = 31;
@@ -541,7 +541,7 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
     .collect();
     let plan = jcsync::extract::mssql::plan_table(
         src,
-        jcsync::schema::TableRole::Job,
+        jcsync::model::schema::TableRole::Job,
         "JCM_MASTER__JOB",
         &found,
     );
@@ -550,7 +550,7 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
     twice.push("JOB".into());
     let err = jcsync::extract::mssql::plan_table(
         src,
-        jcsync::schema::TableRole::Job,
+        jcsync::model::schema::TableRole::Job,
         "JCM_MASTER__JOB",
         &twice,
     )
@@ -561,14 +561,14 @@ fn a_sql_server_table_with_two_spellings_of_a_column_is_refused() {
         "{err}"
     );
     // Natural-key columns are required there too.
-    let without_run: Vec<String> = jcsync::schema::TRANSACTION_SOURCE_COLUMNS
+    let without_run: Vec<String> = jcsync::model::schema::TRANSACTION_SOURCE_COLUMNS
         .iter()
         .filter(|c| !["Run", "Sequence"].contains(c))
         .map(|c| c.to_string())
         .collect();
     let err = jcsync::extract::mssql::plan_table(
         src,
-        jcsync::schema::TableRole::Transaction,
+        jcsync::model::schema::TableRole::Transaction,
         TX,
         &without_run,
     )

@@ -12,7 +12,7 @@ use common::peer::{write_mssql_pipeline, Peer, PEER_USER};
 use common::*;
 use jcsync::extract::mssql::fault;
 use jcsync::ledger::Ledger;
-use jcsync::schema::EXCLUDED_TRANSACTION_COLUMNS;
+use jcsync::model::schema::EXCLUDED_TRANSACTION_COLUMNS;
 
 fn fixtures() -> std::path::PathBuf {
     repo().join("fixtures/sage")

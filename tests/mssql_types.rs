@@ -19,10 +19,11 @@ use arrow::datatypes::{
 use common::peer::{Peer, PEER_USER};
 use common::repo;
 use jcsync::config::{MssqlEncrypt, MssqlSource};
-use jcsync::extract::convert::{date_to_days, parse_date, parse_time};
+use jcsync::extract::convert::{parse_date, parse_time};
 use jcsync::extract::mssql::{connect, values::ColumnCollector};
 use jcsync::extract::{type_batch, RawBatch};
-use jcsync::schema::{TableRole, SOURCE_LINE};
+use jcsync::model::schema::{TableRole, SOURCE_LINE};
+use jcsync::model::values::date_to_days;
 use tiberius::ColumnData;
 
 fn source(peer: &Peer) -> MssqlSource {

@@ -17,8 +17,11 @@ use arrow::datatypes::{DataType, Float32Type, Float64Type};
 use chrono::{NaiveDate, NaiveTime, Timelike};
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use crate::model::schema::{
+    ColumnKind, ColumnSpec, DECIMAL_PRECISION, MONEY_SCALE, QUANTITY_SCALE,
+};
+pub use crate::model::values::{date_to_days, days_to_date};
 use crate::quarantine::{shown, ReasonCode};
-use crate::schema::{ColumnKind, ColumnSpec, DECIMAL_PRECISION, MONEY_SCALE, QUANTITY_SCALE};
 
 /// A cell that could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +30,6 @@ pub struct CellProblem {
     pub code: ReasonCode,
     pub message: String,
 }
-
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// `str::trim`, with a fast answer for the usual cell that starts and ends with a visible ASCII
 /// character (nothing to trim).
@@ -60,17 +61,6 @@ fn civil_days(y: i32, m: u32, d: u32) -> Option<i32> {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Some(era * 146_097 + doe - 719_468)
-}
-
-/// Days since 1970-01-01, the Date32 representation.
-pub fn date_to_days(d: NaiveDate) -> i32 {
-    use chrono::Datelike;
-    d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
-}
-
-/// The date of a Date32 value.
-pub fn days_to_date(days: i32) -> Option<NaiveDate> {
-    NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_DAYS_FROM_CE)
 }
 
 /// Parse a decimal number and round it half away from zero to `scale` places, as the unscaled

@@ -20,10 +20,8 @@ use super::csv_records::{self, Framed, RecordReader};
 use super::RawBatch;
 use crate::config::FileFormat;
 use crate::error::{Error, Result};
+use crate::model::schema::{ColumnSpec, TableRole, EXCLUDED_TRANSACTION_COLUMNS, SOURCE_LINE};
 use crate::quarantine::ReasonCode;
-use crate::schema::{
-    ColumnSpec, TableRole, COST_TRANSACTION_TYPES, EXCLUDED_TRANSACTION_COLUMNS, SOURCE_LINE,
-};
 
 /// Path of a table's file in an export directory.
 pub fn table_path(dir: &Path, table: &str, format: FileFormat) -> PathBuf {
@@ -308,7 +306,7 @@ impl CsvTableReader {
             let well_formed = framed == Framed::Record && self.records.len() == self.header_len;
             if well_formed {
                 if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
-                    crate::schema::count_type(&mut not_cost_type, ty);
+                    crate::model::cost_type::count_type(&mut not_cost_type, ty);
                     continue;
                 }
             }
@@ -401,7 +399,7 @@ impl CsvTableReader {
     /// type that is not a cost type.
     fn not_cost_type(&self, i: usize) -> Option<&str> {
         let ty = trim_cell(std::str::from_utf8(self.records.field(i)?).ok()?);
-        (!ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty)).then_some(ty)
+        (!ty.is_empty() && !crate::model::cost_type::is_cost_type(ty)).then_some(ty)
     }
 }
 
@@ -743,7 +741,7 @@ mod tests {
         let excluded = ColumnSpec {
             source: "Employee",
             name: "employee",
-            kind: crate::schema::ColumnKind::Text,
+            kind: crate::model::schema::ColumnKind::Text,
             required: false,
             key: false,
             lossy: false,
@@ -794,7 +792,7 @@ mod tests {
     #[test]
     fn every_missing_key_column_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let header = crate::schema::TRANSACTION_SOURCE_COLUMNS
+        let header = crate::model::schema::TRANSACTION_SOURCE_COLUMNS
             .iter()
             .filter(|c| !["Run", "Sequence"].contains(c))
             .copied()

@@ -33,9 +33,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{FileFormat, TableNames};
 use crate::extract::convert::days_to_date;
+use crate::model::schema::{EXCLUDED_TRANSACTION_COLUMNS, TRANSACTION_SOURCE_COLUMNS};
 use crate::sandbox::seed::{Credential, SeedCompany, SeedProject, SeedVendor, SeedWbsCode};
 use crate::sandbox::{Seed, SeedError};
-use crate::schema::{EXCLUDED_TRANSACTION_COLUMNS, TRANSACTION_SOURCE_COLUMNS};
 
 /// Why a company could not be generated.
 #[derive(Debug, thiserror::Error)]
@@ -1006,7 +1006,7 @@ mod tests {
         assert!(s.bad_rows() > 0 && s.bad_rows() < 100, "{s:?}");
         let text = std::fs::read_to_string(dir.path().join("JCT_CURRENT__TRANSACTION.csv"))
             .expect("transactions");
-        for t in crate::schema::COST_TRANSACTION_TYPES {
+        for t in crate::model::cost_type::COST_TRANSACTION_TYPES {
             assert!(text.contains(&format!(",{t},")), "{t} missing");
         }
         assert!(text.contains("(Rev) ") && text.contains(",-"));

@@ -14,8 +14,9 @@ use arrow::compute::{concat_batches, filter_record_batch};
 
 use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
 use crate::error::{Error, Result};
+use crate::model::cost_type::is_cost_type;
+use crate::model::schema::{typed_schema, TableRole};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
-use crate::schema::{typed_schema, TableRole, COST_TRANSACTION_TYPES};
 use convert::{convert_column, CellProblem};
 use files::TableReader;
 pub use mssql::ReadWindow;
@@ -30,7 +31,7 @@ pub struct RawBatch {
     /// that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`] and
     /// [`drop_non_cost_rows`].
     pub not_cost_type: BTreeMap<String, u64>,
-    /// Values of descriptive dimension columns ([`crate::schema::ColumnSpec::lossy`]) that were
+    /// Values of descriptive dimension columns ([`crate::model::schema::ColumnSpec::lossy`]) that were
     /// not valid UTF-8 and were decoded lossily, by Sage column name.
     pub decoded_lossily: BTreeMap<&'static str, u64>,
 }
@@ -85,9 +86,9 @@ pub fn drop_non_cost_rows(raw: RawBatch) -> Result<RawBatch> {
         } else {
             convert::trim_cell(types.value(row))
         };
-        let drop = !problem && !ty.is_empty() && !COST_TRANSACTION_TYPES.contains(&ty);
+        let drop = !problem && !ty.is_empty() && !is_cost_type(ty);
         if drop {
-            crate::schema::count_type(&mut not_cost_type, ty);
+            crate::model::cost_type::count_type(&mut not_cost_type, ty);
         }
         keep.push(!drop);
     }
@@ -465,7 +466,7 @@ mod tests {
 
     fn raw(types: &[Option<&str>], problem_rows: &[usize]) -> RawBatch {
         let schema = Arc::new(Schema::new(vec![
-            Field::new(crate::schema::SOURCE_LINE, DataType::UInt64, false),
+            Field::new(crate::model::schema::SOURCE_LINE, DataType::UInt64, false),
             Field::new("transaction_type", DataType::Utf8, true),
         ]));
         let lines = UInt64Array::from_iter_values((0..types.len() as u64).map(|i| i + 2));

@@ -10,11 +10,9 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::plan::{
-    format_date, format_decimal, DateText, DecimalText, HeaderRef, Headers, LineRef, Lines,
-    PlannedRequest, RequestSink,
-};
+use super::plan::{HeaderRef, Headers, LineRef, Lines, PlannedRequest, RequestSink};
 use crate::error::Result;
+use crate::model::values::{format_date, format_decimal, DateText, DecimalText};
 use crate::stage::HashedFile;
 
 /// Procore path of the header sync, with the project id still to resolve.
@@ -293,7 +291,9 @@ impl RequestSink for DryRunSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::plan::{DirectCostHeader, DirectCostKey, DirectCostKind, LineItem, LineText};
+    use crate::load::plan::{DirectCostHeader, LineItem, LineText};
+    use crate::model::cost_type::DirectCostKind;
+    use crate::model::ids::DirectCostKey;
     use std::sync::Arc;
 
     fn header(kind: DirectCostKind, vendor: Option<&str>, dates: bool) -> DirectCostHeader {

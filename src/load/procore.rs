@@ -19,10 +19,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::client::ProcoreClient;
-use super::plan::{
-    format_date, format_decimal, DirectCostHeader, DirectCostKind, LineItem, PlannedRequest,
-    RequestSink,
-};
+use super::plan::{DirectCostHeader, LineItem, PlannedRequest, RequestSink};
+use crate::model::cost_type::DirectCostKind;
+use crate::model::values::{format_date, format_decimal};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
 /// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate

@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use super::RawBatch;
 use crate::config::MssqlSource;
 use crate::error::{Error, Result};
-use crate::schema::{TableRole, NATURAL_KEY, SOURCE_LINE};
+use crate::model::schema::{TableRole, NATURAL_KEY, SOURCE_LINE};
 pub use connect::{connect, server_name, SqlClient};
 pub use sql::{JobKey, ReadWindow, SqlParam, Statement};
 use values::ColumnCollector;

@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use crate::extract::convert::{date_to_days, parse_time};
     use crate::extract::{type_batch, RawBatch};
-    use crate::schema::{TableRole, SOURCE_LINE};
+    use crate::model::schema::{TableRole, SOURCE_LINE};
     use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
     use arrow::datatypes::{
         Date32Type, Decimal128Type, Field, Int64Type, Schema, Time64MicrosecondType,

@@ -28,22 +28,6 @@ pub const EXCLUDED_TRANSACTION_COLUMNS: [&str; 8] = [
     "Ref_2",
 ];
 
-/// Transaction types that are actual costs; every other type is filtered out (and counted).
-pub const COST_TRANSACTION_TYPES: [&str; 6] = [
-    "AP cost", "PR cost", "EQ cost", "JC cost", "IV cost", "SM cost",
-];
-
-/// Count one row under its Transaction_Type, allocating the key only for a type not seen yet
-/// (the filter counts of the reader, of the typing step and of the project stage).
-pub fn count_type(counts: &mut std::collections::BTreeMap<String, u64>, ty: &str) {
-    match counts.get_mut(ty) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(ty.to_string(), 1);
-        }
-    }
-}
-
 /// Column name of the 1-based position of a row in its source (the physical line for CSV,
 /// the row number for Parquet).
 pub const SOURCE_LINE: &str = "source_line";
