@@ -12,14 +12,14 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jcsync::config::{FileFormat, PipelineConfig};
-use jcsync::enrich::{Dimensions, Enricher};
 use jcsync::extract::generate::{generate, GenerateOptions};
 use jcsync::extract::SageSource;
-use jcsync::invoices::DEFAULT_INVOICE_MEMORY;
 use jcsync::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
 use jcsync::model::schema::enriched_schema;
-use jcsync::project::Projector;
-use jcsync::stage::{staged_part_name, writer_properties, ParquetFileSet};
+use jcsync::staging::{staged_part_name, writer_properties, ParquetFileSet};
+use jcsync::transform::enrich::invoices::DEFAULT_INVOICE_MEMORY;
+use jcsync::transform::enrich::{Dimensions, Enricher};
+use jcsync::transform::project::Projector;
 
 /// Counts requests and drops them: the plan stage's own cost, without serialization.
 struct CountingSink(usize);

@@ -300,7 +300,7 @@ pub fn run(cli: Cli) -> u8 {
                 Ok(outcome) => {
                     println!(
                         "{}",
-                        crate::replay::summary_text(&outcome.report, &outcome.run_dir)
+                        crate::run::replay_summary_text(&outcome.report, &outcome.run_dir)
                     );
                     outcome.exit_code
                 }

@@ -7,22 +7,18 @@
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod dedup;
-pub mod enrich;
 pub mod error;
 pub mod extract;
-pub mod invoices;
 pub mod ledger;
 pub mod load;
 pub mod model;
 pub mod pipeline;
-pub mod project;
 pub mod quarantine;
 pub mod replay;
 pub mod run;
 pub mod sandbox;
-pub mod spill;
-pub mod stage;
+pub mod staging;
+pub mod transform;
 
 pub use error::{Error, Result};
 

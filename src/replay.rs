@@ -19,16 +19,17 @@ use tokio::sync::mpsc;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
-use crate::load::plan::PlanStats;
 use crate::model::schema::enriched_schema;
 use crate::model::values::format_decimal;
-use crate::pipeline::{
-    lock_ledger, plan_and_load, prepare_target, spawn_quarantine_writer, summarize_output,
-    LoadSetup, SyncOptions, EXIT_LOAD_INCOMPLETE,
-};
+use crate::pipeline::load::{plan_and_load, summarize_output, LoadSetup};
+use crate::pipeline::target::{lock_ledger, prepare_target, PreparedTarget};
+use crate::pipeline::SyncOptions;
+use crate::quarantine::writer::spawn_quarantine_writer;
 use crate::quarantine::QuarantineBatch;
-use crate::run::{self, LoadReport, Manifest, StageReport};
-use crate::stage::writer_properties;
+use crate::run::finish::{load_reconciles, record_failure, Ending, ManifestFacts};
+use crate::run::{self, Manifest, ReplayReport, StageReport};
+use crate::staging::writer_properties;
+use crate::transform::driver::{task_failed, Running};
 
 /// Options of `jcsync replay`.
 #[derive(Debug, Clone, Default)]
@@ -39,30 +40,6 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// Set to stop sending (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
-}
-
-/// `report.json` of a replay.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReplayReport {
-    pub run_id: String,
-    /// The run whose staged rows were replayed.
-    pub replay_of: String,
-    pub replay_of_dir: String,
-    pub company: String,
-    pub target: String,
-    pub force: bool,
-    pub started_at: String,
-    pub elapsed_ms: u64,
-    /// Staged rows read.
-    pub rows_read: u64,
-    pub plan: PlanStats,
-    pub planned_amount: String,
-    /// Rows quarantined by the load, by reason.
-    pub quarantined: BTreeMap<String, u64>,
-    pub stages: Vec<StageReport>,
-    pub load: Option<LoadReport>,
-    /// rows_read == loaded + quarantined + pending (or == planned for a dry run).
-    pub reconciled: bool,
 }
 
 /// What a replay left.
@@ -200,13 +177,43 @@ pub async fn replay(
         target = target.label,
         "replay started"
     );
+    let clock = (started_at, wall);
+    let result = load_staged(
+        &pipeline, &manifest, run_dir, options, target, &run_id, &out_dir, clock,
+    )
+    .await
+    .map(|(report, exit_code)| ReplayOutcome {
+        run_dir: out_dir.clone(),
+        report,
+        exit_code,
+    });
+    if let Err(e) = &result {
+        record_failure(&out_dir, &run_id, e);
+    }
+    result
+}
+
+/// Plan and load the staged rows of `manifest`'s run into `out_dir`, then end the run as every
+/// run ends.
+#[allow(clippy::too_many_arguments)]
+async fn load_staged(
+    pipeline: &Pipeline,
+    manifest: &Manifest,
+    run_dir: &Path,
+    options: &ReplayOptions,
+    target: PreparedTarget,
+    run_id: &str,
+    out_dir: &Path,
+    (started_at, wall): (chrono::DateTime<chrono::Utc>, Instant),
+) -> Result<(ReplayReport, u8)> {
+    let config = &pipeline.config;
     let props = writer_properties(&config.stage, &crate::quarantine::quarantine_schema())?;
     let (qtx, qrx) = mpsc::channel::<QuarantineBatch>(config.pipeline.channel_capacity);
-    let quarantine_task = spawn_quarantine_writer(&out_dir, &props, qrx);
+    let quarantine_task = spawn_quarantine_writer(out_dir, &props, qrx);
     let label = target.label.clone();
     let setup = LoadSetup {
-        run_dir: out_dir.clone(),
-        run_id: run_id.clone(),
+        run_dir: out_dir.to_path_buf(),
+        run_id: run_id.to_string(),
         load_config: config.load.clone(),
         table: config.tables.transaction.clone(),
         handle: Handle::current(),
@@ -225,30 +232,24 @@ pub async fn replay(
         current: None,
         batch_rows: config.pipeline.batch_rows,
     };
-    let planned = tokio::task::spawn_blocking(move || plan_and_load(setup, || reader.next_batch()))
+    let planned = Running::blocking("plan", move || plan_and_load(setup, || reader.next_batch()))
+        .join()
+        .await;
+    let quarantine = quarantine_task
         .await
-        .map_err(|e| Error::Stage {
-            stage: "plan",
-            message: format!("task ended abnormally: {e}"),
-        });
-    let quarantine = quarantine_task.await.map_err(|e| Error::Stage {
-        stage: "quarantine",
-        message: format!("task ended abnormally: {e}"),
-    });
-    let (timing, planner, output) = planned??;
-    let quarantine = quarantine??;
+        .map_err(|e| task_failed("quarantine", e))
+        .and_then(|r| r);
+    let (timing, planner, output) = planned?;
+    let quarantine = quarantine?;
     let (requests_file, load, failure) = summarize_output(output);
     let mut quarantined = BTreeMap::new();
     for ((_, reason), n) in &quarantine.counts {
         *quarantined.entry(reason.clone()).or_insert(0) += n;
     }
     let q_total: u64 = quarantined.values().sum();
-    let reconciled = match &load {
-        None => timing.rows_in == planner.stats.lines,
-        Some(l) => timing.rows_in == l.counts.loaded() + q_total + l.counts.pending,
-    };
+    let reconciled = load_reconciles(timing.rows_in, planner.stats.lines, load.as_ref(), q_total);
     let report = ReplayReport {
-        run_id: run_id.clone(),
+        run_id: run_id.to_string(),
         replay_of: manifest.run_id.clone(),
         replay_of_dir: run_dir.display().to_string(),
         company: config.company.clone(),
@@ -266,101 +267,26 @@ pub async fn replay(
     };
     let mut files = quarantine.files;
     files.extend(requests_file);
-    files.push(crate::stage::write_json(&out_dir, "report.json", &report)?);
-    let replay_manifest = Manifest {
-        format: run::MANIFEST_FORMAT,
-        run_id: run_id.clone(),
-        jcsync_version: env!("CARGO_PKG_VERSION").to_string(),
-        created_at: chrono::Utc::now().to_rfc3339(),
-        company: config.company.clone(),
-        pipeline_path: pipeline.path.display().to_string(),
-        pipeline_sha256: pipeline.sha256.clone(),
-        source: format!("replay:{}", manifest.run_id),
-        sync_type: manifest.sync_type,
-        sync_since: manifest.sync_since.clone(),
-        change_window: None,
-        extracted: report.rows_read,
-        filtered: 0,
-        quarantined: q_total,
-        staged: 0,
-        planned: report.plan.lines,
-        files,
-    };
-    crate::stage::write_json(&out_dir, run::MANIFEST, &replay_manifest)?;
-    let exit_code = if let Some(e) = failure {
-        tracing::error!("the replay's load did not complete: {e}");
-        EXIT_LOAD_INCOMPLETE
-    } else if q_total > 0 {
-        config.report.quarantine_exit_code
-    } else {
-        0
-    };
-    Ok(ReplayOutcome {
+    let exit_code = Ending {
         run_dir: out_dir,
-        report,
-        exit_code,
-    })
-}
-
-/// The short human summary of a replay.
-pub fn summary_text(r: &ReplayReport, run_dir: &Path) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "jcsync replay {} of run {} (target {}{})",
-        r.run_id,
-        r.replay_of,
-        r.target,
-        if r.force { ", forced" } else { "" }
-    );
-    let _ = writeln!(s, "  staged rows read {:>10}", r.rows_read);
-    let _ = writeln!(
-        s,
-        "  planned          {:>10}  lines in {} direct costs, amount {}",
-        r.plan.lines, r.plan.direct_costs, r.planned_amount
-    );
-    if let Some(l) = &r.load {
-        let _ = writeln!(
-            s,
-            "  loaded           {:>10}  lines ({} sent, {} unchanged), {} pending",
-            l.counts.loaded(),
-            l.counts.lines_sent,
-            l.counts.lines_unchanged,
-            l.counts.pending
-        );
-        let _ = writeln!(
-            s,
-            "  procore          {:>10}  requests, {} retries, {} 429s",
-            l.requests_total, l.http.retries, l.http.rate_limited
-        );
-        if let Some(f) = &l.failure {
-            let _ = writeln!(s, "  LOAD INCOMPLETE: {f}");
-        }
+        run_id,
+        pipeline,
+        report: &report,
+        facts: ManifestFacts {
+            source: format!("replay:{}", manifest.run_id),
+            sync_type: manifest.sync_type,
+            sync_since: manifest.sync_since.clone(),
+            change_window: None,
+            extracted: report.rows_read,
+            filtered: 0,
+            quarantined: q_total,
+            staged: 0,
+            planned: report.plan.lines,
+        },
+        files,
+        load_failure: failure,
+        quarantined: q_total > 0,
     }
-    let q: Vec<String> = r
-        .quarantined
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    let _ = writeln!(
-        s,
-        "  quarantined      {:>10}  {}",
-        r.quarantined.values().sum::<u64>(),
-        q.join(", ")
-    );
-    let _ = writeln!(
-        s,
-        "  reconciled       {:>10}",
-        if r.reconciled { "yes" } else { "NO" }
-    );
-    for st in &r.stages {
-        let _ = writeln!(
-            s,
-            "  {:<16} {:>10.0} rows/s ({:.1} ms busy)",
-            st.stage, st.rows_per_s, st.busy_ms
-        );
-    }
-    let _ = write!(s, "  run directory    {}", run_dir.display());
-    s
+    .write()?;
+    Ok((report, exit_code))
 }

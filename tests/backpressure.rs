@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use jcsync::pipeline::run_stage;
+use jcsync::transform::driver::run_stage;
 use tokio::sync::mpsc;
 
 fn batch(i: i64) -> RecordBatch {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::plan::{HeaderRef, Headers, LineRef, Lines, PlannedRequest, RequestSink};
 use crate::error::Result;
 use crate::model::values::{format_date, format_decimal, DateText, DecimalText};
-use crate::stage::HashedFile;
+use crate::staging::HashedFile;
 
 /// Procore path of the header sync, with the project id still to resolve.
 pub const HEADER_SYNC_PATH: &str = "/rest/v1.0/projects/{project_id}/direct_costs/sync";
@@ -38,7 +38,7 @@ impl DryRunSink {
     }
 
     /// Close the file and return its manifest entry.
-    pub fn finish(self) -> Result<crate::stage::FileEntry> {
+    pub fn finish(self) -> Result<crate::staging::FileEntry> {
         self.file.finish(Some(self.seq))
     }
 }

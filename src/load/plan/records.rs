@@ -397,3 +397,49 @@ pub trait RequestSink {
     /// Take one request; requests of a project arrive headers first.
     fn send(&mut self, request: PlannedRequest<'_>) -> Result<()>;
 }
+
+impl crate::quarantine::QuarantinedLine for LineItem {
+    fn job(&self) -> &str {
+        &self.job
+    }
+
+    fn extra(&self) -> Option<&str> {
+        self.extra.as_deref()
+    }
+
+    fn cost_code(&self) -> Option<&str> {
+        self.cost_code.as_deref()
+    }
+
+    fn category(&self) -> Option<&str> {
+        self.category.as_deref()
+    }
+
+    fn transaction_type(&self) -> &str {
+        &self.transaction_type
+    }
+
+    fn amount(&self) -> i128 {
+        self.amount
+    }
+
+    fn description(&self) -> Option<&str> {
+        LineItem::description(self)
+    }
+
+    fn run(&self) -> Option<i64> {
+        self.run
+    }
+
+    fn sequence(&self) -> Option<i64> {
+        self.sequence
+    }
+
+    fn dist_sequence(&self) -> Option<i64> {
+        self.dist_sequence
+    }
+
+    fn source_line(&self) -> u64 {
+        self.source_line
+    }
+}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use fastbloom::BloomFilter;
 
 use crate::error::{Error, Result};
-use crate::spill::{read_at, SpillDir};
+use crate::transform::spill::{read_at, SpillDir};
 
 /// Keys held in memory before a spill: 7/8 of 2^18, so the map never resizes past 2^18 buckets
 /// (~8 MiB).

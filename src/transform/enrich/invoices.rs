@@ -27,10 +27,10 @@ use arrow::array::{
 };
 use arrow::datatypes::Date32Type;
 
-use crate::dedup::KeySet;
 use crate::error::{Error, Result};
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
-use crate::spill::{read_at, SpillDir};
+use crate::transform::dedup::KeySet;
+use crate::transform::spill::{read_at, SpillDir};
 
 /// The Sage template invoice key ('.~', '.~'): not an invoice.
 pub const TEMPLATE_INVOICE: &str = ".~";

@@ -1,4 +1,10 @@
 //! Rows that leave the pipeline early with a reason: the quarantine edge and its Parquet file.
+//!
+//! Every stage hands its rejects to the transform driver, which routes them to the one
+//! [`writer`]. This module depends only on [`crate::model`]: the load's rows reach it through
+//! [`QuarantinedLine`], not as the planner's types.
+
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -8,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::Result;
 use crate::model::schema::SOURCE_LINE;
+use crate::model::values::format_decimal;
 
 /// Why a row was quarantined. The code is stable (it is a column of `quarantine.parquet` and a
 /// key of the report); the message beside it says the details.
@@ -120,6 +127,24 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// What the quarantine keeps of a planned line the load could not send (the planner's
+/// `LineItem` implements it).
+pub trait QuarantinedLine {
+    fn job(&self) -> &str;
+    fn extra(&self) -> Option<&str>;
+    fn cost_code(&self) -> Option<&str>;
+    fn category(&self) -> Option<&str>;
+    fn transaction_type(&self) -> &str;
+    /// Cents.
+    fn amount(&self) -> i128;
+    fn description(&self) -> Option<&str>;
+    fn run(&self) -> Option<i64>;
+    fn sequence(&self) -> Option<i64>;
+    fn dist_sequence(&self) -> Option<i64>;
+    /// Where the transaction came from.
+    fn source_line(&self) -> u64;
+}
+
 /// A batch of quarantined rows plus their counts, ready for the quarantine writer.
 #[derive(Debug, Clone)]
 pub struct QuarantineBatch {
@@ -179,12 +204,12 @@ impl QuarantineBatch {
     }
 
     /// Quarantine rows for planned line items the load could not send.
-    pub fn from_line_items(
+    pub fn from_line_items<L: QuarantinedLine>(
         table: &str,
-        rejected: &[(&crate::load::plan::LineItem, ReasonCode, String)],
+        rejected: &[(&L, ReasonCode, String)],
     ) -> Result<QuarantineBatch> {
         let n = rejected.len();
-        let text = |f: &dyn Fn(&crate::load::plan::LineItem) -> Option<String>| -> ArrayRef {
+        let text = |f: &dyn Fn(&L) -> Option<String>| -> ArrayRef {
             Arc::new(StringArray::from_iter(
                 rejected.iter().map(|(l, _, _)| f(l)),
             ))
@@ -202,18 +227,21 @@ impl QuarantineBatch {
             )),
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(table, n))),
             Arc::new(UInt64Array::from_iter_values(
-                rejected.iter().map(|(l, _, _)| l.source_line),
+                rejected.iter().map(|(l, _, _)| l.source_line()),
             )),
         ];
         for name in QUARANTINE_DATA_COLUMNS {
             columns.push(match name {
-                "job" => text(&|l| Some(l.job.to_string())),
-                "extra" => text(&|l| l.extra.as_deref().map(str::to_string)),
-                "cost_code" => text(&|l| l.cost_code.as_deref().map(str::to_string)),
-                "category" => text(&|l| l.category.as_deref().map(str::to_string)),
-                "transaction_type" => text(&|l| Some(l.transaction_type.to_string())),
-                "amount" => text(&|l| Some(crate::model::values::format_decimal(l.amount, 2))),
+                "job" => text(&|l| Some(l.job().to_string())),
+                "extra" => text(&|l| l.extra().map(str::to_string)),
+                "cost_code" => text(&|l| l.cost_code().map(str::to_string)),
+                "category" => text(&|l| l.category().map(str::to_string)),
+                "transaction_type" => text(&|l| Some(l.transaction_type().to_string())),
+                "amount" => text(&|l| Some(format_decimal(l.amount(), 2))),
                 "description" => text(&|l| l.description().map(str::to_string)),
+                "run" => text(&|l| l.run().map(|v| v.to_string())),
+                "sequence" => text(&|l| l.sequence().map(|v| v.to_string())),
+                "dist_sequence" => text(&|l| l.dist_sequence().map(|v| v.to_string())),
                 _ => Arc::new(StringArray::new_null(n)),
             });
         }

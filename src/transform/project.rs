@@ -12,7 +12,6 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef};
 
 use crate::config::{PipelineConfig, Since};
-use crate::dedup::{KeySet, KeySetStats, DEFAULT_RECENT_KEYS};
 use crate::error::Result;
 use crate::model::cost_type::is_cost_type;
 use crate::model::ids::line_hashes;
@@ -20,6 +19,8 @@ use crate::model::schema::{typed_schema, TableRole, SOURCE_LINE};
 use crate::model::values::date_to_days;
 use crate::model::view::TransactionView;
 use crate::quarantine::{QuarantineBatch, ReasonCode, Rejection, StageName};
+use crate::transform::dedup::{KeySet, KeySetStats, DEFAULT_RECENT_KEYS};
+use crate::transform::{Transform, Transformed};
 
 /// What projecting one batch produced.
 #[derive(Debug)]
@@ -210,6 +211,27 @@ impl Projector {
 
 fn missing(name: &str) -> arrow::error::ArrowError {
     arrow::error::ArrowError::SchemaError(format!("projected batch lacks column {name}"))
+}
+
+impl Transform for Projector {
+    /// What was filtered out (not a cost, before the window).
+    type Summary = FilterCounts;
+
+    fn name(&self) -> &'static str {
+        "project"
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Transformed> {
+        let out = Projector::process(self, &batch)?;
+        Ok(Transformed {
+            batch: out.batch,
+            rejects: out.quarantine,
+        })
+    }
+
+    fn finish(self) -> Result<FilterCounts> {
+        Ok(self.filtered.clone())
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! The last stage: plan every staged batch into requests and send them to the target (or write
+//! `requests.ndjson` for a dry run). Shared by a sync and a replay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use super::target::TargetLoad;
+use crate::error::{Error, Result};
+use crate::load::dry_run::DryRunSink;
+use crate::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
+use crate::load::procore::{LoadContext, LoadCounts, LoadOutcome, LoadSink};
+use crate::quarantine::QuarantineBatch;
+use crate::run::LoadReport;
+use crate::staging::{FileEntry, HashedFile};
+use crate::transform::{Rows, StageTiming};
+
+/// The sink of a load that could not start (Procore's directory could not be fetched): every
+/// planned line is left pending, for the next sync or a replay of the staged run.
+struct PendingSink {
+    lines: u64,
+}
+
+impl RequestSink for PendingSink {
+    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
+        if let PlannedRequest::LineSync { lines, .. } = request {
+            self.lines += lines.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+/// What the last stage produced.
+pub(crate) enum PlanOutput {
+    /// `sync --stage-only`: the staged rows were counted and dropped.
+    Skipped,
+    DryRun(FileEntry),
+    Load(LoadOutcome),
+}
+
+/// What the last stage needs: where to write, and the target.
+pub(crate) struct LoadSetup {
+    pub run_dir: PathBuf,
+    pub run_id: String,
+    pub load_config: crate::config::LoadConfig,
+    pub table: String,
+    pub handle: Handle,
+    pub load: Option<TargetLoad>,
+    pub quarantine: mpsc::Sender<QuarantineBatch>,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Plan every enriched batch `next` yields and send the requests to the target (or to
+/// `requests.ndjson` for a dry run). Runs on a blocking thread.
+pub(crate) fn plan_and_load(
+    setup: LoadSetup,
+    mut next: impl FnMut() -> Option<Result<RecordBatch>>,
+) -> Result<(StageTiming, Planner, PlanOutput)> {
+    let mut planner = Planner::new(MAX_SYNC_RECORDS);
+    let mut timing = StageTiming::default();
+    let mut plan_all = |sink: &mut dyn RequestSink,
+                        timing: &mut StageTiming,
+                        planner: &mut Planner|
+     -> Result<()> {
+        let mut last_log = Instant::now();
+        while let Some(batch) = next() {
+            let batch = batch?;
+            let started = Instant::now();
+            timing.rows_in += batch.rows();
+            planner.process(&batch, sink)?;
+            timing.busy += started.elapsed();
+            if last_log.elapsed() > Duration::from_secs(5) {
+                tracing::info!(
+                    lines = planner.stats.lines,
+                    direct_costs = planner.stats.direct_costs,
+                    "planning"
+                );
+                last_log = Instant::now();
+            }
+        }
+        let started = Instant::now();
+        planner.finish(sink)?;
+        timing.busy += started.elapsed();
+        timing.rows_out = planner.stats.lines;
+        Ok(())
+    };
+    let output = match setup.load {
+        None => {
+            drop(setup.quarantine);
+            let mut sink = DryRunSink::new(HashedFile::create(&setup.run_dir, "requests.ndjson")?);
+            plan_all(&mut sink, &mut timing, &mut planner)?;
+            PlanOutput::DryRun(sink.finish()?)
+        }
+        Some(target) => {
+            let client = target.client;
+            // Waits for the directory: while Procore does not answer, the stages upstream run
+            // until their channels are full, then wait too (at most `max_retry_secs`).
+            let directory = match target.directory.wait(&setup.handle) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(
+                        "the load cannot start: {e}; the run is staged, nothing is sent"
+                    );
+                    drop(setup.quarantine);
+                    let mut sink = PendingSink { lines: 0 };
+                    plan_all(&mut sink, &mut timing, &mut planner)?;
+                    let outcome = LoadOutcome {
+                        counts: LoadCounts {
+                            pending: sink.lines,
+                            ..Default::default()
+                        },
+                        client: client.stats(),
+                        failure: Some(e),
+                    };
+                    return Ok((timing, planner, PlanOutput::Load(outcome)));
+                }
+            };
+            let ledger = target.ledger;
+            let ctx = Arc::new(LoadContext::new(
+                client,
+                setup.load_config,
+                directory,
+                ledger,
+                &setup.run_id,
+                &setup.table,
+                setup.quarantine,
+                setup.cancel,
+            ));
+            let mut sink = LoadSink::new(ctx, setup.handle);
+            let planned = plan_all(&mut sink, &mut timing, &mut planner);
+            let outcome = sink.finish();
+            planned?;
+            PlanOutput::Load(outcome)
+        }
+    };
+    Ok((timing, planner, output))
+}
+
+/// The files, load report and load failure of the last stage's output.
+pub(crate) fn summarize_output(
+    output: PlanOutput,
+) -> (Option<FileEntry>, Option<LoadReport>, Option<Error>) {
+    match output {
+        PlanOutput::Skipped => (None, None, None),
+        PlanOutput::DryRun(f) => (Some(f), None, None),
+        PlanOutput::Load(outcome) => {
+            let requests: u64 = outcome
+                .client
+                .requests
+                .values()
+                .flat_map(|m| m.values())
+                .sum();
+            let sync_requests = outcome.counts.line_requests;
+            let report = LoadReport {
+                lines_per_line_request: if sync_requests > 0 {
+                    outcome.counts.lines_sent as f64 / sync_requests as f64
+                } else {
+                    0.0
+                },
+                requests_total: requests,
+                failure: outcome.failure.as_ref().map(|e| e.to_string()),
+                counts: outcome.counts,
+                http: outcome.client,
+            };
+            (None, Some(report), outcome.failure)
+        }
+    }
+}
