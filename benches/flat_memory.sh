@@ -5,6 +5,8 @@
 #
 #   benches/flat_memory.sh                  # 1M and 10M, one round
 #   ROUNDS=2 SMALL=1000000 LARGE=10000000 benches/flat_memory.sh
+#   JCSYNC=/path/to/jcsync benches/flat_memory.sh   # another binary (no build), e.g. the one
+#                                                   # before a change, for a before/after
 #
 # Generates both companies under the target dir on first use (~4 GB of CSV for 10M); installs
 # GNU time with apt when /usr/bin/time is missing. The invoice table grows with the company
@@ -21,8 +23,10 @@ mkdir -p "$WORK"
 if [ ! -x /usr/bin/time ]; then
   apt-get install -y time >/dev/null || { apt-get update >/dev/null && apt-get install -y time >/dev/null; }
 fi
-cargo build --release --quiet
-JCSYNC=$TARGET/release/jcsync
+if [ -z "${JCSYNC:-}" ]; then
+  cargo build --release --quiet
+  JCSYNC=$TARGET/release/jcsync
+fi
 
 pipeline() { # rows -> pipeline file
   local data=$WORK/data-$1 toml=$WORK/p-$1.toml

@@ -197,6 +197,10 @@ pub enum Error {
     #[error("capacity: {what}")]
     Capacity { what: String },
 
+    /// A file jcsync spilled to disk during the run (invoice index, key runs) reads back wrong.
+    #[error("spill file: {message}")]
+    Spill { message: String },
+
     /// A stage's thread ended abnormally (it panicked or was cancelled).
     #[error("pipeline stage {stage}: the task ended abnormally: {message}")]
     TaskFailed {

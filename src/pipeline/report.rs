@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::load::{summarize_output, PlanOutput};
-use super::stages::DimensionsLoaded;
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::load::plan::Planner;
@@ -14,6 +14,7 @@ use crate::quarantine::writer::QuarantineTally;
 use crate::run::finish::ManifestFacts;
 use crate::run::{ChangeWindow, CountsReport, Report, StageReport, TotalRow};
 use crate::staging::FileEntry;
+use crate::transform::enrich::{DimensionReport, Dimensions};
 use crate::transform::project::FilterCounts;
 use crate::transform::StageTiming;
 
@@ -26,6 +27,13 @@ pub(super) struct SyncRun<'a> {
     pub stage_only: bool,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub wall: Instant,
+}
+
+/// The dimension tables, indexed, and what loading them took.
+pub(super) struct DimensionsLoaded {
+    pub dims: Arc<Dimensions>,
+    pub reports: Vec<DimensionReport>,
+    pub elapsed: Duration,
 }
 
 /// What every stage of a sync produced.

@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::load::{plan_and_load, LoadSetup, PlanOutput};
-use super::report::{StageResults, SyncRun};
+use super::report::{DimensionsLoaded, StageResults, SyncRun};
 use super::target::PreparedTarget;
 use super::window;
 use crate::config::PipelineConfig;
@@ -35,13 +35,6 @@ impl Rows for RawBatch {
     fn rows(&self) -> u64 {
         self.batch.num_rows() as u64
     }
-}
-
-/// The dimension tables, indexed, and what loading them took.
-pub(super) struct DimensionsLoaded {
-    pub dims: Arc<Dimensions>,
-    pub reports: Vec<DimensionReport>,
-    pub elapsed: Duration,
 }
 
 /// Run every stage of a sync and gather what they produced. The first real error wins.

@@ -160,7 +160,7 @@ fn parallel_for(threads: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sync
         let mut result = work();
         for h in helpers {
             let r = h.join().unwrap_or_else(|_| {
-                Err(Error::Stage {
+                Err(Error::TaskFailed {
                     stage: "stage",
                     message: "a column encoder panicked".into(),
                 })
@@ -174,7 +174,7 @@ fn parallel_for(threads: usize, n: usize, f: impl Fn(usize) -> Result<()> + Sync
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| Error::Stage {
+    m.lock().map_err(|_| Error::TaskFailed {
         stage: "stage",
         message: "a column encoder failed mid-write".into(),
     })
@@ -232,8 +232,7 @@ impl PartWriter {
             leaves.extend(compute_leaves(field, column)?);
         }
         if leaves.len() != self.columns.len() {
-            return Err(Error::Stage {
-                stage: "stage",
+            return Err(Error::BatchShape {
                 message: format!(
                     "batch has {} leaf columns, the file {}",
                     leaves.len(),
@@ -272,7 +271,7 @@ impl PartWriter {
                 .into_inner()
                 .ok()
                 .flatten()
-                .ok_or_else(|| Error::Stage {
+                .ok_or_else(|| Error::TaskFailed {
                     stage: "stage",
                     message: "a column chunk is missing".into(),
                 })?;

@@ -43,8 +43,7 @@ pub(super) fn text_column<'a>(
     batch
         .column_by_name(name)
         .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| Error::Stage {
-            stage: "enrich",
+        .ok_or_else(|| Error::BatchShape {
             message: format!("{table}: column {name} missing or not text"),
         })
 }
@@ -53,8 +52,7 @@ fn column(batch: &RecordBatch, table: &str, name: &str) -> Result<ArrayRef> {
     batch
         .column_by_name(name)
         .cloned()
-        .ok_or_else(|| Error::Stage {
-            stage: "enrich",
+        .ok_or_else(|| Error::BatchShape {
             message: format!("{table}: column {name} missing"),
         })
 }

@@ -60,8 +60,7 @@ pub fn invoice_key(buf: &mut Vec<u8>, vendor: &str, number: &str) -> u128 {
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::Stage {
-        stage: "enrich",
+    Error::Spill {
         message: format!("invoice index: {what}"),
     }
 }
@@ -76,8 +75,7 @@ struct InvoiceColumns<'a> {
 
 impl<'a> InvoiceColumns<'a> {
     fn of(batch: &'a RecordBatch, table: &str) -> Result<InvoiceColumns<'a>> {
-        let missing = |name: &str| Error::Stage {
-            stage: "enrich",
+        let missing = |name: &str| Error::BatchShape {
             message: format!("{table}: column {name} missing or of the wrong type"),
         };
         let text = |name: &str| {

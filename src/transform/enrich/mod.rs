@@ -59,9 +59,8 @@ impl Enricher {
         let lines = batch
             .column_by_name(crate::model::schema::SOURCE_LINE)
             .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
-            .ok_or_else(|| Error::Stage {
-                stage: "enrich",
-                message: "batch lacks source_line".into(),
+            .ok_or_else(|| Error::BatchShape {
+                message: "the enrich stage's batch lacks source_line".into(),
             })?;
         let job_idx = lookup(&self.dims.jobs, jobs);
         let mut rejections = Vec::new();
@@ -103,9 +102,8 @@ impl Enricher {
                 .as_any()
                 .downcast_ref::<UInt32Array>()
                 .cloned()
-                .ok_or_else(|| Error::Stage {
-                    stage: "enrich",
-                    message: "job index is not u32".into(),
+                .ok_or_else(|| Error::BatchShape {
+                    message: "the enrich stage's job index is not u32".into(),
                 })?;
             (kept, idx, Some(q))
         };
@@ -195,7 +193,6 @@ mod tests {
     use crate::extract::SageSource;
     use crate::test_support::fixture_config;
     use crate::transform::project::Projector;
-    use arrow::array::AsArray;
     use arrow::array::AsArray;
 
     /// The fixture's dimensions, with the quarantine rows their loading set aside.
