@@ -13,13 +13,13 @@ use arrow::array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use jcsync::config::{FileFormat, PipelineConfig};
 use jcsync::enrich::{Dimensions, Enricher};
-use jcsync::extract::generate::{generate, GenerateOptions};
 use jcsync::extract::SageSource;
 use jcsync::invoices::DEFAULT_INVOICE_MEMORY;
 use jcsync::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
 use jcsync::model::schema::enriched_schema;
 use jcsync::project::Projector;
 use jcsync::stage::{staged_part_name, writer_properties, ParquetFileSet};
+use jcsync::tools::generate::{generate, GenerateOptions};
 
 /// Counts requests and drops them: the plan stage's own cost, without serialization.
 struct CountingSink(usize);

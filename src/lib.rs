@@ -23,6 +23,7 @@ pub mod run;
 pub mod sandbox;
 pub mod spill;
 pub mod stage;
+pub mod tools;
 
 pub use error::{Error, Result};
 

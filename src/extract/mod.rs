@@ -4,7 +4,6 @@
 pub mod convert;
 pub mod csv_records;
 pub mod files;
-pub mod generate;
 pub mod mssql;
 
 use std::collections::BTreeMap;
