@@ -2,7 +2,6 @@
 //! are small: the build side of the joins); the transaction table streams in batches.
 
 pub mod convert;
-pub mod csv_records;
 pub mod files;
 pub mod mssql;
 
