@@ -13,8 +13,9 @@ use arrow::datatypes::DataType;
 use super::csv_records::{self, Framed, RecordReader};
 use super::{plan_columns, raw_schema, ColumnPlan};
 use crate::error::{Error, Result};
-use crate::extract::convert::{trim_cell, CellProblem};
-use crate::extract::RawBatch;
+use crate::extract::convert::CellProblem;
+use crate::extract::{typing, RawBatch};
+use crate::model::cost_type::count_type;
 use crate::model::schema::{ColumnSpec, TableRole, EXCLUDED_TRANSACTION_COLUMNS};
 use crate::quarantine::ReasonCode;
 
@@ -139,7 +140,7 @@ impl CsvTableReader {
             let well_formed = framed == Framed::Record && self.records.len() == self.header_len;
             if well_formed {
                 if let Some(ty) = self.cost_filter.and_then(|i| self.not_cost_type(i)) {
-                    crate::model::cost_type::count_type(&mut not_cost_type, ty);
+                    count_type(&mut not_cost_type, ty);
                     continue;
                 }
             }
@@ -231,8 +232,7 @@ impl CsvTableReader {
     /// The current record's Transaction_Type (file column `i`), trimmed, when it is a non-empty
     /// type that is not a cost type.
     fn not_cost_type(&self, i: usize) -> Option<&str> {
-        let ty = trim_cell(std::str::from_utf8(self.records.field(i)?).ok()?);
-        (!ty.is_empty() && !crate::model::cost_type::is_cost_type(ty)).then_some(ty)
+        typing::dropped_as_not_cost(std::str::from_utf8(self.records.field(i)?).ok()?)
     }
 }
 
