@@ -1,94 +1,35 @@
 //! Extract: read the Sage tables into typed Arrow batches. Dimension tables are read whole (they
 //! are small: the build side of the joins); the transaction table streams in batches.
+//!
+//! A [`Source`] ([`source`]) is what the pipeline asks of Sage; [`files`] (an export directory,
+//! CSV or Parquet) and [`mssql`] (a SQL Server copy) implement it, and [`SageSource`], here,
+//! opens the one a pipeline file names. Both hand out raw batches; [`typing`] drops the rows that
+//! are not costs and types the cells the same way for both ([`convert`], cell by cell).
 
 pub mod convert;
 pub mod files;
 pub mod mssql;
+pub mod source;
 pub mod typing;
 
-use std::collections::BTreeMap;
-
-use arrow::array::RecordBatch;
-use arrow::compute::concat_batches;
-
-use crate::config::{MssqlSource, PipelineConfig, Since, SourceConfig};
-use crate::error::{Error, Result};
-use crate::model::schema::{typed_schema, TableRole};
-use crate::quarantine::QuarantineBatch;
-use convert::CellProblem;
-use files::TableReader;
+use crate::config::{PipelineConfig, Since, SourceConfig};
+use crate::error::Result;
+use crate::model::schema::TableRole;
+use files::FileExportSource;
 pub use mssql::ReadWindow;
+use mssql::SqlServerSource;
+pub use source::{
+    add_counts, DimensionTable, RawBatch, RawBatches, SendRawBatches, Source, TABLE_ROLES,
+};
 pub use typing::{drop_non_cost_rows, type_batch, TypedBatch};
 
-/// Source columns renamed to their Arrow names but not yet typed, plus problems found while
-/// reading (malformed records).
-#[derive(Debug)]
-pub struct RawBatch {
-    pub batch: RecordBatch,
-    pub problems: Vec<CellProblem>,
-    /// Rows dropped before typing because their Transaction_Type is not a cost type, counted by
-    /// that (trimmed) type: see [`files::TableReader::keep_only_cost_rows`] and
-    /// [`drop_non_cost_rows`].
-    pub not_cost_type: BTreeMap<String, u64>,
-    /// Values of descriptive dimension columns ([`crate::model::schema::ColumnSpec::lossy`]) that were
-    /// not valid UTF-8 and were decoded lossily, by Sage column name.
-    pub decoded_lossily: BTreeMap<&'static str, u64>,
-}
-
-impl RawBatch {
-    /// Rows read from the source for this batch: those in it and those dropped as not costs.
-    pub fn rows_read(&self) -> u64 {
-        self.batch.num_rows() as u64 + self.not_cost_type.values().sum::<u64>()
-    }
-}
-
-/// Add per-column counts into a running total.
-pub fn add_counts(total: &mut BTreeMap<&'static str, u64>, more: &BTreeMap<&'static str, u64>) {
-    for (column, n) in more {
-        *total.entry(column).or_default() += n;
-    }
-}
-
-/// A dimension table read whole: its typed rows and the rows that could not be typed.
-#[derive(Debug)]
-pub struct DimensionTable {
-    pub role: TableRole,
-    pub table: String,
-    pub batch: RecordBatch,
-    pub quarantine: Vec<QuarantineBatch>,
-    pub rows_read: usize,
-    /// Descriptive values decoded lossily, by Sage column name (see [`RawBatch::decoded_lossily`]).
-    pub decoded_lossily: BTreeMap<&'static str, u64>,
-}
-
-/// Every table role, dimensions first.
-pub const TABLE_ROLES: [TableRole; 5] = [
-    TableRole::Job,
-    TableRole::AccountPrefix,
-    TableRole::Account,
-    TableRole::Invoice,
-    TableRole::Transaction,
-];
-
-/// An opened Sage source: every table was found and has its required columns.
-pub struct SageSource {
-    config: PipelineConfig,
-    window: ReadWindow,
-    /// For a SQL Server source: which columns each table has.
-    mssql: Option<Vec<mssql::TablePlan>>,
-}
-
-/// The runtime the pipeline runs in (SQL Server reads are tasks on it).
-fn runtime(what: &str) -> Result<tokio::runtime::Handle> {
-    tokio::runtime::Handle::try_current().map_err(|_| Error::Stage {
-        stage: "extract",
-        message: format!("{what} must be used from within the tokio runtime"),
-    })
-}
-
-/// Run a future from a blocking thread of the runtime (where the pipeline calls the source).
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    Ok(runtime("the SQL Server source")?.block_on(f))
+/// An opened Sage source, the one the pipeline file names: every table was found and has its
+/// required columns. Its methods are those of [`Source`], so that callers need not import it.
+pub enum SageSource {
+    /// `[source] kind = "files"`.
+    Files(FileExportSource),
+    /// `[source] kind = "mssql"`.
+    SqlServer(SqlServerSource),
 }
 
 impl SageSource {
@@ -111,193 +52,113 @@ impl SageSource {
             },
             changed_since,
         };
-        let mut source = SageSource {
-            config: config.clone(),
-            window,
-            mssql: None,
-        };
-        match &config.source {
-            SourceConfig::Files(_) => {
-                for role in TABLE_ROLES {
-                    source.reader(role)?;
-                }
-            }
+        Ok(match &config.source {
+            SourceConfig::Files(f) => SageSource::Files(FileExportSource::open(config, f, window)?),
             SourceConfig::Mssql(m) => {
-                let tables: Vec<(TableRole, String)> = TABLE_ROLES
-                    .iter()
-                    .map(|r| (*r, source.table_name(*r).to_string()))
-                    .collect();
-                source.mssql = Some(block_on(mssql::open(m, &tables))??);
+                SageSource::SqlServer(SqlServerSource::open(config, m, window)?)
             }
+        })
+    }
+
+    /// The source, as the trait.
+    pub fn as_source(&self) -> &dyn Source {
+        match self {
+            SageSource::Files(s) => s,
+            SageSource::SqlServer(s) => s,
         }
-        Ok(source)
     }
 
-    fn mssql_plan(&self, role: TableRole) -> Option<(&MssqlSource, &mssql::TablePlan)> {
-        let SourceConfig::Mssql(m) = &self.config.source else {
-            return None;
-        };
-        let plan = self.mssql.as_ref()?.iter().find(|p| p.role == role)?;
-        Some((m, plan))
+    /// See [`Source::describe`].
+    pub fn describe(&self) -> String {
+        self.as_source().describe()
     }
 
-    /// The configured table name of a role.
+    /// See [`Source::table_name`].
     pub fn table_name(&self, role: TableRole) -> &str {
-        let t = &self.config.tables;
-        match role {
-            TableRole::Transaction => &t.transaction,
-            TableRole::Job => &t.job,
-            TableRole::AccountPrefix => &t.account_prefix,
-            TableRole::Account => &t.account,
-            TableRole::Invoice => &t.invoice,
-        }
+        self.as_source().table_name(role)
     }
 
-    fn reader(&self, role: TableRole) -> Result<TableReader> {
-        match &self.config.source {
-            SourceConfig::Files(f) => files::open_table(
-                &f.dir,
-                self.table_name(role),
-                f.format,
-                role,
-                self.config.pipeline.batch_rows,
-            ),
-            SourceConfig::Mssql(_) => Err(Error::Stage {
-                stage: "extract",
-                message: "no file reader for a SQL Server source".into(),
-            }),
-        }
-    }
-
-    /// Stream a dimension table as typed batches (a SQL Server table comes as one batch).
+    /// See [`Source::dimension_batches`].
     pub fn dimension_batches(
         &self,
         role: TableRole,
     ) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + '_>> {
-        let table = self.table_name(role).to_string();
-        let raws: Box<dyn Iterator<Item = Result<RawBatch>>> = match self.mssql_plan(role) {
-            Some((m, plan)) => {
-                let handle = runtime("the SQL Server source")?;
-                let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
-                let driver = handle.spawn(mssql::read_dimension(
-                    m.clone(),
-                    plan.clone(),
-                    self.config.pipeline.batch_rows,
-                    tx,
-                ));
-                Box::new(MssqlBatches { rx, driver })
-            }
-            None => Box::new(self.reader(role)?),
-        };
-        Ok(Box::new(
-            raws.map(move |raw| type_batch(role, &table, raw?)),
-        ))
+        self.as_source().dimension_batches(role)
     }
 
-    /// Read a dimension table whole.
+    /// See [`Source::read_dimension`].
     pub fn read_dimension(&self, role: TableRole) -> Result<DimensionTable> {
-        let table = self.table_name(role).to_string();
-        let mut batches = Vec::new();
-        let mut quarantine = Vec::new();
-        let mut rows_read = 0;
-        let mut decoded_lossily = BTreeMap::new();
-        for typed in self.dimension_batches(role)? {
-            let typed = typed?;
-            rows_read += typed.rows_read;
-            add_counts(&mut decoded_lossily, &typed.decoded_lossily);
-            batches.push(typed.batch);
-            quarantine.extend(typed.quarantine);
-        }
-        let batch = concat_batches(&typed_schema(role), &batches)?;
-        Ok(DimensionTable {
-            role,
-            table,
-            batch,
-            quarantine,
-            rows_read,
-            decoded_lossily,
-        })
+        self.as_source().read_dimension(role)
     }
 
-    /// Stream the transaction table as raw batches, not yet typed (type them with
-    /// [`type_batch`]). The excluded columns are not read (the project stage's allow-list would
-    /// drop them anyway). With `cost_rows_only`, a file reader that can drops the rows that are
-    /// not cost transactions as it reads them, and counts them in [`RawBatch::not_cost_type`].
-    pub fn raw_transactions(
-        &self,
-        cost_rows_only: bool,
-    ) -> Result<Box<dyn Iterator<Item = Result<RawBatch>> + Send>> {
-        if let Some((m, plan)) = self.mssql_plan(TableRole::Transaction) {
-            let handle = runtime("the SQL Server source")?;
-            let (tx, rx) = tokio::sync::mpsc::channel(self.config.pipeline.channel_capacity);
-            let driver = handle.spawn(mssql::read_transactions(
-                m.clone(),
-                plan.clone(),
-                self.window,
-                self.config.pipeline.batch_rows,
-                tx,
-            ));
-            return Ok(Box::new(MssqlBatches { rx, driver }));
-        }
-        let mut reader = self.reader(TableRole::Transaction)?;
-        if cost_rows_only {
-            reader.keep_only_cost_rows();
-        }
-        Ok(Box::new(reader))
+    /// See [`Source::raw_transactions`].
+    pub fn raw_transactions(&self, cost_rows_only: bool) -> Result<SendRawBatches> {
+        self.as_source().raw_transactions(cost_rows_only)
     }
 
-    /// Stream the transaction table as typed batches: [`Self::raw_transactions`] typed on the
-    /// caller's thread. (The sync types on a thread of its own, so that reading and typing
-    /// overlap.)
+    /// See [`Source::transactions`].
     pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
-        let raw = self.raw_transactions(false)?;
-        let table = self.transaction_table().to_string();
-        Ok(Box::new(raw.map(move |raw| {
-            type_batch(TableRole::Transaction, &table, raw?)
-        })))
+        self.as_source().transactions()
     }
 
-    /// About how many transactions the source holds (see [`files::estimate_rows`]); None for a
-    /// SQL Server source.
+    /// See [`Source::estimated_transactions`] ([`files::estimate_rows`] for files; None for a
+    /// SQL Server source).
     pub fn estimated_transactions(&self) -> Option<u64> {
-        match &self.config.source {
-            SourceConfig::Files(f) => {
-                files::estimate_rows(&f.dir, self.table_name(TableRole::Transaction), f.format)
-            }
-            SourceConfig::Mssql(_) => None,
-        }
+        self.as_source().estimated_transactions()
     }
 
-    /// The transaction table's name in the source (as read, and as quarantine rows name it).
+    /// See [`Source::transaction_table`].
     pub fn transaction_table(&self) -> &str {
-        match self.mssql_plan(TableRole::Transaction) {
-            Some((_, plan)) => &plan.table,
-            None => self.table_name(TableRole::Transaction),
-        }
+        self.as_source().transaction_table()
     }
 
-    /// The window the transactions are read in.
+    /// See [`Source::window`].
     pub fn window(&self) -> ReadWindow {
-        self.window
+        self.as_source().window()
     }
 }
 
-/// Raw batches streamed from SQL Server by a task on the runtime. Dropping it stops the task.
-struct MssqlBatches {
-    rx: tokio::sync::mpsc::Receiver<Result<RawBatch>>,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Iterator for MssqlBatches {
-    type Item = Result<RawBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.rx.blocking_recv()
+impl Source for SageSource {
+    fn describe(&self) -> String {
+        self.as_source().describe()
     }
-}
 
-impl Drop for MssqlBatches {
-    fn drop(&mut self) {
-        self.driver.abort();
+    fn table_name(&self, role: TableRole) -> &str {
+        self.as_source().table_name(role)
+    }
+
+    fn transaction_table(&self) -> &str {
+        self.as_source().transaction_table()
+    }
+
+    fn window(&self) -> ReadWindow {
+        self.as_source().window()
+    }
+
+    fn estimated_transactions(&self) -> Option<u64> {
+        self.as_source().estimated_transactions()
+    }
+
+    fn raw_dimension(&self, role: TableRole) -> Result<RawBatches<'_>> {
+        self.as_source().raw_dimension(role)
+    }
+
+    fn raw_transactions(&self, cost_rows_only: bool) -> Result<SendRawBatches> {
+        self.as_source().raw_transactions(cost_rows_only)
+    }
+
+    fn dimension_batches(
+        &self,
+        role: TableRole,
+    ) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + '_>> {
+        self.as_source().dimension_batches(role)
+    }
+
+    fn read_dimension(&self, role: TableRole) -> Result<DimensionTable> {
+        self.as_source().read_dimension(role)
+    }
+
+    fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
+        self.as_source().transactions()
     }
 }

@@ -5,9 +5,10 @@
 //! [`super::type_batch`] does the typing. Only the columns jcsync uses are read (an allow-list):
 //! the excluded Transaction (JC) columns are never materialized, as with the SQL Server source.
 //!
-//! This module holds the table files of an export directory: where a table's file is, how its
-//! header is matched to the Sage columns, and [`TableReader`] over the two formats. `csv` reads
-//! CSV files (framed by [`csv_records`]), `parquet` Parquet files.
+//! This module holds the table set of an export directory as a [`Source`] ([`FileExportSource`]):
+//! where a table's file is, how its header is matched to the Sage columns, and [`TableReader`]
+//! over the two formats. `csv` reads CSV files (framed by [`csv_records`]), `parquet` Parquet
+//! files.
 
 mod csv;
 pub mod csv_records;
@@ -22,8 +23,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 pub use self::csv::{escaped, CsvTableReader};
 pub use self::parquet::ParquetTableReader;
-use super::RawBatch;
-use crate::config::FileFormat;
+use super::source::{table_name, RawBatches, SendRawBatches, Source, TABLE_ROLES};
+use super::{RawBatch, ReadWindow};
+use crate::config::{FileFormat, FilesSource, PipelineConfig, TableNames};
 use crate::error::{Error, Result};
 use crate::model::schema::{ColumnSpec, TableRole, SOURCE_LINE};
 
@@ -200,6 +202,87 @@ impl Iterator for TableReader {
             TableReader::Csv(r) => r.next_batch().transpose(),
             TableReader::Parquet(r) => r.next_batch().transpose(),
         }
+    }
+}
+
+/// An export directory as a [`Source`]: one file per table, every one found with its required
+/// columns when it was opened.
+pub struct FileExportSource {
+    dir: PathBuf,
+    format: FileFormat,
+    tables: TableNames,
+    batch_rows: usize,
+    window: ReadWindow,
+    description: String,
+}
+
+impl FileExportSource {
+    /// Check that every table's file exists with its required columns; nothing is read past the
+    /// headers. `window` is kept for [`Source::window`] (the project stage applies `since`).
+    pub fn open(
+        config: &PipelineConfig,
+        files: &FilesSource,
+        window: ReadWindow,
+    ) -> Result<FileExportSource> {
+        let source = FileExportSource {
+            dir: files.dir.clone(),
+            format: files.format,
+            tables: config.tables.clone(),
+            batch_rows: config.pipeline.batch_rows,
+            window,
+            description: config.source.describe(),
+        };
+        for role in TABLE_ROLES {
+            source.reader(role)?;
+        }
+        Ok(source)
+    }
+
+    fn reader(&self, role: TableRole) -> Result<TableReader> {
+        open_table(
+            &self.dir,
+            self.table_name(role),
+            self.format,
+            role,
+            self.batch_rows,
+        )
+    }
+}
+
+impl Source for FileExportSource {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn table_name(&self, role: TableRole) -> &str {
+        table_name(&self.tables, role)
+    }
+
+    fn window(&self) -> ReadWindow {
+        self.window
+    }
+
+    /// See [`estimate_rows`].
+    fn estimated_transactions(&self) -> Option<u64> {
+        estimate_rows(
+            &self.dir,
+            self.table_name(TableRole::Transaction),
+            self.format,
+        )
+    }
+
+    fn raw_dimension(&self, role: TableRole) -> Result<RawBatches<'_>> {
+        Ok(Box::new(self.reader(role)?))
+    }
+
+    /// With `cost_rows_only`, a CSV reader drops the rows that are not costs as it reads
+    /// ([`TableReader::keep_only_cost_rows`]).
+    fn raw_transactions(&self, cost_rows_only: bool) -> Result<SendRawBatches> {
+        let mut reader = self.reader(TableRole::Transaction)?;
+        if cost_rows_only {
+            reader.keep_only_cost_rows();
+        }
+        Ok(Box::new(reader))
     }
 }
 

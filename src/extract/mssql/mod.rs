@@ -25,6 +25,7 @@
 //! quarantined as `duplicate_key` either way.)
 
 pub mod connect;
+pub mod source;
 pub mod sql;
 pub mod values;
 
@@ -44,6 +45,7 @@ use crate::config::MssqlSource;
 use crate::error::{Error, Result};
 use crate::model::schema::{TableRole, NATURAL_KEY, SOURCE_LINE};
 pub use connect::{connect, server_name, SqlClient};
+pub use source::SqlServerSource;
 pub use sql::{JobKey, ReadWindow, SqlParam, Statement};
 use values::ColumnCollector;
 
