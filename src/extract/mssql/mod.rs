@@ -710,9 +710,9 @@ pub async fn read_transactions(
     while let Some(joined) = set.join_next().await {
         if let Err(e) = joined {
             let _ = tx
-                .send(Err(Error::Stage {
+                .send(Err(Error::TaskFailed {
                     stage: "extract",
-                    message: format!("a partition reader ended abnormally: {e}"),
+                    message: format!("a partition reader: {e}"),
                 }))
                 .await;
             return;
