@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use jcsync::config::{FileFormat, Pipeline};
-use jcsync::extract::generate::{generate, GenerateOptions};
 use jcsync::pipeline::{sync, SyncOptions};
+use jcsync::tools::generate::{generate, GenerateOptions};
 
 struct Args {
     transactions: u64,

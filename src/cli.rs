@@ -330,14 +330,14 @@ pub fn run(cli: Cli) -> u8 {
             }
         }
         Command::Generate(args) => {
-            let options = crate::extract::generate::GenerateOptions {
+            let options = crate::tools::generate::GenerateOptions {
                 transactions: args.transactions,
                 jobs: args.jobs,
                 seed: args.seed,
                 out: args.out,
                 format: args.format,
             };
-            match crate::extract::generate::generate(&options) {
+            match crate::tools::generate::generate(&options) {
                 Ok(summary) => {
                     match serde_json::to_string_pretty(&summary) {
                         Ok(text) => println!("{text}"),

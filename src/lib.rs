@@ -18,6 +18,7 @@ pub mod replay;
 pub mod run;
 pub mod sandbox;
 pub mod staging;
+pub mod tools;
 pub mod transform;
 
 pub use error::{Error, Result};

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use jcsync::config::FileFormat;
-use jcsync::extract::generate::{generate, GenerateOptions, GenerateSummary};
 use jcsync::sandbox::Seed;
+use jcsync::tools::generate::{generate, GenerateOptions, GenerateSummary};
 
 fn generated(dir: &Path, format: FileFormat) -> GenerateSummary {
     generate(&GenerateOptions {

@@ -27,7 +27,7 @@ use crate::quarantine::writer::spawn_quarantine_writer;
 use crate::staging::{staged_part_name, writer_properties, FileEntry, ParquetFileSet};
 use crate::transform::driver::{Driver, Outcomes, Running};
 use crate::transform::enrich::invoices::DEFAULT_INVOICE_MEMORY;
-use crate::transform::enrich::{DimensionReport, Dimensions, EnrichStage};
+use crate::transform::enrich::{Dimensions, EnrichStage};
 use crate::transform::project::Projector;
 use crate::transform::{Rows, StageTiming, Transform, Transformed};
 

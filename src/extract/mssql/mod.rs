@@ -25,6 +25,9 @@
 //! quarantined as `duplicate_key` either way.)
 
 pub mod connect;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod source;
 pub mod sql;
 pub mod values;
 
@@ -44,6 +47,7 @@ use crate::config::MssqlSource;
 use crate::error::{Error, Result};
 use crate::model::schema::{TableRole, NATURAL_KEY, SOURCE_LINE};
 pub use connect::{connect, server_name, SqlClient};
+pub use source::SqlServerSource;
 pub use sql::{JobKey, ReadWindow, SqlParam, Statement};
 use values::ColumnCollector;
 
@@ -382,42 +386,6 @@ async fn stream_dimension(
     Ok(())
 }
 
-pub mod fault {
-    //! Test hook: make a partition fail once after it has read a number of rows, as a dropped
-    //! connection would. Keyed by database name so parallel tests do not see each other's faults.
-    use std::sync::Mutex;
-
-    static FAULTS: Mutex<Vec<(String, String, u64)>> = Mutex::new(Vec::new());
-
-    /// The next read of Job `job` (trimmed text) in `database` fails after `after_rows` rows.
-    #[doc(hidden)]
-    pub fn fail_once(database: &str, job: &str, after_rows: u64) {
-        if let Ok(mut f) = FAULTS.lock() {
-            f.push((database.to_string(), job.to_string(), after_rows));
-        }
-    }
-
-    /// Whether the read of `job` must fail now (the fault is used up).
-    pub(super) fn should_fail(database: &str, job: &str, rows: u64) -> bool {
-        let Ok(mut f) = FAULTS.lock() else {
-            return false;
-        };
-        if f.is_empty() {
-            return false;
-        }
-        match f
-            .iter()
-            .position(|(d, j, n)| d == database && j == job && *n == rows)
-        {
-            Some(i) => {
-                f.remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// What one worker knows while it reads a partition.
 struct PartitionRead<'a> {
     src: &'a MssqlSource,
@@ -475,6 +443,7 @@ impl PartitionRead<'_> {
         let mut rows = stream.into_row_stream();
         let mut builder = BatchBuilder::new(self.plan);
         let mut read: u64 = 0;
+        #[cfg(feature = "fault-injection")]
         let job_text = match job {
             JobKey::Null => String::new(),
             JobKey::Text(s) => s.trim().to_string(),
@@ -487,6 +456,7 @@ impl PartitionRead<'_> {
             let Some(row) = next else { break };
             let row = row.map_err(fail)?;
             read += 1;
+            #[cfg(feature = "fault-injection")]
             if fault::should_fail(&self.src.database, &job_text, read) {
                 return Err(ReadFailure::Failed(query_error(
                     self.src,
@@ -708,9 +678,9 @@ pub async fn read_transactions(
     while let Some(joined) = set.join_next().await {
         if let Err(e) = joined {
             let _ = tx
-                .send(Err(Error::Stage {
+                .send(Err(Error::TaskFailed {
                     stage: "extract",
-                    message: format!("a partition reader ended abnormally: {e}"),
+                    message: format!("a partition reader: {e}"),
                 }))
                 .await;
             return;

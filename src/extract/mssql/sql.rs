@@ -21,23 +21,7 @@ pub struct Statement {
     pub params: Vec<SqlParam>,
 }
 
-/// Check that a configured identifier is a plain SQL name; `key` names the setting for the error.
-pub fn check_identifier(key: &str, name: &str) -> std::result::Result<(), String> {
-    let mut chars = name.chars();
-    let ok = match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {
-            chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "key `{key}`: {name:?} is not a plain SQL identifier (letters, digits and _, not starting with a digit)"
-        ))
-    }
-}
+pub use crate::config::check_identifier;
 
 /// `[name]`. Only called on names that passed [`check_identifier`] (or the constant column names
 /// of `schema.rs`), so no `]` can occur; it is escaped anyway.
