@@ -1,39 +1,31 @@
-//! Sending planned direct costs to Procore: resolve ids, skip what the ledger says is unchanged,
-//! sync headers then lines per project, record what Procore answered.
-//!
-//! One worker task per project takes that project's requests in order, so writes to a project are
-//! serialized (no 409 by construction) while several projects are in flight at once (bounded by
-//! `[load] max_projects_in_flight`). Results are matched by origin_id, never by order. A load that
-//! fails (Procore down past the retry budget) or is interrupted stops sending but keeps consuming,
-//! so that staging still completes and the run can be resumed or replayed.
+//! A project's worker: one task per Sage job takes that project's requests in order, resolves
+//! the Procore ids (direct cost, budget code), skips what the ledger shows unchanged, sends the
+//! rest and records what Procore answered (ledger) or why a line was not loaded (quarantine).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use tokio::runtime::Handle;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
-use super::client::ProcoreClient;
-use super::plan::{DirectCostHeader, LineItem, PlannedRequest, RequestSink};
+use super::payload::{date, flat_code, payload_hash};
+use super::LoadContext;
+use crate::error::{Error, Result};
+use crate::ledger::LedgerEntry;
+use crate::load::plan::{DirectCostHeader, LineItem};
 use crate::model::cost_type::DirectCostKind;
-use crate::model::values::{format_date, format_decimal};
+use crate::model::values::format_decimal;
+use crate::quarantine::{QuarantineBatch, ReasonCode};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
 /// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
 /// limit, so copying is not its cost).
-enum Request {
+pub(super) enum Request {
     HeaderSync(Vec<DirectCostHeader>),
     LineSync(Vec<LineItem>),
 }
-use crate::config::{LoadConfig, ProjectMatch};
-use crate::error::{Error, Result};
-use crate::ledger::{Ledger, LedgerEntry};
-use crate::quarantine::{QuarantineBatch, ReasonCode};
 
 /// Procore ids of direct costs a project worker keeps at hand; past this, lines find their
 /// direct cost's id in the ledger.
@@ -41,202 +33,6 @@ const HEADER_IDS_KEPT: usize = 100_000;
 
 /// Largest `bulk_create` body jcsync sends.
 const BULK_CREATE_MAX: usize = 100;
-
-/// Counts of a load.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct LoadCounts {
-    /// Lines Procore accepted in this run.
-    pub lines_sent: u64,
-    /// Lines the ledger showed unchanged (already in Procore).
-    pub lines_unchanged: u64,
-    pub headers_sent: u64,
-    pub headers_unchanged: u64,
-    /// Lines quarantined at load, by reason.
-    pub quarantined: BTreeMap<String, u64>,
-    /// Lines not loaded because the load stopped (failure or interruption): the next sync resumes them.
-    pub pending: u64,
-    pub header_requests: u64,
-    pub line_requests: u64,
-    pub budget_codes_created: u64,
-}
-
-impl LoadCounts {
-    /// Lines in Procore after this run (sent now or already there).
-    pub fn loaded(&self) -> u64 {
-        self.lines_sent + self.lines_unchanged
-    }
-
-    /// Lines quarantined at load.
-    pub fn quarantined_total(&self) -> u64 {
-        self.quarantined.values().sum()
-    }
-}
-
-/// Project and vendor ids, looked up once at the start of a load.
-pub struct Directory {
-    projects: HashMap<String, i64>,
-    vendors: HashMap<String, i64>,
-}
-
-impl Directory {
-    /// Fetch every project and vendor of the company.
-    pub async fn fetch(client: &ProcoreClient, matching: ProjectMatch) -> Result<Directory> {
-        let company = vec![("company_id".to_string(), client.company_id().to_string())];
-        let mut projects = HashMap::new();
-        for p in client
-            .get_all("/rest/v1.0/projects", &company, "GET projects")
-            .await?
-        {
-            let key = match matching {
-                ProjectMatch::ProjectNumber => p["project_number"].as_str(),
-                ProjectMatch::OriginId => p["origin_id"].as_str(),
-            };
-            if let (Some(k), Some(id)) = (key, p["id"].as_i64()) {
-                projects.insert(k.trim().to_string(), id);
-            }
-        }
-        let mut vendors = HashMap::new();
-        for v in client
-            .get_all("/rest/v1.0/vendors", &company, "GET vendors")
-            .await?
-        {
-            if let (Some(k), Some(id)) = (v["origin_id"].as_str(), v["id"].as_i64()) {
-                vendors.insert(k.trim().to_string(), id);
-            }
-        }
-        tracing::info!(
-            projects = projects.len(),
-            vendors = vendors.len(),
-            "Procore directory loaded"
-        );
-        Ok(Directory { projects, vendors })
-    }
-}
-
-/// Everything the project workers share.
-pub struct LoadContext {
-    pub client: Arc<ProcoreClient>,
-    pub config: LoadConfig,
-    pub directory: Directory,
-    pub ledger: Mutex<Ledger>,
-    pub run_id: String,
-    pub table: String,
-    pub quarantine: mpsc::Sender<QuarantineBatch>,
-    /// Set by Ctrl-C: no new request is sent.
-    pub cancel: Arc<AtomicBool>,
-    failure: Mutex<Option<Error>>,
-    counts: Mutex<LoadCounts>,
-    in_flight: Semaphore,
-    progress: Progress,
-}
-
-/// What the progress bar can know while planning and loading overlap: the lines and requests
-/// planned so far, and the requests the project workers are done with (sent, skipped as
-/// unchanged, quarantined, or left pending).
-#[derive(Debug, Default)]
-struct Progress {
-    planned_lines: AtomicU64,
-    planned_requests: AtomicU64,
-    handled_requests: AtomicU64,
-}
-
-impl Progress {
-    /// Planned requests no worker has handled yet: headers are batched (one header request
-    /// serves several line requests), so this counts requests, not lines.
-    fn requests_left(&self) -> u64 {
-        let planned = self.planned_requests.load(Ordering::Relaxed);
-        planned.saturating_sub(self.handled_requests.load(Ordering::Relaxed))
-    }
-}
-
-/// Time the rate budget (`rate` requests/s) needs for `requests`.
-fn time_at_rate(requests: u64, rate: f64) -> std::time::Duration {
-    std::time::Duration::from_secs_f64(requests as f64 / rate.max(f64::MIN_POSITIVE))
-}
-
-impl LoadContext {
-    /// A context for one run's load.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        client: Arc<ProcoreClient>,
-        config: LoadConfig,
-        directory: Directory,
-        ledger: Ledger,
-        run_id: &str,
-        table: &str,
-        quarantine: mpsc::Sender<QuarantineBatch>,
-        cancel: Arc<AtomicBool>,
-    ) -> LoadContext {
-        let permits = config.max_projects_in_flight;
-        LoadContext {
-            client,
-            config,
-            directory,
-            ledger: Mutex::new(ledger),
-            run_id: run_id.to_string(),
-            table: table.to_string(),
-            quarantine,
-            cancel,
-            failure: Mutex::new(None),
-            counts: Mutex::new(LoadCounts::default()),
-            in_flight: Semaphore::new(permits),
-            progress: Progress::default(),
-        }
-    }
-
-    fn stopped(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-            || self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
-    }
-
-    fn fail(&self, e: Error) {
-        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        if f.is_none() {
-            tracing::error!("load stopped: {e}");
-            *f = Some(e);
-        }
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, LoadCounts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn record(&self, entries: &[LedgerEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        self.ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(entries)
-    }
-
-    fn known(&self, origin_id: &str) -> Result<Option<LedgerEntry>> {
-        self.ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(origin_id)
-    }
-}
-
-fn payload_hash(v: &Value) -> String {
-    hex::encode(Sha256::digest(v.to_string().as_bytes()))
-}
-
-fn date(d: Option<i32>) -> Value {
-    d.map(|d| Value::String(format_date(d)))
-        .unwrap_or(Value::Null)
-}
-
-/// Flat budget code of a line, by the pipeline's formats.
-pub fn flat_code(config: &LoadConfig, line: &LineItem) -> String {
-    let fmt = match line.extra.as_deref() {
-        Some(e) if !e.is_empty() => config.budget_code_format_with_extra.replace("{extra}", e),
-        _ => config.budget_code_format.clone(),
-    };
-    fmt.replace("{cost_code}", line.cost_code.as_deref().unwrap_or(""))
-        .replace("{category}", line.category.as_deref().unwrap_or(""))
-}
 
 /// A project worker's state.
 struct ProjectWorker {
@@ -621,7 +417,11 @@ impl ProjectWorker {
     }
 }
 
-async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<Request>) {
+pub(super) async fn run_worker(
+    ctx: Arc<LoadContext>,
+    job: String,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let project_id = ctx.directory.projects.get(&job).copied();
     let mut worker = ProjectWorker {
         ctx: ctx.clone(),
@@ -644,170 +444,5 @@ async fn run_worker(ctx: Arc<LoadContext>, job: String, mut rx: mpsc::Receiver<R
         ctx.progress
             .handled_requests
             .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The sink the planner feeds when the target is Procore (or the sandbox).
-pub struct LoadSink {
-    ctx: Arc<LoadContext>,
-    handle: Handle,
-    workers: HashMap<String, (mpsc::Sender<Request>, JoinHandle<()>)>,
-    progress: indicatif::ProgressBar,
-    ticker: JoinHandle<()>,
-}
-
-/// Requests per second the rate budget allows (the tighter of the two quotas).
-fn budget_rate(config: &LoadConfig) -> f64 {
-    let spike = config.spike_limit as f64 / config.spike_window_secs.max(1) as f64;
-    let hourly = config.hourly_limit as f64 / 3600.0;
-    spike.min(hourly).max(f64::MIN_POSITIVE)
-}
-
-/// The progress bar of the load: lines handled out of lines planned so far, and the time the
-/// rate budget needs for the requests planned and not yet handled.
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(0),
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    let style = indicatif::ProgressStyle::with_template("load {bar:30} {pos}/{len} lines  {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
-
-/// How a load ended.
-#[derive(Debug)]
-pub struct LoadOutcome {
-    pub counts: LoadCounts,
-    pub client: super::client::ClientStats,
-    /// Why the load stopped early, if it did.
-    pub failure: Option<Error>,
-}
-
-impl LoadSink {
-    /// A sink running its workers on `handle`.
-    pub fn new(ctx: Arc<LoadContext>, handle: Handle) -> LoadSink {
-        let progress = progress_bar();
-        let ticker = {
-            let (ctx, bar) = (ctx.clone(), progress.clone());
-            let rate = budget_rate(&ctx.config);
-            handle.spawn(async move {
-                let mut last_log = std::time::Instant::now();
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let c = ctx.counts().clone();
-                    let planned = ctx.progress.planned_lines.load(Ordering::Relaxed);
-                    let done = c.loaded() + c.quarantined_total() + c.pending;
-                    let eta = time_at_rate(ctx.progress.requests_left(), rate);
-                    let mut msg = format!(
-                        "{} requests, {} retries, ETA at the rate budget {}",
-                        c.header_requests + c.line_requests,
-                        ctx.client.stats().retries,
-                        indicatif::HumanDuration(eta)
-                    );
-                    if let Some(wait) = ctx.client.rate_wait() {
-                        // Said first: it is why the line does not move.
-                        msg = format!("{wait}; {msg}");
-                    }
-                    bar.set_length(planned);
-                    bar.set_position(done);
-                    bar.set_message(msg.clone());
-                    if bar.is_hidden() && last_log.elapsed() > std::time::Duration::from_secs(10) {
-                        tracing::info!(done, planned, "load: {msg}");
-                        last_log = std::time::Instant::now();
-                    }
-                }
-            })
-        };
-        LoadSink {
-            ctx,
-            handle,
-            workers: HashMap::new(),
-            progress,
-            ticker,
-        }
-    }
-
-    /// Wait for every project worker; return the counts and the failure, if any.
-    pub fn finish(mut self) -> LoadOutcome {
-        let workers: Vec<JoinHandle<()>> = self.workers.drain().map(|(_, (_, h))| h).collect();
-        for w in workers {
-            if let Err(e) = self.handle.block_on(w) {
-                self.ctx.fail(Error::Stage {
-                    stage: "load",
-                    message: format!("a project worker ended abnormally: {e}"),
-                });
-            }
-        }
-        self.ticker.abort();
-        self.progress.finish_and_clear();
-        if self.ctx.cancel.load(Ordering::Relaxed) {
-            self.ctx.fail(Error::Interrupted);
-        }
-        LoadOutcome {
-            counts: self.ctx.counts().clone(),
-            client: self.ctx.client.stats(),
-            failure: self
-                .ctx
-                .failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        }
-    }
-}
-
-impl RequestSink for LoadSink {
-    fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
-        let (job, request) = match request {
-            PlannedRequest::HeaderSync { job, headers } => {
-                (job, Request::HeaderSync(headers.to_headers()))
-            }
-            PlannedRequest::LineSync { job, lines } => {
-                let planned = &self.ctx.progress.planned_lines;
-                planned.fetch_add(lines.len() as u64, Ordering::Relaxed);
-                (job, Request::LineSync(lines.to_items()))
-            }
-        };
-        // Counted before the worker can handle it, so `requests_left` never undercounts.
-        self.ctx
-            .progress
-            .planned_requests
-            .fetch_add(1, Ordering::Relaxed);
-        let ctx = self.ctx.clone();
-        let handle = self.handle.clone();
-        let (tx, _) = self.workers.entry(job.to_string()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(2);
-            let task = handle.spawn(run_worker(ctx, job.to_string(), rx));
-            (tx, task)
-        });
-        tx.blocking_send(request).map_err(|_| Error::Stage {
-            stage: "load",
-            message: "a project worker stopped".into(),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn eta_counts_planned_requests_not_two_per_line_request() {
-        // 8 line requests of 1000 lines served by 2 header requests (headers are batched);
-        // the workers are done with 4 of the 10.
-        let progress = Progress::default();
-        progress.planned_lines.store(8000, Ordering::Relaxed);
-        progress.planned_requests.store(10, Ordering::Relaxed);
-        progress.handled_requests.store(4, Ordering::Relaxed);
-        assert_eq!(progress.requests_left(), 6);
-        assert_eq!(
-            time_at_rate(progress.requests_left(), 2.0),
-            std::time::Duration::from_secs(3)
-        );
-        progress.handled_requests.store(10, Ordering::Relaxed);
-        assert_eq!(progress.requests_left(), 0);
-        assert_eq!(time_at_rate(0, 0.0), std::time::Duration::ZERO);
     }
 }
