@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 
 use super::client::ProcoreClient;
 use crate::config::LoadConfig;
@@ -108,6 +108,18 @@ impl LoadContext {
             in_flight: Semaphore::new(permits),
             progress: Progress::default(),
         }
+    }
+
+    /// A permit of `[load] max_projects_in_flight`, held while a request is in flight. The
+    /// semaphore is never closed, so this waits and does not fail.
+    async fn permit(&self) -> Result<SemaphorePermit<'_>> {
+        self.in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::TaskFailed {
+                stage: "load",
+                message: "the load is shutting down".into(),
+            })
     }
 
     fn stopped(&self) -> bool {

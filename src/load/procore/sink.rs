@@ -117,9 +117,9 @@ impl LoadSink {
         let workers: Vec<JoinHandle<()>> = self.workers.drain().map(|(_, (_, h))| h).collect();
         for w in workers {
             if let Err(e) = self.handle.block_on(w) {
-                self.ctx.fail(Error::Stage {
+                self.ctx.fail(Error::TaskFailed {
                     stage: "load",
-                    message: format!("a project worker ended abnormally: {e}"),
+                    message: format!("a project worker: {e}"),
                 });
             }
         }
@@ -165,10 +165,9 @@ impl RequestSink for LoadSink {
             let task = handle.spawn(run_worker(ctx, job.to_string(), rx));
             (tx, task)
         });
-        tx.blocking_send(request).map_err(|_| Error::Stage {
-            stage: "load",
-            message: "a project worker stopped".into(),
-        })
+        // The project worker stopped (it panicked or was cancelled: `finish` reports which).
+        tx.blocking_send(request)
+            .map_err(|_| Error::NextStageStopped { stage: "load" })
     }
 }
 

@@ -57,10 +57,12 @@ impl ProjectWorker {
             }
         }
         let q = QuarantineBatch::from_line_items(&self.ctx.table, rejected)?;
-        self.ctx.quarantine.send(q).await.map_err(|_| Error::Stage {
-            stage: "load",
-            message: "the quarantine writer stopped".into(),
-        })
+        // The quarantine writer stopped: its own error says why.
+        self.ctx
+            .quarantine
+            .send(q)
+            .await
+            .map_err(|_| Error::NextStageStopped { stage: "load" })
     }
 
     fn base(&self) -> String {
@@ -76,15 +78,7 @@ impl ProjectWorker {
         endpoint: &str,
         updates: Vec<Value>,
     ) -> Result<(Vec<Value>, Vec<Value>)> {
-        let _permit = self
-            .ctx
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Error::Stage {
-                stage: "load",
-                message: "the load is shutting down".into(),
-            })?;
+        let _permit = self.ctx.permit().await?;
         let body = json!({ "updates": updates });
         let resp = self
             .ctx
@@ -240,15 +234,7 @@ impl ProjectWorker {
                 .iter()
                 .map(|c| json!({ "flat_code": c, "description": format!("{c} (created by jcsync)") }))
                 .collect();
-            let _permit = self
-                .ctx
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| Error::Stage {
-                    stage: "load",
-                    message: "the load is shutting down".into(),
-                })?;
+            let _permit = self.ctx.permit().await?;
             let resp = self
                 .ctx
                 .client
