@@ -340,13 +340,15 @@ impl ProcoreClient {
     }
 
     /// Call the API: `path` under `api_url`, with the company header, rate gate and retries.
-    /// `endpoint` names the call in stats and errors (e.g. `PATCH direct_costs/sync`).
+    /// `body` is JSON text, sent as `application/json` (the load serializes its records once,
+    /// and sends the bytes it hashed). `endpoint` names the call in stats and errors (e.g.
+    /// `PATCH direct_costs/sync`).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(String, String)],
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         endpoint: &str,
     ) -> Result<ApiResponse> {
         let url = format!("{}{}", self.conn.api_url, path);
@@ -377,7 +379,10 @@ impl ProcoreClient {
                 .header("Procore-Company-Id", self.conn.company_id.to_string())
                 .query(query);
             if let Some(b) = body {
-                req = req.json(b);
+                // As `RequestBuilder::json` sends a body: this header, then the bytes.
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_vec());
             }
             // The window a 429 names, so that its retry shows as a wait for the rate limit.
             let mut rate_window = None;

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use crate::config::ProjectMatch;
 use crate::error::Result;
 use crate::load::client::ProcoreClient;
+use crate::load::plan::HeaderRef;
+use crate::model::cost_type::DirectCostKind;
+use crate::quarantine::ReasonCode;
 
 /// Project and vendor ids, looked up once at the start of a load.
 pub struct Directory {
@@ -47,5 +50,24 @@ impl Directory {
             "Procore directory loaded"
         );
         Ok(Directory { projects, vendors })
+    }
+
+    /// The Procore vendor of a header: an invoice's (found by the Sage vendor as origin_id), or
+    /// none for the other kinds; the reason when an invoice's vendor is not in Procore.
+    pub(super) fn vendor_of(
+        &self,
+        h: HeaderRef<'_>,
+    ) -> std::result::Result<Option<i64>, (ReasonCode, String)> {
+        if h.kind != DirectCostKind::Invoice {
+            return Ok(None);
+        }
+        let vendor = h.vendor.unwrap_or("");
+        match self.vendors.get(vendor) {
+            Some(id) => Ok(Some(*id)),
+            None => Err((
+                ReasonCode::UnmappedVendor,
+                format!("Sage vendor {vendor:?} has no Procore vendor (by origin_id)"),
+            )),
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! sent, [`worker`] is one project's worker and [`sink`] feeds the workers from the planner.
 
 mod directory;
-mod payload;
+pub mod payload;
 mod sink;
 mod worker;
 

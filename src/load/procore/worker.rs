@@ -10,13 +10,14 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::payload::{date, flat_code, payload_hash};
+use super::payload::{
+    flat_code, project_path, sync_body, HeaderIds, HeaderRecord, LineIds, LineRecord, Payload,
+    HEADER_SYNC_PATH, LINE_SYNC_PATH,
+};
 use super::LoadContext;
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
 use crate::load::plan::{DirectCostHeader, LineItem};
-use crate::model::cost_type::DirectCostKind;
-use crate::model::values::format_decimal;
 use crate::quarantine::{QuarantineBatch, ReasonCode};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
@@ -72,57 +73,24 @@ impl ProjectWorker {
         )
     }
 
+    /// Send a sync request (`HEADER_SYNC_PATH` or `LINE_SYNC_PATH`) of serialized records; the
+    /// entities and the errors of Procore's answer.
     async fn send_sync(
         &self,
-        path: &str,
+        template: &str,
         endpoint: &str,
-        updates: Vec<Value>,
+        updates: &[Vec<u8>],
     ) -> Result<(Vec<Value>, Vec<Value>)> {
+        let path = project_path(template, self.project_id.unwrap_or_default());
         let _permit = self.ctx.permit().await?;
-        let body = json!({ "updates": updates });
+        let body = sync_body(updates);
         let resp = self
             .ctx
             .client
-            .call(Method::PATCH, path, &[], Some(&body), endpoint)
+            .call(Method::PATCH, &path, &[], Some(&body), endpoint)
             .await?;
         let list = |k: &str| resp.body[k].as_array().cloned().unwrap_or_default();
         Ok((list("entities"), list("errors")))
-    }
-
-    fn header_payload(
-        &self,
-        h: &DirectCostHeader,
-    ) -> std::result::Result<Value, (ReasonCode, String)> {
-        let mut v = json!({
-            "origin_id": &*h.origin_id,
-            "direct_cost_type": h.key.kind.as_str(),
-            "direct_cost_date": date(h.direct_cost_date),
-            "status": self.ctx.config.status,
-            "description": h.description,
-            "origin_data": format!("sage:{}|{}|{}", h.key.job, h.key.kind.as_str(), h.key.group_key()),
-        });
-        if let Some(n) = &h.invoice_number {
-            v["invoice_number"] = json!(n);
-        }
-        if h.received_date.is_some() {
-            v["received_date"] = date(h.received_date);
-        }
-        if h.payment_date.is_some() {
-            v["payment_date"] = date(h.payment_date);
-        }
-        if h.key.kind == DirectCostKind::Invoice {
-            let vendor = h.vendor.as_deref().unwrap_or("");
-            match self.ctx.directory.vendors.get(vendor) {
-                Some(id) => v["vendor_id"] = json!(id),
-                None => {
-                    return Err((
-                        ReasonCode::UnmappedVendor,
-                        format!("Sage vendor {vendor:?} has no Procore vendor (by origin_id)"),
-                    ))
-                }
-            }
-        }
-        Ok(v)
     }
 
     async fn sync_headers(&mut self, headers: Vec<DirectCostHeader>) -> Result<()> {
@@ -135,14 +103,18 @@ impl ProjectWorker {
         let mut hashes: HashMap<Arc<str>, String> = HashMap::new();
         let mut unchanged = 0;
         for h in &headers {
-            let payload = match self.header_payload(h) {
-                Ok(p) => p,
+            let vendor_id = match self.ctx.directory.vendor_of(h.view()) {
+                Ok(id) => id,
                 Err(reason) => {
                     self.headers.insert(h.origin_id.clone(), Err(reason));
                     continue;
                 }
             };
-            let hash = payload_hash(&payload);
+            let Payload { json, hash } = Payload::of(&HeaderRecord {
+                header: h.view(),
+                status: &self.ctx.config.status,
+                ids: HeaderIds::Resolved { vendor_id },
+            })?;
             if !self.ctx.config.force {
                 if let Some(known) = self.ctx.known(&h.origin_id)? {
                     if let (true, Some(id)) = (known.payload_hash == hash, known.procore_id) {
@@ -153,16 +125,15 @@ impl ProjectWorker {
                 }
             }
             hashes.insert(h.origin_id.clone(), hash);
-            updates.push(payload);
+            updates.push(json);
         }
         self.ctx.counts().headers_unchanged += unchanged;
         if updates.is_empty() {
             return Ok(());
         }
-        let path = format!("{}/direct_costs/sync", self.base());
         let sent = updates.len();
         let (entities, errors) = self
-            .send_sync(&path, "PATCH direct_costs/sync", updates)
+            .send_sync(HEADER_SYNC_PATH, "PATCH direct_costs/sync", &updates)
             .await?;
         self.ctx.counts().header_requests += 1;
         let mut ledger = Vec::new();
@@ -234,6 +205,7 @@ impl ProjectWorker {
                 .iter()
                 .map(|c| json!({ "flat_code": c, "description": format!("{c} (created by jcsync)") }))
                 .collect();
+            let body = serde_json::to_vec(&json!({ "bulk": bulk }))?;
             let _permit = self.ctx.permit().await?;
             let resp = self
                 .ctx
@@ -242,7 +214,7 @@ impl ProjectWorker {
                     Method::PATCH,
                     &path,
                     &[],
-                    Some(&json!({ "bulk": bulk })),
+                    Some(&body),
                     "PATCH wbs_codes/bulk_create",
                 )
                 .await?;
@@ -316,17 +288,13 @@ impl ProjectWorker {
                 ));
                 continue;
             };
-            let payload = json!({
-                "origin_id": l.origin_id(),
-                "direct_cost_id": dc,
-                "wbs_code_id": wbs_id,
-                "amount": format_decimal(l.amount, 2),
-                "quantity": l.quantity.map(|q| format_decimal(q, 4)),
-                "unit_cost": l.unit_cost.map(|q| format_decimal(q, 4)),
-                "description": l.description(),
-                "origin_data": format!("sage:{}", l.natural_key()),
-            });
-            let hash = payload_hash(&payload);
+            let Payload { json, hash } = Payload::of(&LineRecord {
+                line: l.view(),
+                ids: LineIds::Resolved {
+                    direct_cost_id: dc,
+                    wbs_code_id: wbs_id,
+                },
+            })?;
             if !self.ctx.config.force {
                 if let Some(known) = self.ctx.known(l.origin_id())? {
                     if known.payload_hash == hash && known.procore_id.is_some() {
@@ -336,13 +304,16 @@ impl ProjectWorker {
                 }
             }
             pending.insert(l.origin_id().to_string(), (l, hash));
-            updates.push(payload);
+            updates.push(json);
         }
         self.ctx.counts().lines_unchanged += unchanged;
         if !updates.is_empty() {
-            let path = format!("{}/direct_costs/line_items/sync", self.base());
             let (entities, errors) = self
-                .send_sync(&path, "PATCH direct_costs/line_items/sync", updates)
+                .send_sync(
+                    LINE_SYNC_PATH,
+                    "PATCH direct_costs/line_items/sync",
+                    &updates,
+                )
                 .await?;
             self.ctx.counts().line_requests += 1;
             let mut ledger = Vec::new();
