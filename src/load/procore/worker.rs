@@ -23,6 +23,11 @@ use crate::quarantine::{QuarantineBatch, ReasonCode};
 /// A planned request as a project worker receives it: the planner lends its records for the
 /// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
 /// limit, so copying is not its cost).
+///
+/// Owned records rather than payloads serialized at `send`: a line's payload needs its direct
+/// cost's and budget code's Procore ids, which only this worker learns (from the header sync's
+/// answer, the WBS codes it fetches or creates), and a line kept for the ledger or quarantine
+/// needs nearly every field anyway (`QuarantineBatch::from_line_items` takes a [`LineItem`]).
 pub(super) enum Request {
     HeaderSync(Vec<DirectCostHeader>),
     LineSync(Vec<LineItem>),
