@@ -171,13 +171,6 @@ pub enum Error {
     #[error("interrupted (Ctrl-C) after {rows} transactions were read: nothing was sent, and the run is left unfinished")]
     InterruptedUnsent { rows: u64 },
 
-    /// A pipeline stage ended early (its peer stopped or panicked).
-    #[error("pipeline stage {stage} failed: {message}")]
-    Stage {
-        stage: &'static str,
-        message: String,
-    },
-
     /// A stage could not hand its output on because the next stage stopped. Never the cause
     /// of a failure: the stage that stopped has its own error (see [`Error::is_consequence`]).
     #[error("pipeline stage {stage}: the next stage stopped")]

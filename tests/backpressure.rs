@@ -103,8 +103,7 @@ fn a_stage_error_stops_the_stage_and_is_returned() {
         let stage = tokio::task::spawn_blocking(move || {
             run_stage("enrich", rx0, tx1, |b| {
                 if value(&b) == 2 {
-                    Err(jcsync::Error::Stage {
-                        stage: "enrich",
+                    Err(jcsync::Error::BatchShape {
                         message: "boom on batch 2".into(),
                     })
                 } else {

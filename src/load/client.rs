@@ -262,8 +262,7 @@ impl ProcoreClient {
     /// Fetch a token, retrying retryable failures for up to `retry_for` (zero: never).
     async fn fetch_token(&self, retry_for: Duration) -> Result<Token> {
         let url = format!("{}/oauth/token", self.conn.login_url);
-        let started = Instant::now();
-        let mut attempt = 0;
+        let mut budget = RetryBudget::new(retry_for);
         loop {
             let sent = self
                 .http
@@ -322,15 +321,9 @@ impl ProcoreClient {
             };
             match decision {
                 RetryDecision::Retry { min_wait } => {
-                    attempt += 1;
-                    let wait = self.backoff.wait(attempt, min_wait);
-                    if retry_for.is_zero() || started.elapsed() + wait > retry_for {
-                        return Err(Error::ProcoreUnavailable {
-                            endpoint: "POST /oauth/token".into(),
-                            elapsed_secs: started.elapsed().as_secs(),
-                            last: detail,
-                        });
-                    }
+                    let wait =
+                        budget
+                            .next_wait(&self.backoff, min_wait, "POST /oauth/token", || detail)?;
                     self.stats.lock().unwrap_or_else(|p| p.into_inner()).retries += 1;
                     self.pause(wait).await?;
                 }
@@ -347,35 +340,30 @@ impl ProcoreClient {
     }
 
     /// Call the API: `path` under `api_url`, with the company header, rate gate and retries.
-    /// `endpoint` names the call in stats and errors (e.g. `PATCH direct_costs/sync`).
+    /// `body` is JSON text, sent as `application/json` (the load serializes its records once,
+    /// and sends the bytes it hashed). `endpoint` names the call in stats and errors (e.g.
+    /// `PATCH direct_costs/sync`).
     pub async fn call(
         &self,
         method: Method,
         path: &str,
         query: &[(String, String)],
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         endpoint: &str,
     ) -> Result<ApiResponse> {
         let url = format!("{}{}", self.conn.api_url, path);
-        let started = Instant::now();
-        let mut attempt = 0u32;
+        let mut budget = RetryBudget::new(self.max_retry);
         let mut renewals = 0u32;
         loop {
             // Nothing is sent yet while waiting for the rate gate: Ctrl-C gives the wait up, and
             // so does the retry budget (a wait the budget cannot cover is given up at once).
             let acquired = tokio::select! {
-                slot = self.gate.acquire(Some(started + self.max_retry)) => slot,
+                slot = self.gate.acquire(Some(budget.deadline())) => slot,
                 () = self.interrupted() => return Err(Error::Interrupted),
             };
             let slot = match acquired {
                 Ok(slot) => slot,
-                Err(blocked) => {
-                    return Err(Error::ProcoreUnavailable {
-                        endpoint: endpoint.into(),
-                        elapsed_secs: started.elapsed().as_secs(),
-                        last: blocked.to_string(),
-                    })
-                }
+                Err(blocked) => return Err(budget.exhausted(endpoint, blocked.to_string())),
             };
             let (token, generation) = match self.token().await {
                 Ok(t) => t,
@@ -391,7 +379,10 @@ impl ProcoreClient {
                 .header("Procore-Company-Id", self.conn.company_id.to_string())
                 .query(query);
             if let Some(b) = body {
-                req = req.json(b);
+                // As `RequestBuilder::json` sends a body: this header, then the bytes.
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(b.to_vec());
             }
             // The window a 429 names, so that its retry shows as a wait for the rate limit.
             let mut rate_window = None;
@@ -410,15 +401,9 @@ impl ProcoreClient {
                         Ok(b) => b,
                         Err(e) => {
                             // The status came but the body did not: as a connection failure.
-                            attempt += 1;
-                            let wait = self.backoff.wait(attempt, None);
-                            if started.elapsed() + wait > self.max_retry {
-                                return Err(Error::ProcoreUnavailable {
-                                    endpoint: endpoint.into(),
-                                    elapsed_secs: started.elapsed().as_secs(),
-                                    last: format!("HTTP {status}, body lost: {}", without_url(&e)),
-                                });
-                            }
+                            let wait = budget.next_wait(&self.backoff, None, endpoint, || {
+                                format!("HTTP {status}, body lost: {}", without_url(&e))
+                            })?;
                             self.note_retry(wait);
                             self.pause(wait).await?;
                             continue;
@@ -496,18 +481,11 @@ impl ProcoreClient {
             };
             match decision {
                 RetryDecision::Retry { min_wait } => {
-                    attempt += 1;
-                    let wait = self.backoff.wait(attempt, min_wait);
-                    if started.elapsed() + wait > self.max_retry {
-                        return Err(Error::ProcoreUnavailable {
-                            endpoint: endpoint.into(),
-                            elapsed_secs: started.elapsed().as_secs(),
-                            last: detail,
-                        });
-                    }
+                    let wait =
+                        budget.next_wait(&self.backoff, min_wait, endpoint, || detail.clone())?;
                     tracing::debug!(
                         endpoint,
-                        attempt,
+                        attempt = budget.attempts(),
                         wait_ms = wait.as_millis() as u64,
                         "retrying after {detail}"
                     );
@@ -570,6 +548,64 @@ impl ProcoreClient {
             }
         }
         Ok(out)
+    }
+}
+
+/// The retry budget of one call: its attempts so far and the time since the first. A retry whose
+/// wait would end past the budget is not made: the call fails with
+/// [`Error::ProcoreUnavailable`], naming the endpoint, the time spent and the last failure.
+struct RetryBudget {
+    started: Instant,
+    limit: Duration,
+    /// Retries so far (1 = the first).
+    attempt: u32,
+}
+
+impl RetryBudget {
+    /// A budget of `limit` from now (zero: never retry).
+    fn new(limit: Duration) -> RetryBudget {
+        RetryBudget {
+            started: Instant::now(),
+            limit,
+            attempt: 0,
+        }
+    }
+
+    /// The wait before the next attempt (at least `min_wait`), or the error when that wait
+    /// would end past the budget; `last` describes the failure being retried.
+    fn next_wait(
+        &mut self,
+        backoff: &Backoff,
+        min_wait: Option<Duration>,
+        endpoint: &str,
+        last: impl FnOnce() -> String,
+    ) -> Result<Duration> {
+        self.attempt += 1;
+        let wait = backoff.wait(self.attempt, min_wait);
+        // Zero never retries, even a wait of zero right away.
+        if self.limit.is_zero() || self.started.elapsed() + wait > self.limit {
+            return Err(self.exhausted(endpoint, last()));
+        }
+        Ok(wait)
+    }
+
+    /// The error of a call that gave up: `last` is the failure it could not retry past.
+    fn exhausted(&self, endpoint: &str, last: String) -> Error {
+        Error::ProcoreUnavailable {
+            endpoint: endpoint.into(),
+            elapsed_secs: self.started.elapsed().as_secs(),
+            last,
+        }
+    }
+
+    /// Retries so far.
+    fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the budget runs out.
+    fn deadline(&self) -> Instant {
+        self.started + self.limit
     }
 }
 
@@ -645,6 +681,30 @@ mod tests {
             error_message(b"<html>bad gateway</html>"),
             "<html>bad gateway</html>"
         );
+    }
+
+    #[test]
+    fn the_retry_budget_gives_up_when_a_wait_would_end_past_it() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(100),
+        };
+        let last = || "HTTP 503".to_string();
+        let mut budget = RetryBudget::new(Duration::from_secs(60));
+        let wait = budget
+            .next_wait(&backoff, Some(Duration::from_secs(10)), "GET x", last)
+            .expect("10 s fits in 60 s");
+        assert!(wait >= Duration::from_secs(10), "{wait:?}");
+        assert_eq!(budget.attempts(), 1);
+        let gone = budget.next_wait(&backoff, Some(Duration::from_secs(61)), "GET x", last);
+        assert!(
+            matches!(&gone, Err(Error::ProcoreUnavailable { endpoint, last, .. })
+                if endpoint == "GET x" && last == "HTTP 503"),
+            "{gone:?}"
+        );
+        // Zero never retries.
+        let mut zero = RetryBudget::new(Duration::ZERO);
+        assert!(zero.next_wait(&backoff, None, "GET x", last).is_err());
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! Sending planned direct costs to Procore: resolve ids, skip what the ledger says is unchanged,
+//! sync headers then lines per project, record what Procore answered.
+//!
+//! One worker task per project takes that project's requests in order, so writes to a project are
+//! serialized (no 409 by construction) while several projects are in flight at once (bounded by
+//! `[load] max_projects_in_flight`). Results are matched by origin_id, never by order. A load that
+//! fails (Procore down past the retry budget) or is interrupted stops sending but keeps consuming,
+//! so that staging still completes and the run can be resumed or replayed.
+//!
+//! This file holds what the parts share: the [`LoadContext`], the [`LoadCounts`] and how a load
+//! ended ([`LoadOutcome`]). [`directory`] looks up project and vendor ids, [`payload`] is what is
+//! sent, [`worker`] is one project's worker and [`sink`] feeds the workers from the planner.
+
+mod directory;
+pub mod payload;
+mod sink;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
+
+use super::client::ProcoreClient;
+use crate::config::LoadConfig;
+use crate::error::{Error, Result};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::quarantine::QuarantineBatch;
+
+pub use directory::Directory;
+pub use payload::flat_code;
+pub use sink::LoadSink;
+use sink::Progress;
+
+/// Counts of a load.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LoadCounts {
+    /// Lines Procore accepted in this run.
+    pub lines_sent: u64,
+    /// Lines the ledger showed unchanged (already in Procore).
+    pub lines_unchanged: u64,
+    pub headers_sent: u64,
+    pub headers_unchanged: u64,
+    /// Lines quarantined at load, by reason.
+    pub quarantined: BTreeMap<String, u64>,
+    /// Lines not loaded because the load stopped (failure or interruption): the next sync resumes them.
+    pub pending: u64,
+    pub header_requests: u64,
+    pub line_requests: u64,
+    pub budget_codes_created: u64,
+}
+
+impl LoadCounts {
+    /// Lines in Procore after this run (sent now or already there).
+    pub fn loaded(&self) -> u64 {
+        self.lines_sent + self.lines_unchanged
+    }
+
+    /// Lines quarantined at load.
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.values().sum()
+    }
+}
+
+/// Everything the project workers share.
+pub struct LoadContext {
+    pub client: Arc<ProcoreClient>,
+    pub config: LoadConfig,
+    pub directory: Directory,
+    pub ledger: Mutex<Ledger>,
+    pub run_id: String,
+    pub table: String,
+    pub quarantine: mpsc::Sender<QuarantineBatch>,
+    /// Set by Ctrl-C: no new request is sent.
+    pub cancel: Arc<AtomicBool>,
+    failure: Mutex<Option<Error>>,
+    counts: Mutex<LoadCounts>,
+    in_flight: Semaphore,
+    progress: Progress,
+}
+
+impl LoadContext {
+    /// A context for one run's load.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Arc<ProcoreClient>,
+        config: LoadConfig,
+        directory: Directory,
+        ledger: Ledger,
+        run_id: &str,
+        table: &str,
+        quarantine: mpsc::Sender<QuarantineBatch>,
+        cancel: Arc<AtomicBool>,
+    ) -> LoadContext {
+        let permits = config.max_projects_in_flight;
+        LoadContext {
+            client,
+            config,
+            directory,
+            ledger: Mutex::new(ledger),
+            run_id: run_id.to_string(),
+            table: table.to_string(),
+            quarantine,
+            cancel,
+            failure: Mutex::new(None),
+            counts: Mutex::new(LoadCounts::default()),
+            in_flight: Semaphore::new(permits),
+            progress: Progress::default(),
+        }
+    }
+
+    /// A permit of `[load] max_projects_in_flight`, held while a request is in flight. The
+    /// semaphore is never closed, so this waits and does not fail.
+    async fn permit(&self) -> Result<SemaphorePermit<'_>> {
+        self.in_flight
+            .acquire()
+            .await
+            .map_err(|_| Error::TaskFailed {
+                stage: "load",
+                message: "the load is shutting down".into(),
+            })
+    }
+
+    fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+            || self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    fn fail(&self, e: Error) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            tracing::error!("load stopped: {e}");
+            *f = Some(e);
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, LoadCounts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, entries: &[LedgerEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(entries)
+    }
+
+    fn known(&self, origin_id: &str) -> Result<Option<LedgerEntry>> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(origin_id)
+    }
+}
+
+/// How a load ended.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub counts: LoadCounts,
+    pub client: super::client::ClientStats,
+    /// Why the load stopped early, if it did.
+    pub failure: Option<Error>,
+}
