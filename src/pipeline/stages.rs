@@ -168,6 +168,9 @@ fn load_dimensions(
     (dims_rx, task)
 }
 
+/// The source's timing, and the non-cost rows it dropped by Transaction_Type.
+type Extracted = (StageTiming, BTreeMap<String, u64>);
+
 /// The source: extract reads (CSV parsing, Parquet decoding, TDS rows) and drops the rows that
 /// are not costs; typing the cells is a stage of its own, so that the two overlap on separate
 /// cores. Yields the non-cost rows dropped, by type.
@@ -176,10 +179,7 @@ fn read_transactions(
     source: &Arc<SageSource>,
     extracted: Arc<AtomicU64>,
     stop_reading: Option<Arc<AtomicBool>>,
-) -> (
-    mpsc::Receiver<RawBatch>,
-    Running<(StageTiming, BTreeMap<String, u64>)>,
-) {
+) -> (mpsc::Receiver<RawBatch>, Running<Extracted>) {
     let (raw_tx, raw_rx) = driver.channel::<RawBatch>();
     let source = source.clone();
     let task = Running::blocking("extract", move || {

@@ -320,6 +320,68 @@ mod tests {
         assert!(q.batch.column_by_name("vendor").expect("vendor").is_null(0));
     }
 
+    struct Line;
+
+    impl QuarantinedLine for Line {
+        fn job(&self) -> &str {
+            "1001"
+        }
+        fn extra(&self) -> Option<&str> {
+            None
+        }
+        fn cost_code(&self) -> Option<&str> {
+            Some("01-100")
+        }
+        fn category(&self) -> Option<&str> {
+            Some("M")
+        }
+        fn transaction_type(&self) -> &str {
+            "AP cost"
+        }
+        fn amount(&self) -> i128 {
+            -1234
+        }
+        fn description(&self) -> Option<&str> {
+            Some("rebar")
+        }
+        fn run(&self) -> Option<i64> {
+            Some(7)
+        }
+        fn sequence(&self) -> Option<i64> {
+            Some(8)
+        }
+        fn dist_sequence(&self) -> Option<i64> {
+            None
+        }
+        fn source_line(&self) -> u64 {
+            42
+        }
+    }
+
+    #[test]
+    fn a_line_quarantined_at_load_keeps_its_whole_natural_key() {
+        let q = QuarantineBatch::from_line_items(
+            "JCT_CURRENT__TRANSACTION",
+            &[(&Line, ReasonCode::UnmappedBudgetCode, "no such code".into())],
+        )
+        .expect("quarantine");
+        let text = |name: &str| {
+            let c = q.batch.column_by_name(name).expect(name);
+            let c = c.as_any().downcast_ref::<StringArray>().expect("utf8");
+            (!c.is_null(0)).then(|| c.value(0).to_string())
+        };
+        // Run and Sequence were NULL for rows quarantined at load: the key could not be traced.
+        assert_eq!(text("run").as_deref(), Some("7"));
+        assert_eq!(text("sequence").as_deref(), Some("8"));
+        assert_eq!(text("dist_sequence"), None);
+        assert_eq!(text("amount").as_deref(), Some("-12.34"));
+        assert_eq!(text("job").as_deref(), Some("1001"));
+        assert_eq!(text("stage").as_deref(), Some("load"));
+        let line = q.batch.column_by_name(SOURCE_LINE).expect("line");
+        let line = line.as_any().downcast_ref::<UInt64Array>().expect("u64");
+        assert_eq!(line.value(0), 42);
+    }
+
     #[test]
     fn long_values_are_shortened_in_messages() {
         let long = "x".repeat(500);
