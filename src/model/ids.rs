@@ -15,6 +15,7 @@ use crate::model::cost_type::DirectCostKind;
 use crate::model::values::{date_text, DateBytes};
 use crate::model::view::{Group, TransactionView};
 
+#[inline]
 pub fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
     match value {
         Some(v) => {
@@ -27,6 +28,7 @@ pub fn feed(h: &mut Xxh3, value: Option<&[u8]>) {
 }
 
 /// `feed`'s framing, appended to a buffer that is hashed in one shot.
+#[inline]
 pub fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
         Some(v) => {
@@ -42,6 +44,7 @@ pub fn feed_buf(buf: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// xxh3_128 of `head` (fields framed already) followed by `feed`'s framing of `fields`: the
 /// digest of a streaming hasher fed the same fields. `buf` is scratch, grown once per call.
+#[inline]
 pub fn hash_framed(buf: &mut Vec<u8>, head: &[u8], fields: &[Option<&[u8]>]) -> u128 {
     let framed: usize = fields.iter().map(|f| f.map_or(1, |v| 9 + v.len())).sum();
     buf.clear();
@@ -75,6 +78,7 @@ const HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 /// The 32 lowercase hex digits of `hash` (what `{:032x}` prints).
+#[inline]
 fn hex32(hash: u128) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (pair, byte) in out.chunks_exact_mut(2).zip(hash.to_be_bytes()) {
@@ -98,6 +102,7 @@ impl IdColumn {
         }
     }
 
+    #[inline]
     fn push(&mut self, hash: u128) {
         self.values.extend_from_slice(&self.prefix);
         self.values.extend_from_slice(&hex32(hash));

@@ -10,11 +10,13 @@ use chrono::{Datelike, NaiveDate};
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Days since 1970-01-01, the Date32 representation.
+#[inline]
 pub fn date_to_days(d: NaiveDate) -> i32 {
     d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
 }
 
 /// The date of a Date32 value.
+#[inline]
 pub fn days_to_date(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_DAYS_FROM_CE)
 }
@@ -87,6 +89,7 @@ pub struct DateBytes {
 }
 
 impl DateBytes {
+    #[inline]
     pub fn format(&mut self, days: Option<i32>) -> &[u8] {
         if self.day != Some(days) {
             self.len = self.write(days);
@@ -99,6 +102,7 @@ impl DateBytes {
     }
 
     /// Writes the text of `days`: its length in `bytes`, or `None` when it is in `fallback`.
+    #[inline]
     fn write(&mut self, days: Option<i32>) -> Option<usize> {
         let Some(d) = days.and_then(days_to_date) else {
             return Some(0);

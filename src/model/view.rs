@@ -42,6 +42,7 @@ pub struct EnrichedView<'a> {
     direct_cost_origin_id: &'a StringArray,
 }
 
+#[inline]
 fn col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
     batch
         .column_by_name(name)
@@ -51,54 +52,64 @@ fn col<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array> {
         })
 }
 
+#[inline]
 fn wrong(name: &str) -> Error {
     Error::BatchShape {
         message: format!("column {name} has an unexpected type"),
     }
 }
 
+#[inline]
 fn text<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     col(batch, name)?
         .as_string_opt::<i32>()
         .ok_or_else(|| wrong(name))
 }
 
+#[inline]
 fn date<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Date32Array> {
     col(batch, name)?
         .as_primitive_opt::<Date32Type>()
         .ok_or_else(|| wrong(name))
 }
 
+#[inline]
 fn decimal<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Decimal128Array> {
     col(batch, name)?
         .as_primitive_opt::<Decimal128Type>()
         .ok_or_else(|| wrong(name))
 }
 
+#[inline]
 fn int<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
     col(batch, name)?
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| wrong(name))
 }
 
+#[inline]
 fn opt_str(a: &StringArray, r: usize) -> Option<&str> {
     (!a.is_null(r)).then(|| a.value(r))
 }
 
+#[inline]
 fn opt_i64(a: &Int64Array, r: usize) -> Option<i64> {
     (!a.is_null(r)).then(|| a.value(r))
 }
 
+#[inline]
 fn opt_i128(a: &Decimal128Array, r: usize) -> Option<i128> {
     (!a.is_null(r)).then(|| a.value(r))
 }
 
+#[inline]
 fn opt_date(a: &Date32Array, r: usize) -> Option<i32> {
     (!a.is_null(r)).then(|| a.value(r))
 }
 
 impl<'a> TransactionView<'a> {
     /// View a projected (or enriched) batch.
+    #[inline]
     pub fn new(batch: &'a RecordBatch) -> Result<TransactionView<'a>> {
         let enriched = if batch.column_by_name(LINE_ORIGIN_ID).is_some() {
             Some(EnrichedView {
@@ -138,31 +149,37 @@ impl<'a> TransactionView<'a> {
     }
 
     /// Rows in the batch.
+    #[inline]
     pub fn len(&self) -> usize {
         self.job.len()
     }
 
     /// True when the batch is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.job.is_empty()
     }
 
     /// Transaction_Type ('' when NULL, which projection never lets through).
+    #[inline]
     pub fn transaction_type(&self, r: usize) -> &'a str {
         opt_str(self.transaction_type, r).unwrap_or("")
     }
 
     /// Sage vendor.
+    #[inline]
     pub fn vendor(&self, r: usize) -> Option<&'a str> {
         opt_str(self.vendor, r)
     }
 
     /// Sage invoice number.
+    #[inline]
     pub fn invoice(&self, r: usize) -> Option<&'a str> {
         opt_str(self.invoice, r)
     }
 
     /// Job ('' when NULL).
+    #[inline]
     pub fn job(&self, r: usize) -> &'a str {
         opt_str(self.job, r).unwrap_or("")
     }
@@ -192,81 +209,97 @@ impl<'a> TransactionView<'a> {
     }
 
     /// Job, NULL kept (the natural key tells NULL from empty).
+    #[inline]
     pub fn job_cell(&self, r: usize) -> Option<&'a str> {
         opt_str(self.job, r)
     }
 
     /// Extra.
+    #[inline]
     pub fn extra(&self, r: usize) -> Option<&'a str> {
         opt_str(self.extra, r)
     }
 
     /// Cost_Code.
+    #[inline]
     pub fn cost_code(&self, r: usize) -> Option<&'a str> {
         opt_str(self.cost_code, r)
     }
 
     /// Category.
+    #[inline]
     pub fn category(&self, r: usize) -> Option<&'a str> {
         opt_str(self.category, r)
     }
 
     /// Transaction_Type, NULL kept.
+    #[inline]
     pub fn transaction_type_cell(&self, r: usize) -> Option<&'a str> {
         opt_str(self.transaction_type, r)
     }
 
     /// Description.
+    #[inline]
     pub fn description(&self, r: usize) -> Option<&'a str> {
         opt_str(self.description, r)
     }
 
     /// Batch.
+    #[inline]
     pub fn batch(&self, r: usize) -> Option<&'a str> {
         opt_str(self.batch, r)
     }
 
     /// Accounting_Date.
+    #[inline]
     pub fn accounting_date(&self, r: usize) -> Option<i32> {
         opt_date(self.accounting_date, r)
     }
 
     /// Amount, cents.
+    #[inline]
     pub fn amount(&self, r: usize) -> Option<i128> {
         opt_i128(self.amount, r)
     }
 
     /// Units, 4 decimals.
+    #[inline]
     pub fn units(&self, r: usize) -> Option<i128> {
         opt_i128(self.units, r)
     }
 
     /// Unit_Cost, 4 decimals.
+    #[inline]
     pub fn unit_cost(&self, r: usize) -> Option<i128> {
         opt_i128(self.unit_cost, r)
     }
 
     /// Run.
+    #[inline]
     pub fn run(&self, r: usize) -> Option<i64> {
         opt_i64(self.run, r)
     }
 
     /// Sequence.
+    #[inline]
     pub fn sequence(&self, r: usize) -> Option<i64> {
         opt_i64(self.sequence, r)
     }
 
     /// Dist_Sequence.
+    #[inline]
     pub fn dist_sequence(&self, r: usize) -> Option<i64> {
         opt_i64(self.dist_sequence, r)
     }
 
     /// Where the row came from (physical line or row number).
+    #[inline]
     pub fn source_line(&self, r: usize) -> u64 {
         self.source_line.value(r)
     }
 
     /// The enrichment columns, when the batch is enriched.
+    #[inline]
     pub fn enriched(&self) -> Option<&EnrichedView<'a>> {
         self.enriched.as_ref()
     }
@@ -274,31 +307,37 @@ impl<'a> TransactionView<'a> {
 
 impl<'a> EnrichedView<'a> {
     /// The AP invoice's Invoice_Date.
+    #[inline]
     pub fn invoice_date(&self, r: usize) -> Option<i32> {
         opt_date(self.invoice_date, r)
     }
 
     /// The AP invoice's Date_Received.
+    #[inline]
     pub fn invoice_received_date(&self, r: usize) -> Option<i32> {
         opt_date(self.invoice_received_date, r)
     }
 
     /// The AP invoice's Payment_Date.
+    #[inline]
     pub fn invoice_payment_date(&self, r: usize) -> Option<i32> {
         opt_date(self.invoice_payment_date, r)
     }
 
     /// The AP invoice's Description.
+    #[inline]
     pub fn invoice_description(&self, r: usize) -> Option<&'a str> {
         opt_str(self.invoice_description, r)
     }
 
     /// The line's origin_id.
+    #[inline]
     pub fn line_origin_id(&self, r: usize) -> &'a str {
         self.line_origin_id.value(r)
     }
 
     /// The direct cost's origin_id.
+    #[inline]
     pub fn direct_cost_origin_id(&self, r: usize) -> &'a str {
         self.direct_cost_origin_id.value(r)
     }
@@ -325,6 +364,7 @@ pub enum Group<'a> {
 
 impl Group<'_> {
     /// Procore's `direct_cost_type` of the group.
+    #[inline]
     pub fn kind(&self) -> DirectCostKind {
         match self {
             Group::Invoice { .. } => DirectCostKind::Invoice,
