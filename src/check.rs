@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::{FileFormat, Pipeline, PipelineConfig, SourceConfig};
+use crate::config::{FileFormat, Pipeline, SourceConfig};
 use crate::error::{Error, Result};
 use crate::extract::files::table_path;
 use crate::extract::{mssql, TABLE_ROLES};
@@ -104,17 +104,6 @@ impl CheckReport {
     }
 }
 
-fn table_name(config: &PipelineConfig, role: TableRole) -> &str {
-    let t = &config.tables;
-    match role {
-        TableRole::Transaction => &t.transaction,
-        TableRole::Job => &t.job,
-        TableRole::AccountPrefix => &t.account_prefix,
-        TableRole::Account => &t.account,
-        TableRole::Invoice => &t.invoice,
-    }
-}
-
 fn columns_against(role: TableRole, found: &[String]) -> Vec<ColumnCheck> {
     role.columns()
         .iter()
@@ -137,7 +126,7 @@ pub async fn check(pipeline: &Pipeline) -> Result<CheckReport> {
         SourceConfig::Mssql(m) => {
             let mut client = mssql::connect(m).await?;
             for role in TABLE_ROLES {
-                let table = table_name(config, role).to_string();
+                let table = config.tables.of(role).to_string();
                 let found = mssql::table_columns(&mut client, m, &table).await?;
                 let exists = !found.is_empty();
                 let rows = if exists {
@@ -157,7 +146,7 @@ pub async fn check(pipeline: &Pipeline) -> Result<CheckReport> {
         }
         SourceConfig::Files(f) => {
             for role in TABLE_ROLES {
-                let table = table_name(config, role).to_string();
+                let table = config.tables.of(role).to_string();
                 let path = table_path(&f.dir, &table, f.format);
                 if !path.is_file() {
                     tables.push(TableCheck {

@@ -171,6 +171,20 @@ pub struct TableNames {
     pub invoice: String,
 }
 
+impl TableNames {
+    /// The configured name of the table of `role`.
+    pub fn of(&self, role: crate::model::schema::TableRole) -> &str {
+        use crate::model::schema::TableRole;
+        match role {
+            TableRole::Transaction => &self.transaction,
+            TableRole::Job => &self.job,
+            TableRole::AccountPrefix => &self.account_prefix,
+            TableRole::Account => &self.account,
+            TableRole::Invoice => &self.invoice,
+        }
+    }
+}
+
 impl Default for TableNames {
     fn default() -> Self {
         TableNames {

@@ -69,13 +69,7 @@ pub const TABLE_ROLES: [TableRole; 5] = [
 
 /// The configured table name of a role.
 pub fn table_name(tables: &TableNames, role: TableRole) -> &str {
-    match role {
-        TableRole::Transaction => &tables.transaction,
-        TableRole::Job => &tables.job,
-        TableRole::AccountPrefix => &tables.account_prefix,
-        TableRole::Account => &tables.account,
-        TableRole::Invoice => &tables.invoice,
-    }
+    tables.of(role)
 }
 
 /// Raw batches of one table, in source order; an error ends the stream.
