@@ -25,6 +25,7 @@ pub mod seed;
 mod server;
 pub mod state;
 pub mod sync;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
