@@ -29,6 +29,19 @@ pub struct WbsCodeView {
     pub status: &'static str,
 }
 
+/// `holder_type` of a direct cost's line (Procore's documentation names the field, not its
+/// values; this one is an educated guess).
+pub const DIRECT_COST_HOLDER: &str = "DirectCost::Item";
+
+/// The record a line item belongs to.
+#[derive(Debug, Clone, Serialize)]
+pub struct HolderRef {
+    /// The direct cost's id.
+    pub id: i64,
+    /// [`DIRECT_COST_HOLDER`].
+    pub holder_type: &'static str,
+}
+
 /// A line item as the API renders it. Typed rather than a `serde_json::Value` because a
 /// 1000-record sync answer is the sandbox's hottest path.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +50,8 @@ pub struct LineItemView {
     pub id: i64,
     /// Owning direct cost.
     pub direct_cost_id: i64,
+    /// Owning direct cost, as Procore's line item lists name it.
+    pub holder: HolderRef,
     /// Amount, as a decimal string.
     pub amount: String,
     /// Quantity, as a decimal string.
@@ -136,6 +151,10 @@ pub fn line_item_json(db: &Db, li: &LineItem) -> LineItemView {
     LineItemView {
         id: li.id,
         direct_cost_id: li.direct_cost_id,
+        holder: HolderRef {
+            id: li.direct_cost_id,
+            holder_type: DIRECT_COST_HOLDER,
+        },
         amount: li.amount.to_string(),
         quantity: li.quantity.map(|d| d.to_string()),
         unit_cost: li.unit_cost.map(|d| d.to_string()),
