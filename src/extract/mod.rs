@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod files;
+pub mod keys;
 pub mod mssql;
 pub mod source;
 pub mod typing;
@@ -16,6 +17,7 @@ use crate::config::{PipelineConfig, Since, SourceConfig};
 use crate::error::Result;
 use crate::model::schema::TableRole;
 use files::FileExportSource;
+pub use keys::{KeyBatch, KeyBatches, KEY_SCAN_COLUMNS};
 pub use mssql::ReadWindow;
 use mssql::SqlServerSource;
 pub use source::{
@@ -96,6 +98,11 @@ impl SageSource {
         self.as_source().raw_transactions(cost_rows_only)
     }
 
+    /// See [`Source::line_keys`].
+    pub fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        self.as_source().line_keys(company)
+    }
+
     /// See [`Source::transactions`].
     pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
         self.as_source().transactions()
@@ -160,5 +167,9 @@ impl Source for SageSource {
 
     fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
         self.as_source().transactions()
+    }
+
+    fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        self.as_source().line_keys(company)
     }
 }
