@@ -131,7 +131,11 @@ impl KeyTyper {
                 continue;
             }
             let mut problems = Vec::new();
-            columns.push(convert_column(spec, raw.batch.column(i + 1), &mut problems)?);
+            columns.push(convert_column(
+                spec,
+                raw.batch.column(i + 1),
+                &mut problems,
+            )?);
             if spec.key {
                 for p in problems {
                     if let Some(flag) = unreadable_row.get_mut(p.row) {
@@ -188,3 +192,266 @@ pub fn keys_of_raw(
     Box::new(raws.map(move |raw| typer.keys(raw?)))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::type_batch;
+    use crate::model::ids::line_hashes;
+    use crate::model::schema::SOURCE_LINE;
+    use arrow::array::{Array, Date32Array, Int64Array, StringArray, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// A raw batch of text cells: each row a list of (Sage column, value); unnamed cells NULL.
+    fn raw(rows: &[&[(&str, &str)]]) -> RawBatch {
+        let specs = TableRole::Transaction.columns();
+        let mut fields = vec![Field::new(SOURCE_LINE, DataType::UInt64, false)];
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from_iter_values(
+            (0..rows.len() as u64).map(|i| i + 2),
+        ))];
+        for spec in specs {
+            fields.push(Field::new(spec.name, DataType::Utf8, true));
+            let cells: Vec<Option<&str>> = rows
+                .iter()
+                .map(|r| r.iter().find(|(c, _)| *c == spec.source).map(|(_, v)| *v))
+                .collect();
+            columns.push(Arc::new(StringArray::from(cells)));
+        }
+        RawBatch {
+            batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch"),
+            problems: Vec::new(),
+            not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
+        }
+    }
+
+    /// The same batch with only the key scan's columns kept (the others NULL), as the readers
+    /// of a key scan shape it.
+    fn only_keys(raw: &RawBatch) -> RawBatch {
+        let n = raw.batch.num_rows();
+        let columns = raw
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(raw.batch.columns())
+            .map(|(f, c)| {
+                if f.name() == SOURCE_LINE || is_key_scan_column(f.name()) {
+                    c.clone()
+                } else {
+                    new_null_array(&DataType::Utf8, n)
+                }
+            })
+            .collect();
+        RawBatch {
+            batch: RecordBatch::try_new(raw.batch.schema(), columns).expect("batch"),
+            problems: raw.problems.clone(),
+            not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
+        }
+    }
+
+    fn full(
+        job: &'static str,
+        extra: &'static str,
+        ty: &'static str,
+        run: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("Job", job),
+            ("Extra", extra),
+            ("Cost_Code", "01-100      "),
+            ("Category", " L "),
+            ("Transaction_Type", ty),
+            ("Accounting_Date", "2024-01-15"),
+            ("Amount", "12.5"),
+            ("Description", "Béton – 3ème"),
+            ("Run", run),
+            ("Sequence", "0042"),
+            ("Dist_Sequence", " 1"),
+            ("Date_Stamp", "2024-01-15"),
+            ("Time_Stamp", "10:00:00"),
+        ]
+    }
+
+    /// What the sync computes for the rows that type cleanly and are costs: type_batch, then the
+    /// project stage's line hashes.
+    fn pipeline_hashes(raw: RawBatch) -> Vec<u128> {
+        let typed = type_batch(
+            TableRole::Transaction,
+            "T",
+            drop_non_cost_rows(raw).expect("drop"),
+        )
+        .expect("typed");
+        let view = TransactionView::new(&typed.batch).expect("view");
+        let hashes = line_hashes("ACME", &view);
+        (0..view.len())
+            .filter(|&r| is_cost_type(view.transaction_type(r)))
+            .map(|r| hashes[r])
+            .collect()
+    }
+
+    #[test]
+    fn key_hashes_are_the_pipelines_line_hashes_bit_for_bit() {
+        let rows = [
+            full("1001      ", "1", "AP cost", "101"),
+            full("1001", "", "PR cost  ", "7"),
+            // NULL Extra (no cell at all) is another key than an empty one.
+            full("1002", "   ", " EQ cost", "-3"),
+            full("1003", "2", "JC cost", "9"),
+            full("1003", "2", "IV cost", ""),
+            full("1003", "2", "SM cost", "9"),
+        ];
+        let refs: Vec<&[(&str, &str)]> = rows.iter().map(|r| r.as_slice()).collect();
+        let input = raw(&refs);
+        let expected = pipeline_hashes(raw(&refs));
+        assert_eq!(expected.len(), 6);
+        let mut typer = KeyTyper::new("ACME", None);
+        let keys = typer.keys(only_keys(&input)).expect("keys");
+        assert_eq!(keys.hashes, expected);
+        assert_eq!(keys.unreadable, 0);
+        // Whole rows give the same keys as the key columns alone.
+        assert_eq!(typer.keys(raw(&refs)).expect("keys").hashes, expected);
+        let jobs: Vec<&str> = keys.jobs.iter().map(String::as_str).collect();
+        assert_eq!(jobs, vec!["1001", "1002", "1003"]);
+        // And the digest is the one inside the origin id the enrich stage writes.
+        let typed = type_batch(TableRole::Transaction, "T", raw(&refs)).expect("typed");
+        let (ids, _) = crate::model::ids::origin_ids(
+            "ACME",
+            &TransactionView::new(&typed.batch).expect("view"),
+        )
+        .expect("ids");
+        let from_keys: Vec<String> = keys
+            .hashes
+            .iter()
+            .map(|h| KeyBatch::origin_id("ACME", *h))
+            .collect();
+        let staged: Vec<String> = (0..ids.len()).map(|i| ids.value(i).to_string()).collect();
+        assert_eq!(from_keys, staged);
+    }
+
+    #[test]
+    fn typed_export_cells_hash_as_the_typed_batch_does() {
+        // A Parquet export writes numbers and dates typed: the same conversion, the same keys.
+        let input = raw(&[&full("1001", "1", "AP cost", "101")]);
+        let expected = pipeline_hashes(raw(&[&full("1001", "1", "AP cost", "101")]));
+        let mut columns = input.batch.columns().to_vec();
+        let mut fields: Vec<Field> = input
+            .batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (**f).clone())
+            .collect();
+        for (i, f) in fields.iter_mut().enumerate() {
+            match f.name().as_str() {
+                "run" | "sequence" | "dist_sequence" => {
+                    let v = match f.name().as_str() {
+                        "run" => 101,
+                        "sequence" => 42,
+                        _ => 1,
+                    };
+                    columns[i] = Arc::new(Int64Array::from(vec![v]));
+                    *f = Field::new(f.name(), DataType::Int64, true);
+                }
+                "accounting_date" => {
+                    columns[i] = Arc::new(Date32Array::from(vec![date_to_days(
+                        NaiveDate::from_ymd_opt(2024, 1, 15).expect("date"),
+                    )]));
+                    *f = Field::new(f.name(), DataType::Date32, true);
+                }
+                _ => {}
+            }
+        }
+        let typed_raw = RawBatch {
+            batch: RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch"),
+            ..input
+        };
+        let keys = KeyTyper::new("ACME", None).keys(typed_raw).expect("keys");
+        assert_eq!(keys.hashes, expected);
+    }
+
+    #[test]
+    fn rows_whose_key_cannot_be_typed_are_counted_not_hashed_and_other_problems_keep_the_key() {
+        let mut bad_amount = full("1001", "1", "AP cost", "1");
+        bad_amount.retain(|(c, _)| *c != "Amount");
+        bad_amount.push(("Amount", "12,34x"));
+        let mut no_date = full("1001", "1", "AP cost", "2");
+        no_date.retain(|(c, _)| *c != "Accounting_Date");
+        let mut bad_date = full("1001", "1", "AP cost", "3");
+        bad_date.retain(|(c, _)| *c != "Accounting_Date");
+        bad_date.push(("Accounting_Date", "2024-02-30"));
+        let mut no_job = full("", "1", "AP cost", "4");
+        no_job.retain(|(c, _)| *c != "Job");
+        let rows = [
+            bad_amount,
+            no_date,
+            bad_date,
+            no_job,
+            full("1001", "1", "AP cost", "x5"), // Run is not a number
+            full("1001", "1", "   ", "6"),      // no type
+            full("1001", "1", "Work billed", "x"), // not a cost: filtered, never unreadable
+            full("1001", "1", "AP cost", "8"),  // malformed record (below)
+            full("1001", "1", "PR cost", "9"),
+        ];
+        let refs: Vec<&[(&str, &str)]> = rows.iter().map(|r| r.as_slice()).collect();
+        let mut input = raw(&refs);
+        input.problems.push(crate::extract::convert::CellProblem {
+            row: 7,
+            code: crate::quarantine::ReasonCode::MalformedRecord,
+            message: "expected 23 fields, found 2".into(),
+        });
+        let keys = KeyTyper::new(
+            "ACME",
+            Some(NaiveDate::from_ymd_opt(2024, 1, 1).expect("d")),
+        )
+        .keys(input)
+        .expect("never an error for bad cells");
+        // Amount, an empty or impossible date: the transaction is there, its key is known.
+        assert_eq!(keys.hashes.len(), 4, "{keys:?}");
+        assert_eq!(
+            keys.unreadable, 4,
+            "no job, Run x5, no type, malformed record"
+        );
+    }
+
+    #[test]
+    fn since_keeps_the_rows_dated_on_or_after_it() {
+        let mut rows = Vec::new();
+        for (i, day) in ["2024-01-09", "2024-01-10", "2024-01-11"]
+            .iter()
+            .enumerate()
+        {
+            let mut r = full("1001", "1", "AP cost", ["1", "2", "3"][i]);
+            r.retain(|(c, _)| *c != "Accounting_Date");
+            r.push(("Accounting_Date", day));
+            rows.push(r);
+        }
+        let refs: Vec<&[(&str, &str)]> = rows.iter().map(|r| r.as_slice()).collect();
+        let all = KeyTyper::new("ACME", None).keys(raw(&refs)).expect("keys");
+        let since = NaiveDate::from_ymd_opt(2024, 1, 10).expect("d");
+        let kept = KeyTyper::new("ACME", Some(since))
+            .keys(raw(&refs))
+            .expect("keys");
+        assert_eq!(all.hashes.len(), 3);
+        assert_eq!(kept.hashes, all.hashes[1..].to_vec());
+    }
+
+    #[test]
+    fn a_batch_of_another_shape_is_an_error_not_a_panic() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            SOURCE_LINE,
+            DataType::UInt64,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![1u64]))])
+            .expect("batch");
+        let input = RawBatch {
+            batch,
+            problems: Vec::new(),
+            not_cost_type: Default::default(),
+            decoded_lossily: Default::default(),
+        };
+        assert!(KeyTyper::new("ACME", None).keys(input).is_err());
+    }
+}

@@ -34,7 +34,9 @@ pub fn key_plan(plan: &TablePlan) -> TablePlan {
 /// The statement of a key scan of `plan`'s table (see [`sql::read_keys`]).
 pub fn key_statement(src: &MssqlSource, plan: &TablePlan, window: &ReadWindow) -> Statement {
     let keys = key_plan(plan);
-    let transaction_type = keys.column("Transaction_Type").unwrap_or("Transaction_Type");
+    let transaction_type = keys
+        .column("Transaction_Type")
+        .unwrap_or("Transaction_Type");
     sql::read_keys(
         &src.schema,
         &keys.table,

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use super::{connect::server_name, read_dimension, read_transactions, TablePlan};
 use crate::config::{MssqlSource, PipelineConfig, TableNames};
 use crate::error::{Error, Result};
-use crate::extract::source::{table_name, RawBatches, SendRawBatches, Source, TABLE_ROLES};
 use crate::extract::keys::{keys_of_raw, KeyBatches};
+use crate::extract::source::{table_name, RawBatches, SendRawBatches, Source, TABLE_ROLES};
 use crate::extract::{RawBatch, ReadWindow};
 use crate::model::schema::TableRole;
 

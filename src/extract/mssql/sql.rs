@@ -240,6 +240,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_key_scan_selects_the_key_columns_with_cost_types_and_since_and_no_change_stamp() {
+        let since = NaiveDate::from_ymd_opt(2024, 2, 10);
+        let st = read_keys("dbo", "JCT", &["Job", "Run"], "Transaction_Type", since);
+        assert!(
+            st.sql.starts_with(
+                "SELECT [Job], [Run] FROM [dbo].[JCT] WHERE ([Transaction_Type] LIKE @P1 OR "
+            ),
+            "{}",
+            st.sql
+        );
+        assert!(st
+            .sql
+            .contains("[Transaction_Type] IS NULL OR [Transaction_Type] NOT LIKE @P7)"));
+        assert!(st
+            .sql
+            .ends_with("AND ([Accounting_Date] >= @P8 OR [Accounting_Date] IS NULL)"));
+        assert!(!st.sql.contains("Date_Stamp"));
+        assert_eq!(st.params[0], SqlParam::Text("%AP cost%".into()));
+        assert_eq!(st.params[7], SqlParam::Text("2024-02-10".into()));
+        let SqlParam::Text(blank) = &st.params[6] else {
+            panic!("text")
+        };
+        // Every character `str::trim` takes off is in the "not only whitespace" set.
+        let set: String = blank
+            .trim_start_matches("%[^")
+            .trim_end_matches("]%")
+            .into();
+        for c in (0..=0x3000u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+        {
+            assert!(set.contains(c), "{c:?}");
+        }
+        assert!(set.chars().all(char::is_whitespace));
+        let all = read_keys("dbo", "JCT", &["Job"], "Transaction_Type", None);
+        assert_eq!(all.params.len(), 7);
+        assert!(!all.sql.contains("Accounting_Date"));
+    }
+
+    #[test]
     fn identifiers_are_checked_and_bracket_quoted() {
         assert!(check_identifier("tables.job", "JCM_MASTER__JOB").is_ok());
         assert!(check_identifier("tables.job", "_x1").is_ok());
