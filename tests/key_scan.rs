@@ -406,12 +406,61 @@ fn generated_company_keys_are_its_staged_lines_plus_its_quarantined_cost_rows() 
     assert_eq!(staged_ids(&sql_p), staged);
 }
 
-/// Bytes the peer process has written so far (its socket writes, and its small query log).
-fn peer_written(peer: &Peer) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{}/io", peer.pid())).ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("wchar: "))
-        .and_then(|v| v.trim().parse().ok())
+/// A TCP relay in front of the peer that counts the bytes the peer sends to the client (TLS
+/// and TDS framing included: the bytes on the wire).
+struct Relay {
+    port: u16,
+    from_peer: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    fn start(peer_port: u16) -> Relay {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("relay bind");
+        let port = listener.local_addr().expect("addr").port();
+        let from_peer = Arc::new(AtomicU64::new(0));
+        let counter = from_peer.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", peer_port)) else {
+                    return;
+                };
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let (mut s_read, mut c_write) = (server, client);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        use std::io::{Read, Write};
+                        let n = match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Relay { port, from_peer }
+    }
+
+    fn received(&self) -> u64 {
+        self.from_peer.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[test]
@@ -424,45 +473,45 @@ fn key_scan_cost_against_the_full_extract_through_the_peer() {
     let data = dir.path().join("sage");
     let summary = generated(&data, rows, FileFormat::Csv);
     let peer = Peer::start(&data, &[]);
-    let p = mssql_pipeline(&dir.path().join("sql"), &peer, "bench", "");
-    let config = config_of(&p);
+    let relay = Relay::start(peer.port);
+    let toml = peer.source_toml("bench", "").replace(
+        &format!("port = {}\n", peer.port),
+        &format!("port = {}\n", relay.port),
+    );
+    let sql_dir = dir.path().join("sql");
+    std::fs::create_dir_all(&sql_dir).expect("mkdir");
+    let config = config_of(&write_mssql_pipeline(&sql_dir, &toml, ""));
     let (keys, extract) = on_runtime(move || {
         let source = SageSource::open(&config).expect("open");
         let t = Instant::now();
-        let w0 = peer_written(&peer);
+        let w0 = relay.received();
         let scan = collect(&source, &config.company).expect("key scan");
         let keys = (
             t.elapsed(),
             scan.hashes as u64 + scan.unreadable,
-            w0,
-            peer_written(&peer),
+            relay.received() - w0,
         );
         let t = Instant::now();
-        let w0 = peer_written(&peer);
+        let w0 = relay.received();
         let mut read = 0u64;
         for raw in source.raw_transactions(true).expect("extract") {
             read += raw.expect("batch").batch.num_rows() as u64;
         }
-        let extract = (t.elapsed(), read, w0, peer_written(&peer));
+        let extract = (t.elapsed(), read, relay.received() - w0);
         drop(peer);
         (keys, extract)
     });
     // Every cost row once (the key scan's cost filter is pushed down; the extract's is not).
     assert_eq!(keys.1, summary.cost_rows + summary.bad_rows());
     assert_eq!(extract.1, summary.transactions);
-    let show =
-        |what: &str, (took, n, w0, w1): (std::time::Duration, u64, Option<u64>, Option<u64>)| {
-            let secs = took.as_secs_f64();
-            let bytes = w0.zip(w1).map(|(a, b)| b.saturating_sub(a));
-            println!(
-                "{what:<36} {n:>9} rows returned  {secs:>8.2} s  {:>10.0} table rows/s  {}",
-                summary.transactions as f64 / secs,
-                bytes.map_or("bytes n/a".to_string(), |b| format!(
-                    "{:.1} MiB written by the peer",
-                    b as f64 / 1048576.0
-                ))
-            );
-        };
+    let show = |what: &str, (took, n, bytes): (std::time::Duration, u64, u64)| {
+        let secs = took.as_secs_f64();
+        println!(
+            "{what:<36} {n:>9} rows returned  {secs:>8.2} s  {:>10.0} table rows/s  {:>8.1} MiB from the peer",
+            summary.transactions as f64 / secs,
+            bytes as f64 / 1048576.0
+        );
+    };
     println!(
         "generated company: {} transaction rows, {} cost rows",
         summary.transactions,

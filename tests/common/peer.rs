@@ -202,11 +202,6 @@ impl Peer {
         peer
     }
 
-    /// The peer's process id (to read what it wrote, `/proc/{pid}/io`).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What the peer logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("bridge.log")).unwrap_or_default()
