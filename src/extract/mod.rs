@@ -4,7 +4,9 @@
 //! A [`Source`] ([`source`]) is what the pipeline asks of Sage; [`files`] (an export directory,
 //! CSV or Parquet) and [`mssql`] (a SQL Server copy) implement it, and [`SageSource`], here,
 //! opens the one a pipeline file names. Both hand out raw batches; [`typing`] drops the rows that
-//! are not costs and types the cells the same way for both ([`convert`], cell by cell).
+//! are not costs and types the cells the same way for both ([`convert`], cell by cell). [`keys`]
+//! is the key scan ([`Source::line_keys`]): the line hashes of every cost transaction a deep
+//! sync would see, from the key columns only, for finding transactions that were purged.
 
 pub mod convert;
 pub mod files;
