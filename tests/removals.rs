@@ -24,10 +24,17 @@ const TRANSACTIONS: &str = "JCT_CURRENT__TRANSACTION.csv";
 struct Company {
     dir: tempfile::TempDir,
     sandbox: SandboxHandle,
+    /// More `[load]` keys.
+    load: String,
 }
 
 impl Company {
     async fn new(faults: Vec<FaultRule>) -> Company {
+        Company::with_seed(faults, |_| {}).await
+    }
+
+    /// A company whose sandbox seed `seed` may change first (its `procore/` folder).
+    async fn with_seed(faults: Vec<FaultRule>, seed: impl FnOnce(&Path)) -> Company {
         let dir = tempfile::tempdir().expect("tempdir");
         generate(&GenerateOptions {
             transactions: 5_000,
@@ -37,6 +44,7 @@ impl Company {
             format: FileFormat::Csv,
         })
         .expect("generate");
+        seed(&dir.path().join("sage/procore"));
         let mut config = SandboxConfig::from_dir(dir.path().join("sage/procore"));
         config.rate_limit = None;
         config.faults = FaultConfig {
@@ -54,7 +62,11 @@ impl Company {
         // Every test generates the same company (seed 42): the same values for all.
         std::env::set_var(GEN_CLIENT_ID, &cred.client_id);
         std::env::set_var(GEN_CLIENT_SECRET, &cred.client_secret);
-        Company { dir, sandbox }
+        Company {
+            dir,
+            sandbox,
+            load: String::new(),
+        }
     }
 
     fn pipeline(&self, sync_section: &str) -> PathBuf {
@@ -80,12 +92,14 @@ client_secret_env = "{GEN_CLIENT_SECRET}"
 backoff_base_ms = 5
 backoff_cap_ms = 100
 max_retry_secs = 120
+{load}
 [report]
 quarantine_exit_code = 0
 "#,
             source = self.dir.path().join("sage").display().to_string(),
             runs = self.dir.path().join("runs").display().to_string(),
             company = self.sandbox.company_id(),
+            load = self.load,
         );
         let path = self.dir.path().join("pipeline.toml");
         std::fs::write(&path, text).expect("write pipeline");
@@ -243,12 +257,33 @@ fn removed_lines(outcome: &RunOutcome) -> u64 {
 #[test]
 fn the_first_sync_leaves_no_direct_cost_without_a_line() {
     runtime().block_on(async {
-        let c = Company::new(Vec::new()).await;
+        // Every seventh budget code is missing from Procore.
+        let mut c = Company::with_seed(Vec::new(), |procore| {
+            let path = procore.join("wbs_codes.json");
+            let codes: Vec<serde_json::Value> =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("codes"))
+                    .expect("json");
+            let kept: Vec<&serde_json::Value> = codes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 7 != 3)
+                .map(|(_, c)| c)
+                .collect();
+            std::fs::write(&path, serde_json::to_string(&kept).expect("json")).expect("write");
+        })
+        .await;
+        // Budget codes Procore lacks are not created: their lines are quarantined, and a
+        // direct cost with only such lines must not be sent at all.
+        c.load = "create_missing_budget_codes = false".into();
         let first = c.sync().await;
         let load = first.report.load.as_ref().expect("load");
         assert!(
-            load.counts.quarantined_total() > 0,
-            "the generated company has lines Procore cannot take (unmapped codes)"
+            load.counts
+                .quarantined
+                .get("unmapped_budget_code")
+                .is_some_and(|&n| n > 0),
+            "the generated company has lines with budget codes Procore lacks: {:?}",
+            load.counts.quarantined
         );
         assert_procore_equals_sage(&c, &first);
         let second = c.sync().await;

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::load::PlanOutput;
-use crate::config::{PipelineConfig, RemovalMode, Since, SyncKind};
+use crate::config::{PipelineConfig, RemovalMode, Since};
 use crate::error::{Error, Result};
+use crate::extract::SageSource;
 use crate::ledger::Ledger;
 use crate::load::procore::LoadContext;
 use crate::load::removal::{
@@ -29,8 +30,9 @@ pub(crate) struct RemovalInputs<'a> {
     pub run_dir: &'a Path,
     /// `--allow-removals`.
     pub allow: bool,
-    /// The snapshot's keys, gathered while planning (every line the run planned).
-    pub seen: Option<SeenKeys>,
+    /// The source, scanned again for the natural keys of every cost transaction in the window
+    /// (the snapshot an incremental run cannot see, and the rows a deep run quarantined).
+    pub source: Arc<SageSource>,
     /// The ledger a dry run reads (None when the pipeline's target keeps none).
     pub dry_run_ledger: Option<Ledger>,
     pub cancel: Arc<AtomicBool>,
@@ -71,14 +73,17 @@ pub(crate) async fn after_load(
     match output {
         PlanOutput::Skipped => Ok(None),
         PlanOutput::DryRun(file) => {
-            let report = match (mode, inputs.dry_run_ledger, inputs.seen) {
-                (RemovalMode::Off, _, _) => skipped("`[sync] removals = \"off\"`"),
-                (_, None, _) => skipped(
+            let report = match (mode, inputs.dry_run_ledger) {
+                (RemovalMode::Off, _) => skipped("`[sync] removals = \"off\"`"),
+                (_, None) => skipped(
                     "the pipeline's target keeps no ledger (a dry-run target, or a sandbox \
                      without a state file): nothing was loaded, so nothing can be removed",
                 ),
-                (_, _, None) => skipped(not_complete(config)),
-                (_, Some(ledger), Some(seen)) => {
+                (_, Some(ledger)) if ledger.count("line")? == 0 => {
+                    skipped("the ledger holds no line for this target")
+                }
+                (_, Some(ledger)) => {
+                    let seen = scan_keys(inputs.source.clone(), config.company.clone()).await?;
                     let plan = blocking(move || plan_removals(&ledger, &seen, &settings)).await?;
                     let status = if plan.held.is_some() {
                         "held"
@@ -113,7 +118,8 @@ pub(crate) async fn after_load(
                 skipped("`[sync] removals = \"off\"`")
             } else if outcome.failure.is_some() {
                 skipped("the load did not complete: removals wait for a complete run")
-            } else if let Some(seen) = inputs.seen {
+            } else {
+                let seen = scan_keys(inputs.source.clone(), config.company.clone()).await?;
                 let ctx2 = ctx.clone();
                 let plan = blocking(move || {
                     let ledger = ctx2.ledger.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,8 +168,6 @@ pub(crate) async fn after_load(
                     report.outcome = Some(done);
                     report
                 }
-            } else {
-                skipped(not_complete(config))
             };
             let removed = result
                 .report
@@ -191,13 +195,27 @@ pub(crate) async fn after_load(
     }
 }
 
-/// Why a run's snapshot cannot show what left Sage.
-fn not_complete(config: &PipelineConfig) -> &'static str {
-    if config.sync.kind == SyncKind::Incremental {
-        "an incremental run reads only the rows that changed: its snapshot cannot show what left Sage"
-    } else {
-        "the snapshot's keys were not gathered"
-    }
+/// The natural keys of every cost transaction of the window, read again from the source
+/// (only the key columns): what a deep sync would see, also on an incremental run. A row whose
+/// key cannot be read is counted, and holds every removal back.
+async fn scan_keys(source: Arc<SageSource>, company: String) -> Result<SeenKeys> {
+    blocking(move || {
+        let started = std::time::Instant::now();
+        let mut seen = SeenKeys::new()?;
+        for batch in source.line_keys(&company)? {
+            let batch = batch?;
+            seen.unreadable += batch.unreadable;
+            seen.add(&batch.hashes, batch.jobs)?;
+        }
+        tracing::info!(
+            keys = seen.keys,
+            unreadable = seen.unreadable,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "key scan of the source for removals"
+        );
+        Ok(seen)
+    })
+    .await
 }
 
 fn log_plan(plan: &RemovalPlan) {

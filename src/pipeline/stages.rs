@@ -18,11 +18,10 @@ use super::removals::RemovalInputs;
 use super::report::{DimensionsLoaded, StageResults, SyncRun};
 use super::target::PreparedTarget;
 use super::window;
-use crate::config::{PipelineConfig, RemovalMode, SyncKind};
+use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::extract::{drop_non_cost_rows, type_batch, RawBatch, SageSource};
 use crate::load::plan::{Planner, MAX_SYNC_RECORDS};
-use crate::load::removal::SeenKeys;
 use crate::model::schema::{enriched_schema, TableRole};
 use crate::quarantine::quarantine_schema;
 use crate::quarantine::writer::spawn_quarantine_writer;
@@ -48,14 +47,6 @@ pub(super) async fn execute(
 ) -> Result<StageResults> {
     let config = run.config;
     let dry_run_ledger = target.dry_run_ledger;
-    // The snapshot's keys, for the removals after the load: a deep run plans every
-    // transaction of its window, so the lines it plans are the snapshot.
-    let seen = (config.sync.removals != RemovalMode::Off
-        && config.sync.kind == SyncKind::Deep
-        && !run.stage_only
-        && (target.load.is_some() || dry_run_ledger.is_some()))
-    .then(SeenKeys::new)
-    .transpose()?;
     let (qtx, qrx) = mpsc::channel(config.pipeline.channel_capacity);
     let quarantine_props = writer_properties(&config.stage, &quarantine_schema())?;
     let quarantine = spawn_quarantine_writer(run.dir, &quarantine_props, qrx);
@@ -91,7 +82,7 @@ pub(super) async fn execute(
             load: target.load,
             quarantine: driver.rejects(),
             cancel: cancel.clone(),
-            seen,
+            seen: None,
         };
         let mut staged = staged;
         Running::blocking("plan", move || {
@@ -122,7 +113,7 @@ pub(super) async fn execute(
         Some((project, filtered)),
         Some((enrich, ())),
         Some((stage, staged_files)),
-        Some((plan, planner, mut output, seen)),
+        Some((plan, planner, mut output, _)),
         Some(quarantine),
     ) = (
         dimensions, extract, typing, project, enrich, stage, plan, quarantine,
@@ -136,7 +127,7 @@ pub(super) async fn execute(
             run_id: run.id,
             run_dir: run.dir,
             allow: run.allow_removals,
-            seen,
+            source: source.clone(),
             dry_run_ledger,
             cancel,
         },
