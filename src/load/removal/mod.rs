@@ -135,7 +135,7 @@ fn cents_of(amount: Option<&str>) -> i128 {
         return 0;
     };
     let cents = (d * rust_decimal::Decimal::ONE_HUNDRED).round();
-    i128::try_from(cents.mantissa() / 10i128.pow(cents.scale())).unwrap_or(0)
+    cents.mantissa() / 10i128.pow(cents.scale())
 }
 
 /// True when `line` is in the snapshot's scope: every line for a snapshot from the beginning of
