@@ -323,6 +323,22 @@ fn purged_rows_a_changed_cost_code_and_a_type_change_end_with_procore_equal_to_s
             let mut r: Vec<String> = rows[ap].iter().map(str::to_string).collect();
             r[ty] = "Committed cost".into();
             rows[ap] = csv::StringRecord::from(r);
+            // A vendor change moves an AP line to another direct cost.
+            let vendor = col(h, "Vendor");
+            let aps: Vec<usize> = cost
+                .iter()
+                .copied()
+                .filter(|&i| i != ap && rows[i].get(ty).map(str::trim) == Some("AP cost"))
+                .collect();
+            let first_vendor = rows[aps[0]].get(vendor).unwrap_or("").trim().to_string();
+            let other = aps
+                .iter()
+                .map(|&i| rows[i].get(vendor).unwrap_or("").trim().to_string())
+                .find(|v| *v != first_vendor && !v.is_empty())
+                .expect("two vendors");
+            let mut r: Vec<String> = rows[aps[0]].iter().map(str::to_string).collect();
+            r[vendor] = other;
+            rows[aps[0]] = csv::StringRecord::from(r);
             // An amount change still propagates.
             let changed = cost[5];
             let mut r: Vec<String> = rows[changed].iter().map(str::to_string).collect();
@@ -337,6 +353,12 @@ fn purged_rows_a_changed_cost_code_and_a_type_change_end_with_procore_equal_to_s
         });
         let second = c.sync().await;
         assert_eq!(second.exit_code, 0, "{:?}", second.report.removals);
+        let load = second.report.load.as_ref().expect("load");
+        assert_eq!(
+            load.counts.lines_moved, 1,
+            "the line of the vendor change moved"
+        );
+        assert!(load.counts.lines_updated >= 2, "{:?}", load.counts);
         let removals = second.report.removals.as_ref().expect("removals");
         assert_eq!(removals.status, "applied");
         assert!(
@@ -459,6 +481,50 @@ fn removals_plan_mode_lists_them_and_sends_nothing() {
             std::fs::read_to_string(planned.run_dir.join("requests.ndjson")).expect("requests");
         assert_eq!(requests.lines().count(), 1);
         assert!(requests.contains("\"DELETE\""), "{requests}");
+    });
+}
+
+#[test]
+fn a_dry_run_shows_the_removals_it_would_make() {
+    runtime().block_on(async {
+        let c = Company::new(Vec::new()).await;
+        c.sync().await;
+        let before = c.sandbox.snapshot().line_items.len();
+        c.edit(|h, rows| {
+            let cost = cost_rows(h, rows);
+            let gone: BTreeSet<usize> = cost.iter().copied().take(3).collect();
+            let mut i = 0;
+            rows.retain(|_| {
+                i += 1;
+                !gone.contains(&(i - 1))
+            });
+        });
+        let p = Pipeline::load(&c.pipeline("")).expect("pipeline");
+        let dry = sync(
+            &p,
+            &SyncOptions {
+                dry_run: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await
+        .expect("dry run");
+        let r = dry.report.removals.as_ref().expect("removals");
+        assert_eq!((r.status.as_str(), r.planned_lines), ("planned", 3));
+        let requests =
+            std::fs::read_to_string(dry.run_dir.join("requests.ndjson")).expect("requests");
+        let deletes = requests
+            .lines()
+            .filter(|l| l.contains("\"method\":\"DELETE\""))
+            .count();
+        assert!((1..=3).contains(&deletes), "{requests}");
+        assert_eq!(
+            c.sandbox.snapshot().line_items.len(),
+            before,
+            "a dry run sends nothing"
+        );
+        // The manifest still verifies with the appended requests.
+        jcsync::run::verify(&dry.run_dir).expect("the dry run's files match its manifest");
     });
 }
 

@@ -5,7 +5,7 @@ use super::*;
 mod parsing {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 company = "DEMO"
 [source]
 kind = "files"
@@ -83,7 +83,7 @@ kind = "dry-run"
 
     #[test]
     fn quarantine_exit_code_may_not_take_a_status_that_means_something_else() {
-        for bad in [1u16, 3, 4, 126, 255] {
+        for bad in [1u16, 3, 4, 5, 6, 126, 255] {
             let text = format!("{MINIMAL}\n[report]\nquarantine_exit_code = {bad}\n");
             let err = PipelineConfig::parse(&text).unwrap_err();
             assert!(
@@ -91,7 +91,7 @@ kind = "dry-run"
                 "{bad}: {err}"
             );
         }
-        for good in [0u16, 2, 5, 125] {
+        for good in [0u16, 2, 7, 125] {
             let text = format!("{MINIMAL}\n[report]\nquarantine_exit_code = {good}\n");
             let config = PipelineConfig::parse(&text).expect("a free exit status is accepted");
             assert_eq!(u16::from(config.report.quarantine_exit_code), good);
@@ -271,4 +271,22 @@ mod pipeline_files {
             .to_string();
         assert!(err.contains("/nonexistent/p.toml"), "{err}");
     }
+}
+
+#[test]
+fn max_removal_share_is_a_share() {
+    for bad in ["-0.1", "1.5"] {
+        let text = format!("{}\n[sync]\nmax_removal_share = {bad}\n", parsing::MINIMAL);
+        let err = PipelineConfig::parse(&text).unwrap_err();
+        assert!(err.contains("sync.max_removal_share"), "{err}");
+    }
+    let text = format!(
+        "{}\n[sync]\nmax_removal_share = 0.5\nremovals = \"plan\"\nvanished_jobs = \"remove\"\n",
+        parsing::MINIMAL
+    );
+    let c = PipelineConfig::parse(&text).expect("valid");
+    assert_eq!(c.sync.removals, RemovalMode::Plan);
+    assert_eq!(c.sync.vanished_jobs, VanishedJobs::Remove);
+    let text = format!("{}\n[sync]\nremovals = \"maybe\"\n", parsing::MINIMAL);
+    assert!(PipelineConfig::parse(&text).is_err());
 }

@@ -40,6 +40,9 @@ pub struct LoadCounts {
     pub lines_sent: u64,
     /// Of `lines_sent`, those the ledger already had (an update of a line in Procore).
     pub lines_updated: u64,
+    /// Of `lines_updated`, lines whose direct cost changed (vendor or invoice changed in Sage):
+    /// removed from the old direct cost and created in the new one.
+    pub lines_moved: u64,
     /// Lines the ledger showed unchanged (already in Procore).
     pub lines_unchanged: u64,
     pub headers_sent: u64,

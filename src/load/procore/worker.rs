@@ -339,6 +339,7 @@ impl ProjectWorker {
         // Unchanged lines whose ledger entry lacks what schema version 2 records (or names
         // another direct cost): recorded again, not sent.
         let mut refresh = Vec::new();
+        let mut moving = Vec::new();
         for l in &lines {
             let dc = match self.headers.get(&l.direct_cost_origin_id) {
                 Some(Ok(id)) => *id,
@@ -399,8 +400,37 @@ impl ProjectWorker {
                     continue;
                 }
             }
+            if let Some(k) = &known {
+                if let (Some(old), Some(line_id)) = (k.direct_cost.as_deref(), k.procore_id) {
+                    if old != &*l.direct_cost_origin_id {
+                        moving.push((l, old.to_string(), line_id, hash, json));
+                        continue;
+                    }
+                }
+            }
             pending.insert(l.origin_id().to_string(), (l, hash, known.is_some()));
             updates.push(json);
+        }
+        // Lines whose direct cost changed (a vendor or an invoice number changed in Sage):
+        // Procore does not let a line change its direct cost, so the line leaves the old one
+        // first and is created in the new one.
+        for (l, old, line_id, hash, json) in moving {
+            match self.move_out(&old, line_id, l.origin_id()).await {
+                Ok(()) => {
+                    pending.insert(l.origin_id().to_string(), (l, hash, true));
+                    updates.push(json);
+                }
+                Err(Error::Procore {
+                    status, message, ..
+                }) => rejected.push((
+                    l,
+                    ReasonCode::ProcoreRejected,
+                    format!(
+                        "its direct cost changed and Procore refused to remove it from the old one (HTTP {status}): {message}"
+                    ),
+                )),
+                Err(e) => return Err(e),
+            }
         }
         self.ctx.counts().lines_unchanged += unchanged;
         self.ctx.record(&refresh)?;
@@ -450,6 +480,41 @@ impl ProjectWorker {
             self.ctx.record(&ledger)?;
         }
         self.quarantine(&rejected).await
+    }
+
+    /// Remove line `line_id` (ledger `origin_id`) from its old direct cost `old` (origin_id), and
+    /// record the removal: the line is then created again under its new direct cost. A 404 is
+    /// a line already gone.
+    async fn move_out(&self, old: &str, line_id: i64, origin_id: &str) -> Result<()> {
+        if let Some(dc) = self.ctx.known(old)?.and_then(|e| e.procore_id) {
+            let path = format!("{}/direct_costs/{dc}/line_items/{line_id}", self.base());
+            let _permit = self.ctx.permit().await?;
+            match self
+                .ctx
+                .client
+                .call(
+                    Method::DELETE,
+                    &path,
+                    &[],
+                    None,
+                    "DELETE direct_costs/line_items",
+                )
+                .await
+            {
+                Ok(_) | Err(Error::Procore { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.ctx.counts().lines_moved += 1;
+        self.ctx
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .confirm_removal(&crate::ledger::Removal {
+                origin_ids: vec![origin_id.to_string()],
+                run_id: self.ctx.run_id.clone(),
+            })
+            .map(|_| ())
     }
 
     /// The ledger entry of a line Procore holds as `procore_id`, sent as `hash`.
