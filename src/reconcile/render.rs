@@ -134,6 +134,12 @@ fn drift_text(d: &DriftLine) -> String {
     )
 }
 
+/// The target without `http://` or `https://`: the report holds no address a browser would
+/// follow.
+fn without_scheme(s: &str) -> String {
+    s.replace("https://", "").replace("http://", "")
+}
+
 /// Escape text for HTML (element content and quoted attributes).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -176,7 +182,7 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
         e(&r.company),
         e(&r.run_id),
         e(&r.run_dir),
-        e(&r.target)
+        e(&without_scheme(&r.target))
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(h, "<p>{}</p>", e(note));
