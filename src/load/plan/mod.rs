@@ -24,7 +24,7 @@ use crate::model::view::TransactionView;
 use queue::{bit, push_text, Budget, HeaderChunk, LineChunk, Project, Queued, NO_BUDGET};
 use recent::{IdKey, PreHashed, PreHashedMap, RecentHeaders, WAYS};
 pub use records::{
-    DirectCostHeader, HeaderRef, Headers, LineItem, LineRef, LineText, Lines, NaturalKey,
+    DirectCostHeader, HeaderRef, Headers, LineCode, LineItem, LineRef, LineText, Lines, NaturalKey,
     PlannedRequest, RequestSink,
 };
 
@@ -290,6 +290,7 @@ impl Planner {
                 run: bit(view.run(r), 2, &mut present),
                 sequence: bit(view.sequence(r), 3, &mut present),
                 dist_sequence: bit(view.dist_sequence(r), 4, &mut present),
+                accounting_date: bit(view.accounting_date(r), 6, &mut present),
                 source_line: view.source_line(r),
                 origin_id,
                 description,
@@ -349,8 +350,18 @@ impl Planner {
         }
         let project = &self.projects[p];
         let job: &str = &project.job;
+        // The open chunk too: its lines go later, after these headers.
+        let line_budgets = line_budgets(
+            &project.headers.headers,
+            chunks.iter().chain(std::iter::once(&project.open)),
+        );
         // Records are lent to the sink, not moved: a sink that keeps them copies them.
-        for headers in project.headers.headers.chunks(max) {
+        for (headers, line_budgets) in project
+            .headers
+            .headers
+            .chunks(max)
+            .zip(line_budgets.chunks(max))
+        {
             self.stats.header_requests += 1;
             sink.send(PlannedRequest::HeaderSync {
                 job,
@@ -358,6 +369,8 @@ impl Planner {
                     headers,
                     text: &project.headers.text,
                     job,
+                    line_budgets,
+                    budgets: &self.budgets,
                 },
             })?;
         }
@@ -425,6 +438,31 @@ impl Planner {
         }
         Ok(())
     }
+}
+
+/// Per pending header, the distinct budget codes of its lines among `chunks` (a header's lines
+/// come in the flush that sends it; later ones find it sent or deferred by the load).
+fn line_budgets<'a>(
+    headers: &[queue::QueuedHeader],
+    chunks: impl Iterator<Item = &'a LineChunk>,
+) -> Vec<Vec<u32>> {
+    if headers.is_empty() {
+        return Vec::new();
+    }
+    let index: HashMap<&str, usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (&*h.origin_id, i))
+        .collect();
+    let mut codes = vec![Vec::new(); headers.len()];
+    for q in chunks.flat_map(|c| &c.lines) {
+        if let Some(list) = index.get(&*q.direct_cost).and_then(|&i| codes.get_mut(i)) {
+            if !list.contains(&q.budget) {
+                list.push(q.budget);
+            }
+        }
+    }
+    codes
 }
 
 #[cfg(test)]

@@ -83,7 +83,9 @@ pub(super) struct Queued {
     pub(super) description: Span,
     pub(super) budget: u32,
     pub(super) transaction_type: u16,
-    /// Bits 0-5: quantity, unit_cost, run, sequence, dist_sequence, description are present.
+    pub(super) accounting_date: i32,
+    /// Bits 0-6: quantity, unit_cost, run, sequence, dist_sequence, description,
+    /// accounting_date are present.
     pub(super) present: u8,
 }
 

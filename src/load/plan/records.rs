@@ -51,6 +51,8 @@ pub struct LineItem {
     /// Where the transaction came from, for quarantine rows.
     pub source_line: u64,
     pub transaction_type: Arc<str>,
+    /// The transaction's Accounting_Date (days since 1970-01-01), for the ledger.
+    pub accounting_date: Option<i32>,
 }
 
 /// A line's own text, its origin_id and description, in one allocation.
@@ -123,6 +125,7 @@ impl LineItem {
             dist_sequence: self.dist_sequence,
             source_line: self.source_line,
             transaction_type: &self.transaction_type,
+            accounting_date: self.accounting_date,
         }
     }
 }
@@ -150,6 +153,7 @@ pub struct LineRef<'a> {
     /// Where the transaction came from, for quarantine rows.
     pub source_line: u64,
     pub transaction_type: &'a Arc<str>,
+    pub accounting_date: Option<i32>,
 }
 
 impl<'a> LineRef<'a> {
@@ -176,6 +180,7 @@ impl<'a> LineRef<'a> {
             dist_sequence: self.dist_sequence,
             source_line: self.source_line,
             transaction_type: self.transaction_type.clone(),
+            accounting_date: self.accounting_date,
         }
     }
 }
@@ -293,6 +298,18 @@ pub struct Headers<'a> {
     pub(super) headers: &'a [QueuedHeader],
     pub(super) text: &'a str,
     pub(super) job: &'a str,
+    /// Per header, the budget codes (indices into `budgets`) of its lines in the same flush:
+    /// the load sends a header only if one of them can be loaded.
+    pub(super) line_budgets: &'a [Vec<u32>],
+    pub(super) budgets: &'a [Budget],
+}
+
+/// The budget code parts of a line (job aside), shared with the planner's budget codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineCode {
+    pub extra: Option<Arc<str>>,
+    pub cost_code: Option<Arc<str>>,
+    pub category: Option<Arc<str>>,
 }
 
 impl<'a> Headers<'a> {
@@ -315,6 +332,28 @@ impl<'a> Headers<'a> {
     /// Owned copies.
     pub fn to_headers(&self) -> Vec<DirectCostHeader> {
         self.iter().map(HeaderRef::to_header).collect()
+    }
+
+    /// Owned copies, each with the budget codes of its lines planned with it.
+    pub fn to_headers_with_codes(&self) -> Vec<(DirectCostHeader, Vec<LineCode>)> {
+        self.iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let codes = self
+                    .line_budgets
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|&b| self.budgets.get(b as usize))
+                    .map(|b| LineCode {
+                        extra: b.extra.clone(),
+                        cost_code: b.cost_code.clone(),
+                        category: b.category.clone(),
+                    })
+                    .collect();
+                (h.to_header(), codes)
+            })
+            .collect()
     }
 }
 
@@ -371,6 +410,7 @@ impl<'a> Lines<'a> {
                 .types
                 .get(usize::from(q.transaction_type))
                 .unwrap_or(self.no_type),
+            accounting_date: has(q.present, 6, q.accounting_date),
         }
     }
 }

@@ -36,8 +36,10 @@ use sink::Progress;
 /// Counts of a load.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct LoadCounts {
-    /// Lines Procore accepted in this run.
+    /// Lines Procore accepted in this run (created or updated).
     pub lines_sent: u64,
+    /// Of `lines_sent`, those the ledger already had (an update of a line in Procore).
+    pub lines_updated: u64,
     /// Lines the ledger showed unchanged (already in Procore).
     pub lines_unchanged: u64,
     pub headers_sent: u64,

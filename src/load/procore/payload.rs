@@ -255,12 +255,27 @@ pub(super) fn sync_body(updates: &[Vec<u8>]) -> Vec<u8> {
 
 /// Flat budget code of a line, by the pipeline's formats.
 pub fn flat_code(config: &LoadConfig, line: &LineItem) -> String {
-    let fmt = match line.extra.as_deref() {
+    flat_code_of(
+        config,
+        line.extra.as_deref(),
+        line.cost_code.as_deref(),
+        line.category.as_deref(),
+    )
+}
+
+/// The flat budget code of a line's parts (Extra, Cost_Code, Category).
+pub fn flat_code_of(
+    config: &LoadConfig,
+    extra: Option<&str>,
+    cost_code: Option<&str>,
+    category: Option<&str>,
+) -> String {
+    let fmt = match extra {
         Some(e) if !e.is_empty() => config.budget_code_format_with_extra.replace("{extra}", e),
         _ => config.budget_code_format.clone(),
     };
-    fmt.replace("{cost_code}", line.cost_code.as_deref().unwrap_or(""))
-        .replace("{category}", line.category.as_deref().unwrap_or(""))
+    fmt.replace("{cost_code}", cost_code.unwrap_or(""))
+        .replace("{category}", category.unwrap_or(""))
 }
 
 #[cfg(test)]
@@ -320,6 +335,7 @@ mod tests {
             sequence: None,
             dist_sequence: optional.then_some(-2),
             source_line: 7,
+            accounting_date: None,
             transaction_type: Arc::from("AP cost"),
         }
     }

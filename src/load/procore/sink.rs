@@ -145,7 +145,7 @@ impl RequestSink for LoadSink {
     fn send(&mut self, request: PlannedRequest<'_>) -> Result<()> {
         let (job, request) = match request {
             PlannedRequest::HeaderSync { job, headers } => {
-                (job, Request::HeaderSync(headers.to_headers()))
+                (job, Request::HeaderSync(headers.to_headers_with_codes()))
             }
             PlannedRequest::LineSync { job, lines } => {
                 let planned = &self.ctx.progress.planned_lines;

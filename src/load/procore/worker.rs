@@ -11,13 +11,14 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::payload::{
-    flat_code, project_path, sync_body, HeaderIds, HeaderRecord, LineIds, LineRecord, Payload,
+    flat_code, flat_code_of, project_path, sync_body, HeaderIds, HeaderRecord, LineIds, LineRecord, Payload,
     HEADER_SYNC_PATH, LINE_SYNC_PATH,
 };
 use super::LoadContext;
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
-use crate::load::plan::{DirectCostHeader, LineItem};
+use crate::load::plan::{DirectCostHeader, LineCode, LineItem};
+use crate::model::values::{date_text, format_decimal};
 use crate::quarantine::{QuarantineBatch, ReasonCode};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
@@ -29,7 +30,7 @@ use crate::quarantine::{QuarantineBatch, ReasonCode};
 /// answer, the WBS codes it fetches or creates), and a line kept for the ledger or quarantine
 /// needs nearly every field anyway (`QuarantineBatch::from_line_items` takes a [`LineItem`]).
 pub(super) enum Request {
-    HeaderSync(Vec<DirectCostHeader>),
+    HeaderSync(Vec<(DirectCostHeader, Vec<LineCode>)>),
     LineSync(Vec<LineItem>),
 }
 
@@ -49,6 +50,9 @@ struct ProjectWorker {
     /// Header origin_id → Procore id, or the reason it has none. Bounded: past
     /// [`HEADER_IDS_KEPT`] the ids are dropped (the ledger has them), the reasons kept.
     headers: HashMap<Arc<str>, std::result::Result<i64, (ReasonCode, String)>>,
+    /// Headers not sent because none of their lines could be loaded yet: the serialized
+    /// record and its hash.
+    deferred: HashMap<Arc<str>, (Vec<u8>, String)>,
 }
 
 impl ProjectWorker {
@@ -98,16 +102,28 @@ impl ProjectWorker {
         Ok((list("entities"), list("errors")))
     }
 
-    async fn sync_headers(&mut self, headers: Vec<DirectCostHeader>) -> Result<()> {
-        let mut updates = Vec::new();
+    /// Sync a flush's headers. A header goes out only when one of its lines can be loaded
+    /// (its budget code is in Procore, or is created now as the pipeline says): the others wait
+    /// in `deferred` for a later line that can, and are never sent if none comes. A direct cost
+    /// never exists in Procore without a line because of jcsync.
+    async fn sync_headers(&mut self, headers: Vec<(DirectCostHeader, Vec<LineCode>)>) -> Result<()> {
         if self.headers.len() > HEADER_IDS_KEPT {
             // Every id here is in the ledger (recorded when Procore answered, or found there):
             // forget them, keep the rejections, which only this map knows.
             self.headers.retain(|_, v| v.is_err());
         }
-        let mut hashes: HashMap<Arc<str>, String> = HashMap::new();
+        if headers.iter().any(|(_, codes)| !codes.is_empty()) {
+            self.ensure_wbs().await?;
+            let codes: Vec<String> = headers
+                .iter()
+                .flat_map(|(_, codes)| codes)
+                .map(|c| flat_code_of(&self.ctx.config, c.extra.as_deref(), c.cost_code.as_deref(), c.category.as_deref()))
+                .collect();
+            self.create_missing(codes).await?;
+        }
+        let mut outgoing = Vec::new();
         let mut unchanged = 0;
-        for h in &headers {
+        for (h, codes) in headers {
             let vendor_id = match self.ctx.directory.vendor_of(h.view()) {
                 Ok(id) => id,
                 Err(reason) => {
@@ -129,12 +145,41 @@ impl ProjectWorker {
                     }
                 }
             }
-            hashes.insert(h.origin_id.clone(), hash);
-            updates.push(json);
+            let loadable = codes.is_empty()
+                || codes.iter().any(|c| {
+                    self.has_code(&flat_code_of(
+                        &self.ctx.config,
+                        c.extra.as_deref(),
+                        c.cost_code.as_deref(),
+                        c.category.as_deref(),
+                    ))
+                });
+            if loadable {
+                outgoing.push((h.origin_id.clone(), json, hash));
+            } else {
+                self.deferred.insert(h.origin_id.clone(), (json, hash));
+            }
         }
         self.ctx.counts().headers_unchanged += unchanged;
-        if updates.is_empty() {
+        self.send_headers(outgoing).await
+    }
+
+    /// True when the project's budget codes (as fetched or created) hold `code`.
+    fn has_code(&self, code: &str) -> bool {
+        self.wbs.as_ref().is_some_and(|w| w.contains_key(code))
+    }
+
+    /// Send headers (origin_id, serialized record, its hash) in one sync request and record
+    /// what Procore answered.
+    async fn send_headers(&mut self, outgoing: Vec<(Arc<str>, Vec<u8>, String)>) -> Result<()> {
+        if outgoing.is_empty() {
             return Ok(());
+        }
+        let mut hashes: HashMap<Arc<str>, String> = HashMap::new();
+        let mut updates = Vec::with_capacity(outgoing.len());
+        for (origin, json, hash) in outgoing {
+            hashes.insert(origin, hash);
+            updates.push(json);
         }
         let sent = updates.len();
         let (entities, errors) = self
@@ -155,6 +200,9 @@ impl ProjectWorker {
                     procore_id: Some(id),
                     payload_hash: hash,
                     run_id: self.ctx.run_id.clone(),
+                    direct_cost: None,
+                    accounting_date: None,
+                    amount: None,
                 });
             }
         }
@@ -184,6 +232,20 @@ impl ProjectWorker {
         self.ctx.counts().headers_sent += ledger.len() as u64;
         tracing::debug!(job = self.job, sent, accepted = ledger.len(), "header sync");
         self.ctx.record(&ledger)
+    }
+
+    /// Create the budget codes of `codes` the project lacks, when the pipeline says so.
+    async fn create_missing(&mut self, codes: Vec<String>) -> Result<()> {
+        if !self.ctx.config.create_missing_budget_codes {
+            return Ok(());
+        }
+        let mut missing: Vec<String> = codes.into_iter().filter(|c| !self.has_code(c)).collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.create_codes(missing).await
     }
 
     async fn ensure_wbs(&mut self) -> Result<()> {
@@ -236,23 +298,31 @@ impl ProjectWorker {
 
     async fn sync_lines(&mut self, lines: Vec<LineItem>) -> Result<()> {
         self.ensure_wbs().await?;
-        if self.ctx.config.create_missing_budget_codes {
-            let wbs = self.wbs.as_ref();
-            let mut missing: Vec<String> = lines
-                .iter()
-                .map(|l| flat_code(&self.ctx.config, l))
-                .filter(|c| wbs.is_some_and(|w| !w.contains_key(c)))
-                .collect();
-            missing.sort();
-            missing.dedup();
-            if !missing.is_empty() {
-                self.create_codes(missing).await?;
+        let codes = lines.iter().map(|l| flat_code(&self.ctx.config, l)).collect();
+        self.create_missing(codes).await?;
+        // Deferred headers (no line of theirs could be loaded when they were planned) that a
+        // line of this request can now be loaded into: sent first.
+        if !self.deferred.is_empty() {
+            let mut now = Vec::new();
+            for l in &lines {
+                if self.headers.contains_key(&l.direct_cost_origin_id)
+                    || !self.has_code(&flat_code(&self.ctx.config, l))
+                {
+                    continue;
+                }
+                if let Some((json, hash)) = self.deferred.remove(&l.direct_cost_origin_id) {
+                    now.push((l.direct_cost_origin_id.clone(), json, hash));
+                }
             }
+            self.send_headers(now).await?;
         }
         let mut rejected: Vec<(&LineItem, ReasonCode, String)> = Vec::new();
         let mut updates = Vec::new();
-        let mut pending: HashMap<String, (&LineItem, String)> = HashMap::new();
+        let mut pending: HashMap<String, (&LineItem, String, bool)> = HashMap::new();
         let mut unchanged = 0;
+        // Unchanged lines whose ledger entry lacks what schema version 2 records (or names
+        // another direct cost): recorded again, not sent.
+        let mut refresh = Vec::new();
         for l in &lines {
             let dc = match self.headers.get(&l.direct_cost_origin_id) {
                 Some(Ok(id)) => *id,
@@ -300,18 +370,24 @@ impl ProjectWorker {
                     wbs_code_id: wbs_id,
                 },
             })?;
-            if !self.ctx.config.force {
-                if let Some(known) = self.ctx.known(l.origin_id())? {
-                    if known.payload_hash == hash && known.procore_id.is_some() {
-                        unchanged += 1;
-                        continue;
+            let known = self.ctx.known(l.origin_id())?;
+            if let Some(known) = known.as_ref().filter(|_| !self.ctx.config.force) {
+                if known.payload_hash == hash && known.procore_id.is_some() {
+                    unchanged += 1;
+                    if known.direct_cost.as_deref() != Some(&*l.direct_cost_origin_id)
+                        || known.accounting_date.is_none() && l.accounting_date.is_some()
+                        || known.amount.is_none()
+                    {
+                        refresh.push(self.line_entry(l, known.procore_id, hash));
                     }
+                    continue;
                 }
             }
-            pending.insert(l.origin_id().to_string(), (l, hash));
+            pending.insert(l.origin_id().to_string(), (l, hash, known.is_some()));
             updates.push(json);
         }
         self.ctx.counts().lines_unchanged += unchanged;
+        self.ctx.record(&refresh)?;
         if !updates.is_empty() {
             let (entities, errors) = self
                 .send_sync(
@@ -322,23 +398,20 @@ impl ProjectWorker {
                 .await?;
             self.ctx.counts().line_requests += 1;
             let mut ledger = Vec::new();
+            let mut updated = 0;
             for e in &entities {
                 let Some(origin) = e["origin_id"].as_str() else {
                     continue;
                 };
-                if let Some((_, hash)) = pending.remove(origin) {
-                    ledger.push(LedgerEntry {
-                        origin_id: origin.to_string(),
-                        kind: "line".into(),
-                        job: self.job.clone(),
-                        procore_id: e["id"].as_i64(),
-                        payload_hash: hash,
-                        run_id: self.ctx.run_id.clone(),
-                    });
+                if let Some((l, hash, known)) = pending.remove(origin) {
+                    ledger.push(self.line_entry(l, e["id"].as_i64(), hash));
+                    if known {
+                        updated += 1;
+                    }
                 }
             }
             for e in &errors {
-                if let Some((l, _)) = e["origin_id"].as_str().and_then(|o| pending.remove(o)) {
+                if let Some((l, _, _)) = e["origin_id"].as_str().and_then(|o| pending.remove(o)) {
                     rejected.push((
                         l,
                         ReasonCode::ProcoreRejected,
@@ -346,17 +419,36 @@ impl ProjectWorker {
                     ));
                 }
             }
-            for (_, (l, _)) in pending.drain() {
+            for (_, (l, _, _)) in pending.drain() {
                 rejected.push((
                     l,
                     ReasonCode::ProcoreRejected,
                     "Procore's answer did not mention this line".into(),
                 ));
             }
-            self.ctx.counts().lines_sent += ledger.len() as u64;
+            {
+                let mut c = self.ctx.counts();
+                c.lines_sent += ledger.len() as u64;
+                c.lines_updated += updated;
+            }
             self.ctx.record(&ledger)?;
         }
         self.quarantine(&rejected).await
+    }
+
+    /// The ledger entry of a line Procore holds as `procore_id`, sent as `hash`.
+    fn line_entry(&self, l: &LineItem, procore_id: Option<i64>, hash: String) -> LedgerEntry {
+        LedgerEntry {
+            origin_id: l.origin_id().to_string(),
+            kind: "line".into(),
+            job: self.job.clone(),
+            procore_id,
+            payload_hash: hash,
+            run_id: self.ctx.run_id.clone(),
+            direct_cost: Some(l.direct_cost_origin_id.to_string()),
+            accounting_date: l.accounting_date.map(|d| date_text(Some(d))),
+            amount: Some(format_decimal(l.amount, 2)),
+        }
     }
 
     async fn handle(&mut self, request: Request) -> Result<()> {
@@ -391,6 +483,7 @@ pub(super) async fn run_worker(
         project_id,
         wbs: None,
         headers: HashMap::new(),
+        deferred: HashMap::new(),
     };
     while let Some(request) = rx.recv().await {
         let lines = match &request {
