@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::TokenStore;
 use super::config::SandboxConfig;
+use super::drift::DriftError;
 use super::faults::{lock, FaultInjector};
 use super::limits::RateLimiter;
+use super::routes::common::now;
 use super::state::Db;
 
 /// What the sandbox has seen, for tests and for `/_sandbox/stats`.
@@ -51,6 +53,8 @@ pub(crate) struct AppState {
     pub(crate) rate_limited: Mutex<u64>,
     /// Set by writes, cleared by the persister.
     pub(crate) dirty: AtomicBool,
+    /// Held while the state file is written: one writer at a time, each with the latest state.
+    pub(crate) persist: Mutex<()>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
             requests: Mutex::new(BTreeMap::new()),
             rate_limited: Mutex::new(0),
             dirty: AtomicBool::new(false),
+            persist: Mutex::new(()),
             config,
         }
     }
@@ -87,6 +92,17 @@ impl AppState {
 
     pub(crate) fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Applies a drift tool (see [`super::drift`]) to the data at the current time, and marks
+    /// the state for saving when it succeeds.
+    pub(crate) fn drift<T>(
+        &self,
+        tool: impl FnOnce(&mut Db, &str) -> Result<T, DriftError>,
+    ) -> Result<T, DriftError> {
+        let out = tool(&mut lock(&self.db), &now())?;
+        self.mark_dirty();
+        Ok(out)
     }
 
     /// Claims the direct costs for a write, or names one that another write holds.

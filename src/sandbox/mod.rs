@@ -18,6 +18,7 @@
 mod app;
 mod auth;
 pub mod config;
+pub mod drift;
 pub mod faults;
 pub mod limits;
 pub mod routes;
@@ -25,9 +26,10 @@ pub mod seed;
 mod server;
 pub mod state;
 pub mod sync;
+pub mod views;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +40,11 @@ use tokio::task::JoinHandle;
 
 pub use app::Stats;
 pub use config::{RateLimitConfig, SandboxConfig, SeedSource};
+pub use drift::{DriftError, DriftLine, ForeignDirectCost, ForeignIds, LineEdit};
 pub use faults::{FaultConfig, FaultKind, FaultRule};
 pub use seed::{Seed, SeedError};
 pub use state::{CostSummary, Db, StateFileError};
+pub use views::LineItemView;
 
 use app::AppState;
 use faults::lock;
@@ -91,6 +95,7 @@ impl Sandbox {
         let listener = TcpListener::bind(config.bind).await.map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
         let state_file = config.state_file.clone();
+        let persisted = state_file.clone();
         let app = Arc::new(AppState::new(config, db));
         let router = routes::router(app.clone());
         let (shutdown, rx) = watch::channel(false);
@@ -115,6 +120,7 @@ impl Sandbox {
             app,
             shutdown,
             task: Some(task),
+            state_file: persisted,
         })
     }
 
@@ -147,7 +153,11 @@ async fn persist_loop(app: Arc<AppState>, path: PathBuf, mut shutdown: watch::Re
     }
 }
 
-async fn flush(app: &Arc<AppState>, path: &std::path::Path, force: bool) {
+/// Saves the state to `path` now, on this thread, if it changed since the last save (or when
+/// `force`). Writers take turns; each one serializes the state as it is when its turn comes, so
+/// the last save holds the last write.
+fn save_now(app: &AppState, path: &Path, force: bool) {
+    let _turn = lock(&app.persist);
     if !app.dirty.swap(false, Ordering::AcqRel) && !force {
         return;
     }
@@ -158,11 +168,20 @@ async fn flush(app: &Arc<AppState>, path: &std::path::Path, force: bool) {
             return;
         }
     };
-    let path = path.to_path_buf();
-    let written = tokio::task::spawn_blocking(move || state::write_state_file(&path, &bytes)).await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "sandbox cannot save its state"),
+    if let Err(e) = state::write_state_file(path, &bytes) {
+        // Try again at the next save.
+        app.mark_dirty();
+        tracing::error!(error = %e, "sandbox cannot save its state");
+    }
+}
+
+/// [`save_now`] on a blocking thread. A runtime that is shutting down cancels blocking tasks that
+/// have not started: the save then runs here instead of being lost.
+async fn flush(app: &Arc<AppState>, path: &Path, force: bool) {
+    let (writer, file) = (app.clone(), path.to_path_buf());
+    match tokio::task::spawn_blocking(move || save_now(&writer, &file, force)).await {
+        Ok(()) => {}
+        Err(e) if e.is_cancelled() => save_now(app, path, force),
         Err(e) => tracing::error!(error = %e, "sandbox state writer failed"),
     }
 }
@@ -175,6 +194,7 @@ pub struct SandboxHandle {
     app: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    state_file: Option<PathBuf>,
 }
 
 impl SandboxHandle {
@@ -213,17 +233,73 @@ impl SandboxHandle {
         lock(&self.app.db).clone()
     }
 
-    /// Stops accepting, lets open requests finish (up to 5 s), saves the state file, and waits.
+    /// Drift: edits a line item as a user with "Edit Synced Direct Cost Transactions" would
+    /// (amount, budget code, description, direct cost); `updated_at` moves. Returns the line as
+    /// the API now renders it.
+    pub fn edit_line_item(&self, id: i64, edit: &LineEdit) -> Result<LineItemView, DriftError> {
+        self.app.drift(|db, now| {
+            let li = db.edit_line_item(id, edit, now)?;
+            Ok(views::line_item_json(db, &li))
+        })
+    }
+
+    /// Drift: deletes a line item as a user would (its direct cost stays, even empty).
+    pub fn delete_line_item(&self, id: i64) -> Result<(), DriftError> {
+        self.app.drift(|db, _| db.delete_line_item(id).map(|_| ()))
+    }
+
+    /// Drift: deletes a direct cost with its lines; returns how many lines went with it.
+    pub fn delete_direct_cost(&self, id: i64) -> Result<usize, DriftError> {
+        self.app.drift(|db, _| db.delete_direct_cost(id))
+    }
+
+    /// Drift: adds a direct cost entered by hand or by another integration (no origin id on it
+    /// or its lines) to a project.
+    pub fn add_foreign_direct_cost(
+        &self,
+        project_id: i64,
+        direct_cost: &ForeignDirectCost,
+    ) -> Result<ForeignIds, DriftError> {
+        self.app
+            .drift(|db, now| db.add_foreign_direct_cost(project_id, direct_cost, now))
+    }
+
+    /// Drift: adds a line to a direct cost with the line's `origin_id`, even one another line
+    /// holds (a data import's duplicate); returns the new line's id.
+    pub fn add_raw_line_item(
+        &self,
+        direct_cost_id: i64,
+        line: &DriftLine,
+    ) -> Result<i64, DriftError> {
+        self.app
+            .drift(|db, now| db.add_raw_line_item(direct_cost_id, line, now))
+    }
+
+    /// Stops accepting, lets open requests finish (up to 5 s), saves the state file, and returns
+    /// once the file holds every write the sandbox answered.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
+            // Its last act is a forced save; if it was cancelled instead, the save below does it.
             let _ = task.await;
+        }
+        if let Some(path) = &self.state_file {
+            let force = !path.exists();
+            flush(&self.app, path, force).await;
         }
     }
 }
 
 impl Drop for SandboxHandle {
+    /// Asks the server to stop and, when it was not shut down with [`SandboxHandle::shutdown`],
+    /// saves the state file right here, on this thread: an embedded sandbox is dropped with its
+    /// run, often just before the runtime that would have run its background save goes away.
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
+        if self.task.is_some() {
+            if let Some(path) = &self.state_file {
+                save_now(&self.app, path, !path.exists());
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The sandbox's data: what Procore would hold for one company, kept in memory and optionally
 //! persisted to a JSON file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use rust_decimal::Decimal;
@@ -149,6 +149,9 @@ pub(crate) struct Index {
     pub(crate) direct_cost_by_origin: HashMap<String, i64>,
     pub(crate) line_item_by_origin: HashMap<String, i64>,
     pub(crate) lines_of: HashMap<i64, BTreeSet<i64>>,
+    /// Origin ids more than one line holds (a data import's duplicates): the only ones whose
+    /// removal has to look for another holder.
+    pub(crate) duplicated_line_origins: HashSet<String>,
 }
 
 /// Why the state file could not be used.
@@ -259,7 +262,9 @@ impl Db {
         }
         for li in self.line_items.values() {
             if let Some(o) = &li.origin_id {
-                index.line_item_by_origin.insert(o.clone(), li.id);
+                if index.line_item_by_origin.insert(o.clone(), li.id).is_some() {
+                    index.duplicated_line_origins.insert(o.clone());
+                }
             }
             index
                 .lines_of
@@ -285,16 +290,15 @@ impl Db {
 
     /// Inserts or replaces a line item, keeping the indexes right.
     pub(crate) fn put_line_item(&mut self, li: LineItem) {
-        if let Some(old) = self.line_items.get(&li.id) {
-            if let Some(o) = &old.origin_id {
-                self.index.line_item_by_origin.remove(o);
-            }
-            if let Some(set) = self.index.lines_of.get_mut(&old.direct_cost_id) {
-                set.remove(&old.id);
-            }
+        if let Some(old) = self.line_items.remove(&li.id) {
+            self.unindex_line(&old);
         }
         if let Some(o) = &li.origin_id {
-            self.index.line_item_by_origin.insert(o.clone(), li.id);
+            if let Some(other) = self.index.line_item_by_origin.insert(o.clone(), li.id) {
+                if other != li.id {
+                    self.index.duplicated_line_origins.insert(o.clone());
+                }
+            }
         }
         self.index
             .lines_of
@@ -302,6 +306,66 @@ impl Db {
             .or_default()
             .insert(li.id);
         self.line_items.insert(li.id, li);
+    }
+
+    /// Drops a line (already out of `line_items`) from the indexes. An origin id another line
+    /// also holds moves to that line.
+    fn unindex_line(&mut self, old: &LineItem) {
+        if let Some(set) = self.index.lines_of.get_mut(&old.direct_cost_id) {
+            set.remove(&old.id);
+            if set.is_empty() {
+                self.index.lines_of.remove(&old.direct_cost_id);
+            }
+        }
+        let Some(o) = &old.origin_id else {
+            return;
+        };
+        if self.index.line_item_by_origin.get(o) != Some(&old.id) {
+            return;
+        }
+        self.index.line_item_by_origin.remove(o);
+        if self.index.duplicated_line_origins.contains(o) {
+            let holders: Vec<i64> = self
+                .line_items
+                .values()
+                .filter(|li| li.origin_id.as_ref() == Some(o))
+                .map(|li| li.id)
+                .collect();
+            if let Some(last) = holders.last() {
+                self.index.line_item_by_origin.insert(o.clone(), *last);
+            }
+            if holders.len() < 2 {
+                self.index.duplicated_line_origins.remove(o);
+            }
+        }
+    }
+
+    /// Removes a line item, keeping the indexes right. Its direct cost stays, even when this was
+    /// its last line (Procore keeps an empty direct cost).
+    pub fn remove_line_item(&mut self, id: i64) -> Option<LineItem> {
+        let li = self.line_items.remove(&id)?;
+        self.unindex_line(&li);
+        Some(li)
+    }
+
+    /// Removes a direct cost and its line items; returns it and how many lines went with it.
+    pub fn remove_direct_cost(&mut self, id: i64) -> Option<(DirectCost, usize)> {
+        let dc = self.direct_costs.remove(&id)?;
+        if let Some(o) = &dc.origin_id {
+            if self.index.direct_cost_by_origin.get(o) == Some(&id) {
+                self.index.direct_cost_by_origin.remove(o);
+            }
+        }
+        let lines: Vec<i64> = self
+            .index
+            .lines_of
+            .get(&id)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        for line in &lines {
+            self.remove_line_item(*line);
+        }
+        Some((dc, lines.len()))
     }
 
     /// The direct cost with this origin id, anywhere in the company.

@@ -1,5 +1,6 @@
-//! The sandbox's HTTP surface: Procore's routes, plus `/_sandbox/` inspection.
+//! The sandbox's HTTP surface: Procore's routes, plus `/_sandbox/` inspection and drift tools.
 
+pub(crate) mod admin;
 pub(crate) mod common;
 pub(crate) mod direct_costs;
 pub mod error;
@@ -8,11 +9,12 @@ pub(crate) mod inspect;
 pub(crate) mod lookups;
 pub(crate) mod oauth;
 pub(crate) mod pagination;
+pub(crate) mod removals;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
 use super::app::AppState;
@@ -44,6 +46,22 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
             "/rest/v1.1/projects/{project_id}/direct_costs",
             post(direct_costs::create),
         )
+        .route(
+            "/rest/v1.1/projects/{project_id}/direct_costs/{id}",
+            delete(removals::delete_direct_cost),
+        )
+        .route(
+            &format!("{PROJECT}/direct_costs/{{direct_cost_id}}"),
+            delete(removals::delete_direct_cost),
+        )
+        .route(
+            &format!("{PROJECT}/direct_costs/{{direct_cost_id}}/line_items"),
+            get(removals::list_lines_of),
+        )
+        .route(
+            &format!("{PROJECT}/direct_costs/{{direct_cost_id}}/line_items/{{id}}"),
+            delete(removals::delete_line_item),
+        )
         .route(&format!("{PROJECT}/direct_costs"), get(direct_costs::list))
         .route(
             &format!("{PROJECT}/direct_costs/line_items"),
@@ -60,6 +78,22 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route("/_sandbox/stats", get(inspect::stats))
         .route("/_sandbox/direct_costs", get(inspect::direct_costs))
         .route("/_sandbox/state", get(inspect::state))
+        .route(
+            "/_sandbox/line_items/{id}",
+            patch(admin::edit_line_item).delete(admin::delete_line_item),
+        )
+        .route(
+            "/_sandbox/direct_costs/{id}",
+            delete(admin::delete_direct_cost),
+        )
+        .route(
+            "/_sandbox/direct_costs/{id}/line_items",
+            post(admin::add_raw_line_item),
+        )
+        .route(
+            "/_sandbox/projects/{project_id}/direct_costs",
+            post(admin::add_foreign_direct_cost),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
