@@ -418,3 +418,140 @@ fn a_run_named_must_be_deep_and_a_pipeline_without_one_is_told_to_run_a_deep_syn
         assert!(err.to_string().contains("run a deep sync"), "{err}");
     });
 }
+
+fn dec(s: &str) -> rust_decimal::Decimal {
+    s.parse().expect("decimal")
+}
+
+#[test]
+fn a_line_deleted_in_procore_is_missing() {
+    runtime().block_on(async {
+        let world = World::synced().await;
+        let line = world.line_of("1250.00");
+        world.sandbox.delete_line_item(line.id).expect("delete");
+        let outcome = world.reconcile(false).await;
+        let c = &outcome.reconciliation.comparison;
+        assert_eq!(c.counts, counts(1, 0, 0, 0, 0));
+        assert_eq!(outcome.exit_code, EXIT_DRIFT);
+        let d = only_drift(&outcome);
+        assert_eq!(d.class, DriftClass::Missing);
+        assert_eq!(d.origin_id, line.origin_id);
+        assert_eq!(d.sage.as_ref().map(|s| s.amount.as_str()), Some("1250.00"));
+        assert!(d.procore.is_none());
+        assert_eq!(c.procore, "22341.41");
+        assert_eq!((c.sage_lines, c.procore_lines), (LINES, LINES - 1));
+        assert_eq!(
+            totals(&outcome, "1001", &world.flat_code(line.wbs_code_id)),
+            ("1400.00".into(), "150.00".into(), "-1250.00".into())
+        );
+    });
+}
+
+#[test]
+fn a_second_line_with_the_same_origin_id_is_duplicated() {
+    runtime().block_on(async {
+        let world = World::synced().await;
+        let line = world.line_of("382.50");
+        let copy = jcsync::sandbox::DriftLine {
+            wbs_code_id: Some(line.wbs_code_id),
+            origin_id: line.origin_id.clone(),
+            description: line.description.clone(),
+            ..jcsync::sandbox::DriftLine::new("", dec("382.50"))
+        };
+        let copy_id = world
+            .sandbox
+            .add_raw_line_item(line.direct_cost_id, &copy)
+            .expect("add copy");
+        let outcome = world.reconcile(false).await;
+        let c = &outcome.reconciliation.comparison;
+        assert_eq!(c.counts, counts(0, 0, 0, 1, 0));
+        let d = only_drift(&outcome);
+        assert_eq!(d.class, DriftClass::Duplicated);
+        assert_eq!(d.origin_id, line.origin_id);
+        // The copy the ledger did not record is the duplicate, not the original.
+        assert_eq!(d.procore.as_ref().and_then(|p| p.line_id), Some(copy_id));
+        assert_eq!(c.procore, "23973.91");
+        let code = world.flat_code(line.wbs_code_id);
+        assert_eq!(totals(&outcome, "1001", &code).2, "382.50");
+    });
+}
+
+#[test]
+fn repair_makes_procore_equal_but_for_foreign_lines() {
+    runtime().block_on(async {
+        let world = World::synced().await;
+        let sandbox = &world.sandbox;
+        // missing: one line, and a whole direct cost with its lines.
+        let gone = world.line_of("1250.00");
+        sandbox.delete_line_item(gone.id).expect("delete line");
+        let whole = world.line_of("900.00");
+        let lost = sandbox
+            .delete_direct_cost(whole.direct_cost_id)
+            .expect("delete direct cost") as u64;
+        // changed: an amount, and a line moved to another direct cost.
+        let edited = world.line_of("480.50");
+        let edit = jcsync::sandbox::LineEdit {
+            amount: Some(dec("480.51")),
+            ..Default::default()
+        };
+        sandbox.edit_line_item(edited.id, &edit).expect("edit");
+        // duplicated.
+        let dup = world.line_of("382.50");
+        let copy = jcsync::sandbox::DriftLine {
+            wbs_code_id: Some(dup.wbs_code_id),
+            origin_id: dup.origin_id.clone(),
+            ..jcsync::sandbox::DriftLine::new("", dec("382.50"))
+        };
+        sandbox
+            .add_raw_line_item(dup.direct_cost_id, &copy)
+            .expect("copy");
+        // foreign.
+        world
+            .add_foreign(gone.project_id, gone.wbs_code_id, "75.25", "by hand")
+            .await;
+        // orphaned: line 9 (10.125 → 10.13) purged from Sage, a deep snapshot staged.
+        let orphan = world.line_of("10.13");
+        remove_transaction_line(&world.sage, 9, "10.125");
+        world.stage_again().await;
+
+        let before = world.reconcile(false).await;
+        assert_eq!(
+            before.reconciliation.comparison.counts,
+            counts(1 + lost, 1, 1, 1, 1)
+        );
+
+        let outcome = world.reconcile(true).await;
+        let repair = outcome.repair.as_ref().expect("repair report");
+        assert_eq!(repair.before, before.reconciliation.comparison.counts);
+        assert_eq!(repair.replay_exit_code, Some(0));
+        assert!(repair.not_repaired.is_empty(), "{:#?}", repair.not_repaired);
+        let c = &outcome.reconciliation.comparison;
+        assert_eq!(c.counts, counts(0, 0, 0, 0, 1), "{:#?}", c.drift);
+        assert_eq!(outcome.exit_code, EXIT_DRIFT, "the foreign line stays, so 6");
+        assert_eq!(c.sage, "23581.28");
+        assert_eq!(c.procore, "23656.53", "Sage plus the foreign 75.25");
+        assert_eq!(only_drift(&outcome).class, DriftClass::Foreign);
+        // Procore holds each jcsync line once, none of the orphan, and the foreign line.
+        let db = sandbox.snapshot();
+        assert!(db.line_items.values().all(|l| l.origin_id != orphan.origin_id));
+        let copies = db
+            .line_items
+            .values()
+            .filter(|l| l.origin_id == dup.origin_id)
+            .count();
+        assert_eq!(copies, 1);
+        assert_eq!(
+            db.line_items
+                .values()
+                .filter(|l| l.origin_id.is_none())
+                .count(),
+            1
+        );
+
+        // A second repair finds nothing to do but the foreign line.
+        let again = world.reconcile(true).await;
+        let r = again.repair.as_ref().expect("repair");
+        assert_eq!((r.invalidated, r.deleted), (0, 0));
+        assert_eq!(again.reconciliation.comparison.counts, counts(0, 0, 0, 0, 1));
+    });
+}

@@ -195,7 +195,7 @@ pub(crate) async fn repair(
     report.not_repaired = plan.not_repaired.clone();
     if !plan.resend.is_empty() {
         if let Some(load) = target.load.as_mut() {
-            report.invalidated = invalidate(&mut load.ledger, &plan.resend)?;
+            report.invalidated = load.ledger.invalidate(&plan.resend)?;
         }
     }
     let deleted = delete(pipeline, &mut target, &plan.deletions, &mut report).await;
@@ -244,10 +244,3 @@ async fn delete(
     Ok(0)
 }
 
-// TEMPORARY until `Ledger::invalidate` is on main.
-fn invalidate(_ledger: &mut crate::ledger::Ledger, _ids: &[String]) -> Result<u64> {
-    Err(Error::TaskFailed {
-        stage: "reconcile",
-        message: "needs Ledger::invalidate".into(),
-    })
-}

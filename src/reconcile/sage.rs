@@ -188,6 +188,7 @@ pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot>
                     run: view.run(r),
                     sequence: view.sequence(r),
                     dist_sequence: view.dist_sequence(r),
+                    accounting_date: view.accounting_date(r),
                     source_line: view.source_line(r),
                     transaction_type: view.transaction_type(r).into(),
                 };
