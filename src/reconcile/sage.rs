@@ -88,7 +88,7 @@ pub fn choose_run(stage_dir: &Path, company: &str, explicit: Option<&Path>) -> R
             note: None,
         });
     }
-    let mut dirs: Vec<PathBuf> = match std::fs::read_dir(stage_dir) {
+    let dirs: Vec<PathBuf> = match std::fs::read_dir(stage_dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_dir())
@@ -96,17 +96,19 @@ pub fn choose_run(stage_dir: &Path, company: &str, explicit: Option<&Path>) -> R
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io(stage_dir, e)),
     };
-    // Run ids sort by start time: newest first.
-    dirs.sort();
-    dirs.reverse();
+    // Newest first, by when the manifest was written: run ids sort by second only (two runs
+    // of one second get a random tag).
+    let mut complete: Vec<(chrono::DateTime<chrono::FixedOffset>, PathBuf, Manifest)> = dirs
+        .into_iter()
+        .filter_map(|dir| {
+            let manifest = crate::run::read_manifest(&dir).ok()?; // not a complete run
+            let at = chrono::DateTime::parse_from_rfc3339(&manifest.created_at).ok()?;
+            (manifest.company == company && stages_rows(&manifest)).then_some((at, dir, manifest))
+        })
+        .collect();
+    complete.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
     let mut skipped_incremental: Option<String> = None;
-    for dir in dirs {
-        let Ok(manifest) = crate::run::read_manifest(&dir) else {
-            continue; // not a complete run
-        };
-        if manifest.company != company || !stages_rows(&manifest) {
-            continue;
-        }
+    for (_, dir, manifest) in complete {
         if manifest.sync_type != SyncKind::Deep {
             skipped_incremental.get_or_insert_with(|| manifest.run_id.clone());
             continue;
