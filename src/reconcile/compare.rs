@@ -272,11 +272,19 @@ pub fn compare(
     let mut by_origin: HashMap<&str, Vec<(&str, &ProcoreLine)>> = HashMap::new();
     for (job, p) in procore {
         for l in &p.lines {
-            let code = l.budget_code.as_deref().unwrap_or(NO_BUDGET_CODE).to_string();
+            let code = l
+                .budget_code
+                .as_deref()
+                .unwrap_or(NO_BUDGET_CODE)
+                .to_string();
             let a = acc.entry((job.clone(), code.clone())).or_default();
             a.procore += l.amount;
             a.procore_lines += 1;
-            match l.origin_id.as_deref().filter(|o| o.starts_with(line_prefix)) {
+            match l
+                .origin_id
+                .as_deref()
+                .filter(|o| o.starts_with(line_prefix))
+            {
                 Some(o) => by_origin.entry(o).or_default().push((job.as_str(), l)),
                 None => {
                     a.foreign += l.amount;
@@ -344,7 +352,11 @@ pub fn compare(
         }
         let keep = keeper(copies, keep_ids.get(*origin).copied());
         for (i, (job, l)) in copies.iter().enumerate() {
-            let code = l.budget_code.as_deref().unwrap_or(NO_BUDGET_CODE).to_string();
+            let code = l
+                .budget_code
+                .as_deref()
+                .unwrap_or(NO_BUDGET_CODE)
+                .to_string();
             if i == keep {
                 if let Some(a) = acc.get_mut(&(job.to_string(), code.clone())) {
                     a.drift_lines += 1;
@@ -403,7 +415,11 @@ fn duplicate(
         .map(|s| s.budget_code.clone())
         .or_else(|| l.budget_code.clone())
         .unwrap_or_else(|| NO_BUDGET_CODE.into());
-    let own = l.budget_code.as_deref().unwrap_or(NO_BUDGET_CODE).to_string();
+    let own = l
+        .budget_code
+        .as_deref()
+        .unwrap_or(NO_BUDGET_CODE)
+        .to_string();
     if let Some(a) = acc.get_mut(&(job.to_string(), own)) {
         a.drift_lines += 1;
     }

@@ -94,7 +94,10 @@ pub fn line_prefix(company: &str) -> String {
 }
 
 /// Reconcile the pipeline's target with its newest complete deep run (or `options.run`).
-pub async fn reconcile(pipeline: &Pipeline, options: &ReconcileOptions) -> Result<ReconcileOutcome> {
+pub async fn reconcile(
+    pipeline: &Pipeline,
+    options: &ReconcileOptions,
+) -> Result<ReconcileOutcome> {
     let config = &pipeline.config;
     if matches!(config.target, TargetConfig::DryRun(_)) {
         return Err(Error::Config {
@@ -272,7 +275,10 @@ fn ledger_ids_of_duplicates(
 
 /// The snapshot with the lines of jobs that have no Procore project moved to the exceptions
 /// (the load quarantines them `unmapped_project`; a stage-only run has not said so yet).
-fn with_unmapped_projects(snapshot: &SageSnapshot, projects: &HashMap<String, i64>) -> SageSnapshot {
+fn with_unmapped_projects(
+    snapshot: &SageSnapshot,
+    projects: &HashMap<String, i64>,
+) -> SageSnapshot {
     let mut out = SageSnapshot {
         lines: Vec::with_capacity(snapshot.lines.len()),
         exceptions: snapshot.exceptions.clone(),

@@ -62,12 +62,7 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
             let _ = writeln!(
                 s,
                 "  {:<20} sage {:>12} ({} lines)  procore {:>12} ({} lines)  difference {}",
-                b.budget_code,
-                b.sage,
-                b.sage_lines,
-                b.procore,
-                b.procore_lines,
-                b.difference
+                b.budget_code, b.sage, b.sage_lines, b.procore, b.procore_lines, b.difference
             );
         }
     }

@@ -243,4 +243,3 @@ async fn delete(
     }
     Ok(0)
 }
-
