@@ -18,6 +18,9 @@ use super::sage::{ChosenRun, SageSnapshot};
 use super::{close_target, open_target, ReadBack, ReconcileOptions};
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::load::client::ProcoreClient;
+use reqwest::Method;
 
 /// A drifted line the repair left as it is, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -42,13 +45,31 @@ pub struct RepairReport {
     pub not_repaired: Vec<NotRepaired>,
 }
 
-/// One deletion: a whole direct cost (`line_id` None) or one line, and the origin ids it removes.
+/// A removal of what the ledger says jcsync created (an orphan): a whole direct cost with its
+/// lines, or one line. The shape of the removal executor's `Deletion`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deletion {
+pub enum OrphanRemoval {
+    DirectCost {
+        job: String,
+        header: LedgerEntry,
+        lines: Vec<LedgerEntry>,
+    },
+    Line {
+        job: String,
+        header: Option<LedgerEntry>,
+        line: LedgerEntry,
+    },
+}
+
+/// A copy of a duplicated origin_id that the ledger did not record (it holds the kept one's
+/// Procore id): deleted by its Procore ids, the ledger left as it is (its entry is the kept
+/// line's, which stays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyDeletion {
     pub project_id: i64,
     pub direct_cost_id: i64,
-    pub line_id: Option<i64>,
-    pub origin_ids: Vec<String>,
+    pub line_id: i64,
+    pub origin_id: String,
 }
 
 /// The repair to make of a read-back.
@@ -56,20 +77,27 @@ pub struct Deletion {
 pub struct RepairPlan {
     /// Line and direct cost origin ids to send again.
     pub resend: Vec<String>,
-    pub deletions: Vec<Deletion>,
+    pub removals: Vec<OrphanRemoval>,
+    pub copies: Vec<CopyDeletion>,
     pub not_repaired: Vec<NotRepaired>,
 }
 
-/// Plan the repair of `found`. `ledger_holds` says whether the ledger holds an origin_id.
+/// A line to delete: its Procore line and the ledger entry that allows it (None: a copy).
+struct Doomed {
+    line_id: i64,
+    origin_id: String,
+    entry: Option<LedgerEntry>,
+}
+
+/// Plan the repair of `found` with what the ledger holds.
 pub(crate) fn plan(
     found: &ReadBack,
     snapshot: &SageSnapshot,
-    ledger_holds: &dyn Fn(&str) -> Result<bool>,
+    ledger: &Ledger,
 ) -> Result<RepairPlan> {
     let mut plan = RepairPlan::default();
     let mut resend = BTreeSet::new();
-    // Line origin ids jcsync deletes, per (job, direct cost id).
-    let mut doomed: BTreeMap<(String, i64), Vec<(i64, String)>> = BTreeMap::new();
+    let mut doomed: BTreeMap<(String, i64), Vec<Doomed>> = BTreeMap::new();
     let dc_of: HashMap<&str, &str> = snapshot
         .lines
         .iter()
@@ -77,6 +105,11 @@ pub(crate) fn plan(
         .collect();
     for d in &found.reconciliation.comparison.drift {
         let origin = d.origin_id.clone().unwrap_or_default();
+        let not = |why: &str| NotRepaired {
+            class: d.class.as_str(),
+            origin_id: origin.clone(),
+            why: why.into(),
+        };
         match d.class {
             DriftClass::Foreign => {}
             DriftClass::Missing | DriftClass::Changed => {
@@ -90,20 +123,36 @@ pub(crate) fn plan(
                 let (Some(line_id), Some(dc_id)) = (p.line_id, p.direct_cost_id) else {
                     continue;
                 };
-                if !ledger_holds(&origin)? {
-                    plan.not_repaired.push(NotRepaired {
-                        class: d.class.as_str(),
-                        origin_id: origin,
-                        why: "the ledger does not hold this origin_id: jcsync deletes only what \
-                              it created"
-                            .into(),
-                    });
+                let Some(entry) = ledger.get(&origin)? else {
+                    plan.not_repaired.push(not(
+                        "the ledger does not hold this origin_id: jcsync deletes only what it created",
+                    ));
                     continue;
-                }
+                };
+                let entry = if d.class == DriftClass::Orphaned {
+                    if entry.procore_id != Some(line_id) {
+                        plan.not_repaired.push(not(
+                            "Procore's line is not the one the ledger recorded for this origin_id",
+                        ));
+                        continue;
+                    }
+                    Some(entry)
+                } else if entry.procore_id.is_none() {
+                    plan.not_repaired.push(not(
+                        "the ledger holds no Procore id for this origin_id: which copy to keep is unknown",
+                    ));
+                    continue;
+                } else {
+                    None
+                };
                 doomed
                     .entry((d.job.clone(), dc_id))
                     .or_default()
-                    .push((line_id, origin));
+                    .push(Doomed {
+                        line_id,
+                        origin_id: origin,
+                        entry,
+                    });
             }
         }
     }
@@ -117,32 +166,40 @@ pub(crate) fn plan(
             .iter()
             .filter(|l| l.direct_cost_id == dc_id)
             .count();
-        let header = project.direct_costs.get(&dc_id).cloned().flatten();
-        // Whole direct cost: every line of it goes, none of the snapshot's lines belongs to it,
-        // and the ledger created it.
-        let whole = match &header {
-            Some(h) if all_lines == lines.len() => {
-                !snapshot.lines.iter().any(|l| &l.direct_cost_origin_id == h) && ledger_holds(h)?
-            }
-            _ => false,
+        // The header's ledger entry, when the ledger recorded this very direct cost.
+        let header = match project.direct_costs.get(&dc_id).cloned().flatten() {
+            Some(h) => ledger.get(&h)?.filter(|e| e.procore_id == Some(dc_id)),
+            None => None,
         };
-        if whole {
-            let mut origin_ids: Vec<String> = header.into_iter().collect();
-            origin_ids.extend(lines.into_iter().map(|(_, o)| o));
-            plan.deletions.push(Deletion {
-                project_id: project.project_id,
-                direct_cost_id: dc_id,
-                line_id: None,
-                origin_ids,
+        // Whole: every line of it goes, the snapshot has none for it, the ledger created it.
+        let whole = header.as_ref().filter(|h| {
+            all_lines == lines.len()
+                && !snapshot
+                    .lines
+                    .iter()
+                    .any(|l| l.direct_cost_origin_id == h.origin_id)
+        });
+        if let Some(h) = whole {
+            plan.removals.push(OrphanRemoval::DirectCost {
+                job: job.clone(),
+                header: h.clone(),
+                lines: lines.into_iter().filter_map(|d| d.entry).collect(),
             });
-        } else {
-            for (line_id, origin) in lines {
-                plan.deletions.push(Deletion {
+            continue;
+        }
+        for d in lines {
+            match d.entry {
+                Some(line) => plan.removals.push(OrphanRemoval::Line {
+                    job: job.clone(),
+                    header: header.clone(),
+                    line,
+                }),
+                None => plan.copies.push(CopyDeletion {
                     project_id: project.project_id,
                     direct_cost_id: dc_id,
-                    line_id: Some(line_id),
-                    origin_ids: vec![origin],
-                });
+                    line_id: d.line_id,
+                    origin_id: d.origin_id,
+                }),
             }
         }
     }
@@ -180,8 +237,7 @@ pub(crate) async fn repair(
             path: pipeline.path.clone(),
             message: "section `target`: nothing to repair".into(),
         })?;
-        let holds = |o: &str| Ok(load.ledger.get(o)?.is_some());
-        plan(found, snapshot, &holds)
+        plan(found, snapshot, &load.ledger)
     }
     .await;
     let mut target = target;
@@ -198,7 +254,7 @@ pub(crate) async fn repair(
             report.invalidated = load.ledger.invalidate(&plan.resend)?;
         }
     }
-    let deleted = delete(pipeline, &mut target, &plan.deletions, &mut report).await;
+    let deleted = delete(pipeline, &mut target, &plan, &mut report).await;
     close_target(pipeline, target).await;
     report.deleted = deleted?;
     // The replay takes the lock itself (forgetting only makes the next load send more, so a run
@@ -228,18 +284,58 @@ pub(crate) async fn repair(
 /// Send the deletions; returns how many were done (or found gone).
 async fn delete(
     _pipeline: &Pipeline,
-    _target: &mut crate::pipeline::target::PreparedTarget,
-    deletions: &[Deletion],
+    target: &mut crate::pipeline::target::PreparedTarget,
+    plan: &RepairPlan,
     report: &mut RepairReport,
 ) -> Result<u64> {
-    for d in deletions {
-        for o in &d.origin_ids {
+    let mut deleted = 0;
+    for r in &plan.removals {
+        let ids = match r {
+            OrphanRemoval::DirectCost { lines, .. } => lines.iter().collect::<Vec<_>>(),
+            OrphanRemoval::Line { line, .. } => vec![line],
+        };
+        for e in ids {
             report.not_repaired.push(NotRepaired {
-                class: "orphaned or duplicated",
-                origin_id: o.clone(),
+                class: "orphaned",
+                origin_id: e.origin_id.clone(),
                 why: "not repaired: needs the removal executor".into(),
             });
         }
     }
-    Ok(0)
+    let Some(load) = target.load.as_ref() else {
+        return Ok(deleted);
+    };
+    for c in &plan.copies {
+        deleted += delete_copy(&load.client, c).await?;
+    }
+    Ok(deleted)
+}
+
+/// Delete one copy of a duplicated line (the ledger never recorded it: nothing to record);
+/// 404 is a copy already gone.
+async fn delete_copy(client: &ProcoreClient, c: &CopyDeletion) -> Result<u64> {
+    let path = format!(
+        "/rest/v1.0/projects/{}/direct_costs/{}/line_items/{}",
+        c.project_id, c.direct_cost_id, c.line_id
+    );
+    match client
+        .call(
+            Method::DELETE,
+            &path,
+            &[],
+            None,
+            "DELETE direct_costs/line_items",
+        )
+        .await
+    {
+        Ok(_) | Err(Error::Procore { status: 404, .. }) => {
+            tracing::info!(
+                origin_id = c.origin_id,
+                line = c.line_id,
+                "duplicate copy deleted"
+            );
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
 }
