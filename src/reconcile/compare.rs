@@ -523,3 +523,94 @@ fn summarize(
         exceptions,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sage(origin: &str, amount: i128, description: Option<&str>) -> SageLine {
+        SageLine {
+            origin_id: origin.into(),
+            direct_cost_origin_id: "jcsync:X:dc:1".into(),
+            job: "1001".into(),
+            budget_code: "01-100.L".into(),
+            amount,
+            description: description.map(str::to_string),
+            source_line: 2,
+        }
+    }
+
+    fn line(id: i64, origin: Option<&str>, amount: &str) -> ProcoreLine {
+        ProcoreLine {
+            id,
+            direct_cost_id: 7,
+            direct_cost_origin_id: Some("jcsync:X:dc:1".into()),
+            origin_id: origin.map(str::to_string),
+            budget_code: Some("01-100.L".into()),
+            amount: amount.parse().expect("decimal"),
+            description: None,
+        }
+    }
+
+    fn run(lines: Vec<SageLine>, procore: Vec<ProcoreLine>, keep: &[(&str, i64)]) -> Comparison {
+        let snapshot = SageSnapshot {
+            lines,
+            exceptions: Vec::new(),
+        };
+        let projects = HashMap::from([("1001".to_string(), 42)]);
+        let read = BTreeMap::from([(
+            "1001".to_string(),
+            ProcoreProject {
+                project_id: 42,
+                lines: procore,
+                direct_costs: HashMap::from([(7, Some("jcsync:X:dc:1".into()))]),
+            },
+        )]);
+        let keep = keep.iter().map(|(o, i)| (o.to_string(), *i)).collect();
+        compare(&snapshot, &projects, &read, &keep, "jcsync:X:line:")
+    }
+
+    #[test]
+    fn an_absent_description_equals_an_empty_one_and_amounts_compare_exactly() {
+        let c = run(
+            vec![sage("jcsync:X:line:a", 1005, None)],
+            vec![ProcoreLine {
+                description: Some(String::new()),
+                ..line(1, Some("jcsync:X:line:a"), "10.050")
+            }],
+            &[],
+        );
+        assert!(c.equal, "{:#?}", c.drift);
+        assert_eq!((c.sage.as_str(), c.procore.as_str()), ("10.05", "10.05"));
+        let c = run(
+            vec![sage("jcsync:X:line:a", 1005, None)],
+            vec![line(1, Some("jcsync:X:line:a"), "10.051")],
+            &[],
+        );
+        assert_eq!(c.drift[0].fields, vec!["amount"]);
+        assert_eq!(c.projects[0].budget_codes[0].difference, "0.001");
+    }
+
+    #[test]
+    fn the_copy_the_ledger_holds_is_kept_and_the_other_is_the_duplicate() {
+        let c = run(
+            vec![sage("jcsync:X:line:a", 100, None)],
+            vec![
+                line(1, Some("jcsync:X:line:a"), "9.99"),
+                line(2, Some("jcsync:X:line:a"), "1.00"),
+            ],
+            &[("jcsync:X:line:a", 2)],
+        );
+        assert_eq!(c.counts.duplicated, 1);
+        assert_eq!(c.counts.changed, 0, "the kept copy (id 2) equals Sage");
+        assert_eq!(c.drift[0].procore.as_ref().and_then(|p| p.line_id), Some(1));
+        assert_eq!(c.projects[0].budget_codes[0].procore, "10.99");
+    }
+
+    #[test]
+    fn another_companys_origin_id_is_foreign() {
+        let c = run(Vec::new(), vec![line(1, Some("jcsync:Y:line:a"), "5")], &[]);
+        assert_eq!(c.counts.foreign, 1);
+        assert_eq!(c.foreign[0].amount, "5.00");
+    }
+}

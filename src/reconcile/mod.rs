@@ -275,10 +275,13 @@ fn ledger_ids_of_duplicates(
 
 /// The snapshot with the lines of jobs that have no Procore project moved to the exceptions
 /// (the load quarantines them `unmapped_project`; a stage-only run has not said so yet).
-fn with_unmapped_projects(
-    snapshot: &SageSnapshot,
+fn with_unmapped_projects<'a>(
+    snapshot: &'a SageSnapshot,
     projects: &HashMap<String, i64>,
-) -> SageSnapshot {
+) -> std::borrow::Cow<'a, SageSnapshot> {
+    if snapshot.lines.iter().all(|l| projects.contains_key(&l.job)) {
+        return std::borrow::Cow::Borrowed(snapshot);
+    }
     let mut out = SageSnapshot {
         lines: Vec::with_capacity(snapshot.lines.len()),
         exceptions: snapshot.exceptions.clone(),
@@ -294,5 +297,5 @@ fn with_unmapped_projects(
             });
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }

@@ -47,7 +47,7 @@ pub struct ChosenRun {
 }
 
 /// The staged snapshot: lines jcsync loads, and the exceptions.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SageSnapshot {
     pub lines: Vec<SageLine>,
     pub exceptions: Vec<SageException>,
