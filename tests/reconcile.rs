@@ -602,7 +602,11 @@ fn lines_quarantined_at_load_are_exceptions_not_drift() {
         .await;
         let outcome = world.reconcile(false).await;
         let c = &outcome.reconciliation.comparison;
-        assert_eq!(outcome.exit_code, 0, "exceptions are not drift: {:#?}", c.drift);
+        assert_eq!(
+            outcome.exit_code, 0,
+            "exceptions are not drift: {:#?}",
+            c.drift
+        );
         assert_eq!(
             c.counts,
             DriftCounts {
