@@ -44,6 +44,9 @@ pub enum Command {
         /// later with `jcsync replay`).
         #[arg(long, conflicts_with = "dry_run")]
         stage_only: bool,
+        /// Confirm removals over `[sync] max_removal_share` (after checking that Sage is right).
+        #[arg(long)]
+        allow_removals: bool,
     },
     /// Load a run again from its staged Parquet, without touching Sage.
     Replay {
@@ -234,6 +237,7 @@ pub fn run(cli: Cli) -> u8 {
             pipeline,
             dry_run,
             stage_only,
+            allow_removals,
         } => {
             let runtime = match runtime() {
                 Ok(rt) => rt,
@@ -251,6 +255,7 @@ pub fn run(cli: Cli) -> u8 {
                 dry_run,
                 stage_only,
                 cancel: Some(cancel),
+                allow_removals,
             };
             let result =
                 Pipeline::load(&pipeline).and_then(|p| runtime.block_on(sync(&p, &options)));

@@ -134,7 +134,9 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), String> {
         let names = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| e.to_string())?;
-        names.collect::<std::result::Result<_, _>>().map_err(|e| e.to_string())?
+        names
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?
     };
     for column in V2_COLUMNS {
         if !present.iter().any(|p| p == column) {
@@ -147,7 +149,9 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), String> {
         .map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     if version > 0 || !present.is_empty() {
-        tracing::info!("ledger migrated in place from schema version {version} to {SCHEMA_VERSION}");
+        tracing::info!(
+            "ledger migrated in place from schema version {version} to {SCHEMA_VERSION}"
+        );
     }
     Ok(())
 }
@@ -408,7 +412,10 @@ impl Ledger {
         let all: Vec<LedgerEntry> = rows
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| self.err(e))?;
-        Ok(all.into_iter().filter(|h| !unknown.contains(&h.job)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|h| !unknown.contains(&h.job))
+            .collect())
     }
 
     /// Record a removal Procore confirmed: its entries move from `loaded` to `removed`, in one

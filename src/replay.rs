@@ -220,6 +220,7 @@ async fn load_staged(
         load: target.load,
         quarantine: qtx,
         cancel: options.cancel.clone().unwrap_or_default(),
+        seen: None,
     };
     let mut reader = StagedReader {
         files: manifest
@@ -239,7 +240,9 @@ async fn load_staged(
         .await
         .map_err(|e| task_failed("quarantine", e))
         .and_then(|r| r);
-    let (timing, planner, output) = planned?;
+    // A replay removes nothing: its snapshot may be older than what later syncs loaded (the
+    // next sync removes what left Sage).
+    let (timing, planner, output, _) = planned?;
     let quarantine = quarantine?;
     let (requests_file, load, failure) = summarize_output(output);
     let mut quarantined = BTreeMap::new();
@@ -286,6 +289,7 @@ async fn load_staged(
         files,
         load_failure: failure,
         quarantined: q_total > 0,
+        removals_held: false,
     }
     .write()?;
     Ok((report, exit_code))

@@ -54,7 +54,7 @@ pub struct PipelineConfig {
 
 /// `pipeline.batch_rows`: a batch's column buffers are allocated for this many rows at once.
 /// Exit statuses with a meaning of their own, which `[report] quarantine_exit_code` may not take.
-pub const RESERVED_EXIT_CODES: [u8; 3] = [1, 3, 4];
+pub const RESERVED_EXIT_CODES: [u8; 5] = [1, 3, 4, 5, 6];
 pub const MAX_BATCH_ROWS: u64 = 1 << 20;
 /// `pipeline.channel_capacity`: batches buffered per channel.
 pub const MAX_CHANNEL_CAPACITY: u64 = 1_024;
@@ -207,6 +207,12 @@ impl PipelineConfig {
             0,
             MAX_OVERLAP_MINUTES,
         )?;
+        let share = self.sync.max_removal_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!(
+                "key `sync.max_removal_share`: expected a share from 0 to 1 (0.05 is 5 %), found {share}"
+            ));
+        }
         in_range("stage.zstd_level", self.stage.zstd_level, 1, 22)?;
         in_range(
             "stage.row_group_rows",
@@ -252,7 +258,7 @@ impl PipelineConfig {
         let code = self.report.quarantine_exit_code;
         if RESERVED_EXIT_CODES.contains(&code) {
             return Err(format!(
-                "key `report.quarantine_exit_code`: {code} already means something else (1 the run failed, 3 the load did not complete, 4 another run holds the ledger): use 0, 2 or 5 to 125"
+                "key `report.quarantine_exit_code`: {code} already means something else (1 the run failed, 3 the load did not complete, 4 another run holds the ledger, 5 removals held back by their guard, 6 reconcile found drift): use 0, 2 or 7 to 125"
             ));
         }
         in_range("report.quarantine_exit_code", code, 0, 125)?;

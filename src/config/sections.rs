@@ -234,6 +234,13 @@ pub struct SyncConfig {
     /// Incremental syncs re-read rows stamped up to this many minutes before the watermark, so a
     /// row written while the last run was reading is not missed.
     pub overlap_minutes: u32,
+    /// What happens to lines jcsync created whose transaction left Sage.
+    pub removals: RemovalMode,
+    /// A run that would remove more than this share of the target's lines removes nothing
+    /// (exit 5) unless `--allow-removals` confirms.
+    pub max_removal_share: f64,
+    /// A job with lines in Procore and not one transaction in the snapshot.
+    pub vanished_jobs: VanishedJobs,
 }
 
 impl Default for SyncConfig {
@@ -242,8 +249,33 @@ impl Default for SyncConfig {
             kind: SyncKind::Deep,
             since: Since::BeginningOfTime,
             overlap_minutes: default_overlap_minutes(),
+            removals: RemovalMode::Apply,
+            max_removal_share: 0.05,
+            vanished_jobs: VanishedJobs::Keep,
         }
     }
+}
+
+/// `[sync] removals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalMode {
+    /// Remove them from Procore.
+    Apply,
+    /// List them (summary, report.json, requests.ndjson) and send nothing.
+    Plan,
+    /// Neither look for them nor remove them.
+    Off,
+}
+
+/// `[sync] vanished_jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VanishedJobs {
+    /// Report them and keep their lines (Sage moves closed jobs out of the current table).
+    Keep,
+    /// Remove their lines like any other.
+    Remove,
 }
 
 const fn default_overlap_minutes() -> u32 {

@@ -4,10 +4,13 @@
 //! A [`Source`] ([`source`]) is what the pipeline asks of Sage; [`files`] (an export directory,
 //! CSV or Parquet) and [`mssql`] (a SQL Server copy) implement it, and [`SageSource`], here,
 //! opens the one a pipeline file names. Both hand out raw batches; [`typing`] drops the rows that
-//! are not costs and types the cells the same way for both ([`convert`], cell by cell).
+//! are not costs and types the cells the same way for both ([`convert`], cell by cell). [`keys`]
+//! is the key scan ([`Source::line_keys`]): the line hashes of every cost transaction a deep
+//! sync would see, from the key columns only, for finding transactions that were purged.
 
 pub mod convert;
 pub mod files;
+pub mod keys;
 pub mod mssql;
 pub mod source;
 pub mod typing;
@@ -16,6 +19,7 @@ use crate::config::{PipelineConfig, Since, SourceConfig};
 use crate::error::Result;
 use crate::model::schema::TableRole;
 use files::FileExportSource;
+pub use keys::{KeyBatch, KeyBatches, KEY_SCAN_COLUMNS};
 pub use mssql::ReadWindow;
 use mssql::SqlServerSource;
 pub use source::{
@@ -96,6 +100,11 @@ impl SageSource {
         self.as_source().raw_transactions(cost_rows_only)
     }
 
+    /// See [`Source::line_keys`].
+    pub fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        self.as_source().line_keys(company)
+    }
+
     /// See [`Source::transactions`].
     pub fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
         self.as_source().transactions()
@@ -160,5 +169,9 @@ impl Source for SageSource {
 
     fn transactions(&self) -> Result<Box<dyn Iterator<Item = Result<TypedBatch>> + Send>> {
         self.as_source().transactions()
+    }
+
+    fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        self.as_source().line_keys(company)
     }
 }

@@ -10,6 +10,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
 
 use super::convert::CellProblem;
+use super::keys::{keys_of_raw, KeyBatches};
 use super::typing::{type_batch, TypedBatch};
 use super::ReadWindow;
 use crate::config::TableNames;
@@ -108,6 +109,20 @@ pub trait Source: Send + Sync {
     /// drop them anyway). With `cost_rows_only`, a source that can drops the rows that are not
     /// cost transactions as it reads them, and counts them in [`RawBatch::not_cost_type`].
     fn raw_transactions(&self, cost_rows_only: bool) -> Result<SendRawBatches>;
+
+    /// The natural key of every cost transaction (Transaction_Type one of the six cost types,
+    /// see [`crate::model::cost_type::is_cost_type`]) whose Accounting_Date is inside the `since`
+    /// lower bound of the read window, IGNORING the incremental change window: what a deep sync
+    /// would see. Each [`super::KeyBatch`] holds the [`crate::model::ids::line_hash`] digests
+    /// of `company`'s line origin_ids (see [`super::keys`] for the rules). Sources read only the
+    /// key columns; this default reads whole rows and types only the keys.
+    fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        Ok(keys_of_raw(
+            self.raw_transactions(true)?,
+            company,
+            self.window().since,
+        ))
+    }
 
     /// Stream a dimension table as typed batches.
     fn dimension_batches(

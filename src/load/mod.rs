@@ -5,4 +5,5 @@ pub mod dry_run;
 pub mod limit;
 pub mod plan;
 pub mod procore;
+pub mod removal;
 pub mod retry;

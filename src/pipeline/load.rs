@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::load::dry_run::DryRunSink;
 use crate::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
 use crate::load::procore::{LoadContext, LoadCounts, LoadOutcome, LoadSink};
+use crate::load::removal::SeenKeys;
+use crate::model::view::TransactionView;
 use crate::quarantine::QuarantineBatch;
 use crate::run::LoadReport;
 use crate::staging::{FileEntry, HashedFile};
@@ -39,7 +41,8 @@ pub(crate) enum PlanOutput {
     /// `sync --stage-only`: the staged rows were counted and dropped.
     Skipped,
     DryRun(FileEntry),
-    Load(LoadOutcome),
+    /// The load's outcome, and its context when it started (for the removals after it).
+    Load(LoadOutcome, Option<Arc<LoadContext>>),
 }
 
 /// What the last stage needs: where to write, and the target.
@@ -52,6 +55,29 @@ pub(crate) struct LoadSetup {
     pub load: Option<TargetLoad>,
     pub quarantine: mpsc::Sender<QuarantineBatch>,
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// Gathers the line keys of every planned line, when the run looks for removals.
+    pub seen: Option<SeenKeys>,
+}
+
+/// What the last stage returns: its timing, the planner, the output, the keys it gathered.
+pub(crate) type Planned = (StageTiming, Planner, PlanOutput, Option<SeenKeys>);
+
+/// Add a planned batch's line keys and jobs to `seen`.
+fn gather_keys(seen: &mut SeenKeys, batch: &RecordBatch) -> Result<()> {
+    let view = TransactionView::new(batch)?;
+    let Some(enriched) = view.enriched() else {
+        return Ok(());
+    };
+    let mut jobs = std::collections::BTreeSet::new();
+    let mut last: Option<&str> = None;
+    for r in 0..view.len() {
+        let job = view.job(r);
+        if last != Some(job) {
+            jobs.insert(job.to_string());
+            last = Some(job);
+        }
+    }
+    seen.add_origin_ids((0..view.len()).map(|r| enriched.line_origin_id(r)), jobs)
 }
 
 /// Plan every enriched batch `next` yields and send the requests to the target (or to
@@ -59,9 +85,10 @@ pub(crate) struct LoadSetup {
 pub(crate) fn plan_and_load(
     setup: LoadSetup,
     mut next: impl FnMut() -> Option<Result<RecordBatch>>,
-) -> Result<(StageTiming, Planner, PlanOutput)> {
+) -> Result<Planned> {
     let mut planner = Planner::new(MAX_SYNC_RECORDS);
     let mut timing = StageTiming::default();
+    let mut seen = setup.seen;
     let mut plan_all = |sink: &mut dyn RequestSink,
                         timing: &mut StageTiming,
                         planner: &mut Planner|
@@ -72,6 +99,9 @@ pub(crate) fn plan_and_load(
             let started = Instant::now();
             timing.rows_in += batch.rows();
             planner.process(&batch, sink)?;
+            if let Some(seen) = seen.as_mut() {
+                gather_keys(seen, &batch)?;
+            }
             timing.busy += started.elapsed();
             if last_log.elapsed() > Duration::from_secs(5) {
                 tracing::info!(
@@ -116,7 +146,7 @@ pub(crate) fn plan_and_load(
                         client: client.stats(),
                         failure: Some(e),
                     };
-                    return Ok((timing, planner, PlanOutput::Load(outcome)));
+                    return Ok((timing, planner, PlanOutput::Load(outcome, None), seen));
                 }
             };
             let ledger = target.ledger;
@@ -132,12 +162,13 @@ pub(crate) fn plan_and_load(
             ));
             let mut sink = LoadSink::new(ctx, setup.handle);
             let planned = plan_all(&mut sink, &mut timing, &mut planner);
+            let ctx = sink.context();
             let outcome = sink.finish();
             planned?;
-            PlanOutput::Load(outcome)
+            PlanOutput::Load(outcome, Some(ctx))
         }
     };
-    Ok((timing, planner, output))
+    Ok((timing, planner, output, seen))
 }
 
 /// The files, load report and load failure of the last stage's output.
@@ -147,7 +178,7 @@ pub(crate) fn summarize_output(
     match output {
         PlanOutput::Skipped => (None, None, None),
         PlanOutput::DryRun(f) => (Some(f), None, None),
-        PlanOutput::Load(outcome) => {
+        PlanOutput::Load(outcome, _) => {
             let requests: u64 = outcome
                 .client
                 .requests

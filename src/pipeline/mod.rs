@@ -5,6 +5,7 @@
 //! one way every run ends ([`crate::run::finish`]). The [`load`] stage is shared with replay.
 
 pub(crate) mod load;
+mod removals;
 mod report;
 mod stages;
 pub(crate) mod target;
@@ -21,7 +22,7 @@ use crate::run::finish::{record_failure, Ending};
 use crate::run::{self, Report};
 use crate::transform::driver::task_failed;
 
-pub use crate::run::finish::{EXIT_LEDGER_BUSY, EXIT_LOAD_INCOMPLETE};
+pub use crate::run::finish::{EXIT_LEDGER_BUSY, EXIT_LOAD_INCOMPLETE, EXIT_REMOVALS_HELD};
 pub use crate::transform::driver::run_stage;
 pub use crate::transform::StageTiming;
 pub use window::watermark_scope;
@@ -37,6 +38,8 @@ pub struct SyncOptions {
     /// Set (e.g. by Ctrl-C) to stop sending: in-flight requests settle, the ledger stays
     /// consistent, staging completes.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// `--allow-removals`: confirm removals over `[sync] max_removal_share`.
+    pub allow_removals: bool,
 }
 
 /// What a finished sync left.
@@ -79,6 +82,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
         dir: &run_dir,
         target: target.label.clone(),
         stage_only: options.stage_only,
+        allow_removals: options.allow_removals,
         started_at,
         wall,
     };
@@ -95,6 +99,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
                 files: built.files,
                 load_failure: built.load_failure,
                 quarantined: built.quarantined,
+                removals_held: built.removals_held,
             }
             .write()
             .map(|exit_code| RunOutcome {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::load::{summarize_output, PlanOutput};
+use super::removals::RemovalResult;
 use crate::config::PipelineConfig;
 use crate::error::Error;
 use crate::load::plan::Planner;
@@ -25,6 +26,7 @@ pub(super) struct SyncRun<'a> {
     pub dir: &'a Path,
     pub target: String,
     pub stage_only: bool,
+    pub allow_removals: bool,
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub wall: Instant,
 }
@@ -52,6 +54,7 @@ pub(super) struct StageResults {
     pub planner: Planner,
     pub output: PlanOutput,
     pub quarantine: QuarantineTally,
+    pub removals: Option<RemovalResult>,
 }
 
 /// The report, manifest facts, files and load failure of a finished sync.
@@ -61,6 +64,8 @@ pub(super) struct Built {
     pub files: Vec<FileEntry>,
     pub load_failure: Option<Error>,
     pub quarantined: bool,
+    /// The guard held removals back (exit 5).
+    pub removals_held: bool,
 }
 
 /// Build a sync's report from its stages' results; `window` gets the run's latest stamp.
@@ -97,6 +102,10 @@ pub(super) fn build(
         plan_skipped: run.stage_only,
     };
     let (requests_file, load_report, load_failure) = summarize_output(r.output);
+    let (removals, in_procore, removals_file) = match r.removals {
+        Some(x) => (Some(x.report), x.in_procore, x.requests_file),
+        None => (None, None, None),
+    };
     if let Some(l) = &load_report {
         counts.loaded = Some(l.counts.loaded());
         counts.pending = l.counts.pending;
@@ -160,6 +169,8 @@ pub(super) fn build(
         planned_amount: format_decimal(r.planner.stats.amount_cents, 2),
         totals,
         load: load_report,
+        removals,
+        in_procore,
     };
     let facts = ManifestFacts {
         source: config.source.describe(),
@@ -176,7 +187,10 @@ pub(super) fn build(
     let mut files = r.staged_files;
     files.extend(r.quarantine.files);
     files.extend(requests_file);
+    files.extend(removals_file);
+    let removals_held = report.removals.as_ref().is_some_and(|r| r.held());
     Built {
+        removals_held,
         report,
         facts,
         files,

@@ -13,14 +13,16 @@ use parquet::file::properties::WriterProperties;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
-use super::load::{plan_and_load, LoadSetup, PlanOutput};
+use super::load::{plan_and_load, LoadSetup, PlanOutput, Planned};
+use super::removals::RemovalInputs;
 use super::report::{DimensionsLoaded, StageResults, SyncRun};
 use super::target::PreparedTarget;
 use super::window;
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, RemovalMode, SyncKind};
 use crate::error::{Error, Result};
 use crate::extract::{drop_non_cost_rows, type_batch, RawBatch, SageSource};
 use crate::load::plan::{Planner, MAX_SYNC_RECORDS};
+use crate::load::removal::SeenKeys;
 use crate::model::schema::{enriched_schema, TableRole};
 use crate::quarantine::quarantine_schema;
 use crate::quarantine::writer::spawn_quarantine_writer;
@@ -45,6 +47,15 @@ pub(super) async fn execute(
     cancel: Arc<AtomicBool>,
 ) -> Result<StageResults> {
     let config = run.config;
+    let dry_run_ledger = target.dry_run_ledger;
+    // The snapshot's keys, for the removals after the load: a deep run plans every
+    // transaction of its window, so the lines it plans are the snapshot.
+    let seen = (config.sync.removals != RemovalMode::Off
+        && config.sync.kind == SyncKind::Deep
+        && !run.stage_only
+        && (target.load.is_some() || dry_run_ledger.is_some()))
+    .then(SeenKeys::new)
+    .transpose()?;
     let (qtx, qrx) = mpsc::channel(config.pipeline.channel_capacity);
     let quarantine_props = writer_properties(&config.stage, &quarantine_schema())?;
     let quarantine = spawn_quarantine_writer(run.dir, &quarantine_props, qrx);
@@ -79,7 +90,8 @@ pub(super) async fn execute(
             handle: Handle::current(),
             load: target.load,
             quarantine: driver.rejects(),
-            cancel,
+            cancel: cancel.clone(),
+            seen,
         };
         let mut staged = staged;
         Running::blocking("plan", move || {
@@ -110,7 +122,7 @@ pub(super) async fn execute(
         Some((project, filtered)),
         Some((enrich, ())),
         Some((stage, staged_files)),
-        Some((plan, planner, output)),
+        Some((plan, planner, mut output, seen)),
         Some(quarantine),
     ) = (
         dimensions, extract, typing, project, enrich, stage, plan, quarantine,
@@ -118,7 +130,21 @@ pub(super) async fn execute(
     else {
         return Err(o.first_real_error());
     };
+    let removals = super::removals::after_load(
+        RemovalInputs {
+            config,
+            run_id: run.id,
+            run_dir: run.dir,
+            allow: run.allow_removals,
+            seen,
+            dry_run_ledger,
+            cancel,
+        },
+        &mut output,
+    )
+    .await?;
     Ok(StageResults {
+        removals,
         dimensions,
         extracted: extracted.load(Ordering::Relaxed),
         not_cost_type,
@@ -238,14 +264,17 @@ fn projector(config: &PipelineConfig, source: &SageSource, run_id: &str) -> Proj
 }
 
 /// `sync --stage-only`: the staged rows are counted and dropped.
-fn count_staged(
-    mut staged: mpsc::Receiver<RecordBatch>,
-) -> Result<(StageTiming, Planner, PlanOutput)> {
+fn count_staged(mut staged: mpsc::Receiver<RecordBatch>) -> Result<Planned> {
     let mut timing = StageTiming::default();
     while let Some(batch) = staged.blocking_recv() {
         timing.rows_in += batch.rows();
     }
-    Ok((timing, Planner::new(MAX_SYNC_RECORDS), PlanOutput::Skipped))
+    Ok((
+        timing,
+        Planner::new(MAX_SYNC_RECORDS),
+        PlanOutput::Skipped,
+        None,
+    ))
 }
 
 /// Typing: the raw cells into the typed columns, bad cells quarantined; remembers the latest

@@ -68,8 +68,29 @@ pub(crate) struct TargetLoad {
 pub(crate) struct PreparedTarget {
     pub label: String,
     pub load: Option<TargetLoad>,
+    /// A dry run of a pipeline whose target keeps a ledger: that ledger, read only, to show the
+    /// removals the run would make.
+    pub dry_run_ledger: Option<Ledger>,
     /// Keeps an embedded sandbox alive for the run.
     _sandbox: Option<crate::sandbox::SandboxHandle>,
+}
+
+/// What the ledger scopes a target's entries by: a Procore company at a URL, or a sandbox
+/// state file. None for a target that keeps nothing (dry-run, a sandbox without a state file,
+/// which forgets everything at exit: so must its ledger).
+pub(crate) fn ledger_scope(target: &TargetConfig) -> Option<String> {
+    match target {
+        TargetConfig::DryRun(_) => None,
+        TargetConfig::Sandbox(t) => t
+            .state_file
+            .as_ref()
+            .map(|state| format!("sandbox:{}", state.display())),
+        TargetConfig::Procore(t) => Some(format!(
+            "{}#{}",
+            t.api_url.trim_end_matches('/'),
+            t.company_id
+        )),
+    }
 }
 
 pub(crate) async fn prepare_target(
@@ -81,13 +102,22 @@ pub(crate) async fn prepare_target(
         return Ok(PreparedTarget {
             label: "none (stage only)".into(),
             load: None,
+            dry_run_ledger: None,
             _sandbox: None,
         });
     }
     if options.dry_run {
+        let ledger_file = config.ledger_path();
+        let dry_run_ledger = match ledger_scope(&config.target) {
+            Some(scope) if ledger_file.exists() => {
+                Some(Ledger::open(&ledger_file)?.with_target(&scope))
+            }
+            _ => None,
+        };
         return Ok(PreparedTarget {
             label: "dry-run".into(),
             load: None,
+            dry_run_ledger,
             _sandbox: None,
         });
     }
@@ -96,6 +126,7 @@ pub(crate) async fn prepare_target(
             return Ok(PreparedTarget {
                 label: "dry-run".into(),
                 load: None,
+                dry_run_ledger: None,
                 _sandbox: None,
             })
         }
@@ -130,11 +161,7 @@ pub(crate) async fn prepare_target(
                 client_secret: Secret::new(cred.client_secret),
                 credentials_source: format!("the sandbox seed {}", t.seed.display()),
             };
-            // A sandbox without a state file forgets everything at exit: so must its ledger.
-            let ledger = t
-                .state_file
-                .as_ref()
-                .map(|state| format!("sandbox:{}", state.display()));
+            let ledger = ledger_scope(&config.target);
             let label = format!("sandbox {}", handle.url());
             (conn, ledger, Some(handle), label)
         }
@@ -146,7 +173,7 @@ pub(crate) async fn prepare_target(
                 &t.client_id_env,
                 &t.client_secret_env,
             )?;
-            let ledger = Some(format!("{}#{}", conn.api_url, conn.company_id));
+            let ledger = ledger_scope(&config.target);
             (conn, ledger, None, format!("procore {}", t.api_url))
         }
     };
@@ -182,6 +209,7 @@ pub(crate) async fn prepare_target(
             directory,
             ledger,
         }),
+        dry_run_ledger: None,
         _sandbox: sandbox,
     })
 }

@@ -19,6 +19,10 @@ pub const EXIT_LOAD_INCOMPLETE: u8 = 3;
 /// Exit status of a sync or replay that did not start because another one holds the ledger.
 pub const EXIT_LEDGER_BUSY: u8 = 4;
 
+/// Exit status of a sync whose removals the guard held back (`[sync] max_removal_share`, or
+/// unreadable keys): nothing was removed; `--allow-removals` confirms.
+pub const EXIT_REMOVALS_HELD: u8 = 5;
+
 /// What the manifest says of a run besides its files.
 #[derive(Debug, Clone)]
 pub struct ManifestFacts {
@@ -47,6 +51,8 @@ pub struct Ending<'a, R: Serialize> {
     pub load_failure: Option<Error>,
     /// Rows were quarantined (at any stage, dimensions included).
     pub quarantined: bool,
+    /// The guard held removals back.
+    pub removals_held: bool,
 }
 
 impl<R: Serialize> Ending<'_, R> {
@@ -75,6 +81,9 @@ impl<R: Serialize> Ending<'_, R> {
             files,
         };
         write_json(self.run_dir, MANIFEST, &manifest)?;
+        if self.removals_held && self.load_failure.is_none() {
+            return Ok(EXIT_REMOVALS_HELD);
+        }
         Ok(exit_status(
             self.load_failure.as_ref(),
             self.quarantined,

@@ -149,6 +149,12 @@ pub struct Report {
     pub planned_amount: String,
     pub totals: Vec<TotalRow>,
     pub load: Option<LoadReport>,
+    /// The lines that left Sage, and what became of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removals: Option<crate::load::removal::RemovalReport>,
+    /// What the ledger holds for the target after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_procore: Option<crate::load::removal::InProcore>,
 }
 
 /// `report.json` of a replay.

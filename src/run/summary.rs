@@ -121,6 +121,17 @@ pub fn summary_text(report: &Report, run_dir: &Path) -> String {
             let _ = writeln!(s, "  LOAD INCOMPLETE: {f}");
         }
     }
+    if let Some(p) = &report.in_procore {
+        let _ = writeln!(
+            s,
+            "  in procore       {:>10}  lines by jcsync in {} direct costs, per the ledger after the run \
+             ({} created, {} updated, {} unchanged, {} removed, {} pending)",
+            p.lines, p.direct_costs, p.created, p.updated, p.unchanged, p.removed, p.pending
+        );
+    }
+    if let Some(r) = &report.removals {
+        removals_text(&mut s, r);
+    }
     let _ = writeln!(s, "  stage            rows in      busy ms        rows/s");
     for st in &report.stages {
         let _ = writeln!(
@@ -211,4 +222,70 @@ pub fn replay_summary_text(r: &ReplayReport, run_dir: &Path) -> String {
     }
     let _ = write!(s, "  run directory    {}", run_dir.display());
     s
+}
+
+/// The removals of a run: what left Sage, by project, and what became of it.
+fn removals_text(s: &mut String, r: &crate::load::removal::RemovalReport) {
+    let what = match r.status.as_str() {
+        "applied" => "removed",
+        "planned" => "to remove (plan only: nothing sent)",
+        "held" => "NOT removed (held back by the guard)",
+        "incomplete" => "to remove (INCOMPLETE: the next sync finishes)",
+        _ => "",
+    };
+    if r.status == "skipped" {
+        let _ = writeln!(
+            s,
+            "  removals         not looked for: {}",
+            r.reason.as_deref().unwrap_or("")
+        );
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "  removals         {:>10}  lines left Sage, {} direct costs to delete whole: {what} \
+         ({:.1} % of the target's {} lines)",
+        r.planned_lines,
+        r.planned_direct_costs,
+        r.share * 100.0,
+        r.ledger_lines
+    );
+    for (job, p) in &r.planned_by_project {
+        let _ = writeln!(
+            s,
+            "    job {job:<20} {:>8} lines  {:>4} direct costs  {:>16}",
+            p.lines, p.direct_costs, p.amount
+        );
+    }
+    if let Some(o) = &r.outcome {
+        let _ = writeln!(
+            s,
+            "    sent: {} lines and {} direct costs removed in {} requests ({} already gone), {} refused, {} pending",
+            o.lines_removed,
+            o.direct_costs_removed,
+            o.requests,
+            o.already_gone,
+            o.failed.len(),
+            o.pending
+        );
+        for f in &o.failed {
+            let _ = writeln!(s, "    refused: {f}");
+        }
+    }
+    for (job, v) in &r.vanished_jobs {
+        let _ = writeln!(
+            s,
+            "    job {job} has {} lines ({}) in Procore and no transaction in Sage: {}",
+            v.lines,
+            v.amount,
+            if v.action == "keep" {
+                "kept (`[sync] vanished_jobs = \"keep\"`)"
+            } else {
+                "removed"
+            }
+        );
+    }
+    if let Some(why) = &r.reason {
+        let _ = writeln!(s, "  REMOVALS HELD: {why}");
+    }
 }

@@ -213,10 +213,10 @@ impl Db {
             li.direct_cost_id = dc;
         }
         if let Some(w) = edit.wbs_code_id {
-            if !self
+            if self
                 .wbs_codes
                 .get(&w)
-                .is_some_and(|c| c.project_id == li.project_id)
+                .is_none_or(|c| c.project_id != li.project_id)
             {
                 return Err(DriftError::Invalid(format!(
                     "budget code {w} does not exist in the line's project"

@@ -14,6 +14,31 @@
 //! ```
 //!
 //! or run it with `jcsync sandbox --seed fixtures/procore --port 8080`.
+//!
+//! Removing, one record per request as on Procore (all through the gate: auth, company header,
+//! rate limits, faults, the 409 rule, stats):
+//!
+//! - `DELETE /rest/v1.0/projects/{project_id}/direct_costs/{direct_cost_id}` (and
+//!   `/rest/v1.1/projects/{project_id}/direct_costs/{id}`): the direct cost with its lines;
+//!   200 `{"id": <id>}` as Procore's OpenAPI description says (not 204).
+//! - `DELETE /rest/v1.0/projects/{project_id}/direct_costs/{direct_cost_id}/line_items/{id}`:
+//!   one line; 200 with an empty body. The direct cost stays even when it loses its last line.
+//! - `GET /rest/v1.0/projects/{project_id}/direct_costs/{direct_cost_id}/line_items`: that
+//!   direct cost's lines, paginated like every list.
+//!
+//! 404 `{"errors": "… not found"}` for what does not exist or is not the path's (so a delete
+//! whose response was lost answers 404 on retry); 409 while another write holds the direct cost.
+//!
+//! Drift, what a user in Procore does behind the client's back ([`drift`]), without auth,
+//! limits or faults: `PATCH /_sandbox/line_items/{id}` (amount, wbs_code_id, description,
+//! direct_cost_id), `DELETE /_sandbox/line_items/{id}`, `DELETE /_sandbox/direct_costs/{id}`,
+//! `POST /_sandbox/projects/{project_id}/direct_costs` (a hand-entered direct cost, no origin
+//! ids), `POST /_sandbox/direct_costs/{id}/line_items` (a raw line whose origin id may repeat),
+//! and the same as [`SandboxHandle`] methods. See `SANDBOX_ADMIN.md`.
+//!
+//! The state file is saved when [`SandboxHandle::shutdown`] returns, and also when the handle
+//! is dropped without it (synchronously, in `drop`), so an embedded sandbox that goes away
+//! with its run and runtime keeps every write.
 
 mod app;
 mod auth;

@@ -56,6 +56,7 @@ impl CsvTableReader {
         table: &str,
         role: TableRole,
         batch_rows: usize,
+        wanted: Option<fn(&str) -> bool>,
     ) -> Result<Self> {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let mut records = RecordReader::new(file);
@@ -78,7 +79,7 @@ impl CsvTableReader {
                 })
             }
         };
-        let plan = plan_columns(role, table, &path, &header)?;
+        let plan = plan_columns(role, table, &path, &header)?.only(role, wanted);
         records.expect_fields(header.len());
         Ok(CsvTableReader {
             path,

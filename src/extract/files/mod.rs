@@ -23,6 +23,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 
 pub use self::csv::{escaped, CsvTableReader};
 pub use self::parquet::ParquetTableReader;
+use super::keys::{is_key_scan_column, keys_of_raw, KeyBatches};
 use super::source::{table_name, RawBatches, SendRawBatches, Source, TABLE_ROLES};
 use super::{RawBatch, ReadWindow};
 use crate::config::{FileFormat, FilesSource, PipelineConfig, TableNames};
@@ -48,8 +49,23 @@ pub fn estimate_rows(dir: &Path, table: &str, format: FileFormat) -> Option<u64>
 
 /// Where each wanted column is found in the file.
 struct ColumnPlan {
-    /// For each spec column, its index in the file, or None when the file lacks an optional column.
+    /// For each spec column, its index in the file, or None when the file lacks an optional column
+    /// (or the read does not want it: see [`ColumnPlan::only`]).
     spec_index: Vec<Option<usize>>,
+}
+
+impl ColumnPlan {
+    /// Read only the spec columns `wanted` accepts (by Arrow name); the others are NULL.
+    fn only(mut self, role: TableRole, wanted: Option<fn(&str) -> bool>) -> ColumnPlan {
+        if let Some(wanted) = wanted {
+            for (idx, spec) in self.spec_index.iter_mut().zip(role.columns()) {
+                if !wanted(spec.name) {
+                    *idx = None;
+                }
+            }
+        }
+        self
+    }
 }
 
 /// How a header name is matched to a Sage column: without a byte order mark, trimmed, ASCII
@@ -150,6 +166,20 @@ pub fn open_table(
     role: TableRole,
     batch_rows: usize,
 ) -> Result<TableReader> {
+    open_table_columns(dir, table, format, role, batch_rows, None)
+}
+
+/// As [`open_table`], reading only the spec columns `wanted` accepts (by Arrow name; None: all
+/// of them); the batches keep their shape, the other columns NULL. Parquet decodes only those
+/// columns; CSV still frames every record but copies only their fields.
+pub fn open_table_columns(
+    dir: &Path,
+    table: &str,
+    format: FileFormat,
+    role: TableRole,
+    batch_rows: usize,
+    wanted: Option<fn(&str) -> bool>,
+) -> Result<TableReader> {
     let path = table_path(dir, table, format);
     if !path.is_file() {
         return Err(Error::MissingTable {
@@ -159,11 +189,10 @@ pub fn open_table(
     }
     match format {
         FileFormat::Csv => {
-            CsvTableReader::open(path, table, role, batch_rows).map(TableReader::Csv)
+            CsvTableReader::open(path, table, role, batch_rows, wanted).map(TableReader::Csv)
         }
-        FileFormat::Parquet => {
-            ParquetTableReader::open(path, table, role, batch_rows).map(TableReader::Parquet)
-        }
+        FileFormat::Parquet => ParquetTableReader::open(path, table, role, batch_rows, wanted)
+            .map(TableReader::Parquet),
     }
 }
 
@@ -283,6 +312,22 @@ impl Source for FileExportSource {
             reader.keep_only_cost_rows();
         }
         Ok(Box::new(reader))
+    }
+
+    /// The transaction file read for [`KEY_SCAN_COLUMNS`](crate::extract::KEY_SCAN_COLUMNS)
+    /// only (a Parquet projection; CSV records framed, only the key fields copied), the rows
+    /// that are not costs dropped as they are read.
+    fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        let mut reader = open_table_columns(
+            &self.dir,
+            self.table_name(TableRole::Transaction),
+            self.format,
+            TableRole::Transaction,
+            self.batch_rows,
+            Some(is_key_scan_column),
+        )?;
+        reader.keep_only_cost_rows();
+        Ok(keys_of_raw(Box::new(reader), company, self.window.since))
     }
 }
 

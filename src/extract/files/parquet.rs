@@ -39,6 +39,7 @@ impl ParquetTableReader {
         table: &str,
         role: TableRole,
         batch_rows: usize,
+        wanted: Option<fn(&str) -> bool>,
     ) -> Result<Self> {
         let source_err = |e: parquet::errors::ParquetError| Error::Source {
             path: path.clone(),
@@ -52,7 +53,7 @@ impl ParquetTableReader {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let plan = plan_columns(role, table, &path, &header)?;
+        let plan = plan_columns(role, table, &path, &header)?.only(role, wanted);
         let mut wanted: Vec<usize> = plan.spec_index.iter().flatten().copied().collect();
         wanted.sort_unstable();
         wanted.dedup();

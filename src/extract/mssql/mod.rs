@@ -27,6 +27,7 @@
 pub mod connect;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod keys;
 pub mod source;
 pub mod sql;
 pub mod values;

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use super::{connect::server_name, read_dimension, read_transactions, TablePlan};
 use crate::config::{MssqlSource, PipelineConfig, TableNames};
 use crate::error::{Error, Result};
+use crate::extract::keys::{keys_of_raw, KeyBatches};
 use crate::extract::source::{table_name, RawBatches, SendRawBatches, Source, TABLE_ROLES};
 use crate::extract::{RawBatch, ReadWindow};
 use crate::model::schema::TableRole;
@@ -115,6 +116,26 @@ impl Source for SqlServerSource {
             tx,
         ));
         Ok(Box::new(MssqlBatches { rx, driver }))
+    }
+
+    /// One `SELECT` of the key columns, the cost types and `since` in its WHERE and no
+    /// change-stamp condition, streamed on one connection (see [`super::keys`]).
+    fn line_keys(&self, company: &str) -> Result<KeyBatches> {
+        let plan = self.plan(TableRole::Transaction)?;
+        let handle = runtime(&self.src)?;
+        let (tx, rx) = mpsc::channel(self.channel_capacity);
+        let driver = handle.spawn(super::keys::read_keys(
+            self.src.clone(),
+            plan.clone(),
+            self.window,
+            self.batch_rows,
+            tx,
+        ));
+        Ok(keys_of_raw(
+            Box::new(MssqlBatches { rx, driver }),
+            company,
+            self.window.since,
+        ))
     }
 }
 

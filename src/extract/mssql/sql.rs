@@ -187,9 +187,97 @@ pub fn read_partition(
     Statement { sql, params }
 }
 
+/// Every character Rust's `str::trim` (and so the typing of a text cell) removes: Unicode
+/// White_Space.
+const WHITESPACE: &str = "\u{9}\u{a}\u{b}\u{c}\u{d} \u{85}\u{a0}\u{1680}\u{2000}\u{2001}\u{2002}\
+    \u{2003}\u{2004}\u{2005}\u{2006}\u{2007}\u{2008}\u{2009}\u{200a}\u{2028}\u{2029}\u{202f}\
+    \u{205f}\u{3000}";
+
+/// The key scan of the transaction table: `columns` (the natural key and Accounting_Date, by
+/// the server's names) of every row that may be a cost transaction in the `since` bound, in one
+/// statement, in no order. No change-stamp condition: it is what a deep sync would see.
+///
+/// The cost-type condition only ever keeps more rows than the typing's filter does (which runs
+/// on the client after it, exactly): a type that contains one of the six cost types (whatever
+/// surrounds it, whatever the collation's case rules), or that is NULL or only whitespace (such a
+/// row is counted as unreadable, not silently dropped).
+pub fn read_keys(
+    schema: &str,
+    table: &str,
+    columns: &[&str],
+    transaction_type: &str,
+    since: Option<NaiveDate>,
+) -> Statement {
+    let ty = quote(transaction_type);
+    let mut params = Vec::new();
+    let mut cost = Vec::new();
+    for t in crate::model::cost_type::COST_TRANSACTION_TYPES {
+        params.push(SqlParam::Text(format!("%{t}%")));
+        cost.push(format!("{ty} LIKE @P{}", params.len()));
+    }
+    cost.push(format!("{ty} IS NULL"));
+    params.push(SqlParam::Text(format!("%[^{WHITESPACE}]%")));
+    cost.push(format!("{ty} NOT LIKE @P{}", params.len()));
+    let mut conditions = vec![format!("({})", cost.join(" OR "))];
+    let window = ReadWindow {
+        since,
+        changed_since: None,
+    };
+    conditions.extend(window.conditions(&mut params));
+    Statement {
+        sql: format!(
+            "SELECT {} FROM {} WHERE {}",
+            select_list(columns),
+            qualified(schema, table),
+            conditions.join(" AND ")
+        ),
+        params,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_scan_selects_the_key_columns_with_cost_types_and_since_and_no_change_stamp() {
+        let since = NaiveDate::from_ymd_opt(2024, 2, 10);
+        let st = read_keys("dbo", "JCT", &["Job", "Run"], "Transaction_Type", since);
+        assert!(
+            st.sql.starts_with(
+                "SELECT [Job], [Run] FROM [dbo].[JCT] WHERE ([Transaction_Type] LIKE @P1 OR "
+            ),
+            "{}",
+            st.sql
+        );
+        assert!(st
+            .sql
+            .contains("[Transaction_Type] IS NULL OR [Transaction_Type] NOT LIKE @P7)"));
+        assert!(st
+            .sql
+            .ends_with("AND ([Accounting_Date] >= @P8 OR [Accounting_Date] IS NULL)"));
+        assert!(!st.sql.contains("Date_Stamp"));
+        assert_eq!(st.params[0], SqlParam::Text("%AP cost%".into()));
+        assert_eq!(st.params[7], SqlParam::Text("2024-02-10".into()));
+        let SqlParam::Text(blank) = &st.params[6] else {
+            panic!("text")
+        };
+        // Every character `str::trim` takes off is in the "not only whitespace" set.
+        let set: String = blank
+            .trim_start_matches("%[^")
+            .trim_end_matches("]%")
+            .into();
+        for c in (0..=0x3000u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+        {
+            assert!(set.contains(c), "{c:?}");
+        }
+        assert!(set.chars().all(char::is_whitespace));
+        let all = read_keys("dbo", "JCT", &["Job"], "Transaction_Type", None);
+        assert_eq!(all.params.len(), 7);
+        assert!(!all.sql.contains("Accounting_Date"));
+    }
 
     #[test]
     fn identifiers_are_checked_and_bracket_quoted() {

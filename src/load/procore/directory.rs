@@ -19,6 +19,11 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// Sage job → Procore project id.
+    pub fn projects(&self) -> &HashMap<String, i64> {
+        &self.projects
+    }
+
     /// Fetch every project and vendor of the company.
     pub async fn fetch(client: &ProcoreClient, matching: ProjectMatch) -> Result<Directory> {
         let company = vec![("company_id".to_string(), client.company_id().to_string())];

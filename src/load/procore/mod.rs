@@ -73,7 +73,8 @@ pub struct LoadContext {
     pub ledger: Mutex<Ledger>,
     pub run_id: String,
     pub table: String,
-    pub quarantine: mpsc::Sender<QuarantineBatch>,
+    /// Closed when the load is done (the quarantine writer ends with its last sender).
+    quarantine: Mutex<Option<mpsc::Sender<QuarantineBatch>>>,
     /// Set by Ctrl-C: no new request is sent.
     pub cancel: Arc<AtomicBool>,
     failure: Mutex<Option<Error>>,
@@ -103,7 +104,7 @@ impl LoadContext {
             ledger: Mutex::new(ledger),
             run_id: run_id.to_string(),
             table: table.to_string(),
-            quarantine,
+            quarantine: Mutex::new(Some(quarantine)),
             cancel,
             failure: Mutex::new(None),
             counts: Mutex::new(LoadCounts::default()),
@@ -122,6 +123,22 @@ impl LoadContext {
                 stage: "load",
                 message: "the load is shutting down".into(),
             })
+    }
+
+    /// The quarantine channel, while the load is running.
+    fn quarantine_sender(&self) -> Option<mpsc::Sender<QuarantineBatch>> {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The load is done: let the quarantine writer finish.
+    pub(super) fn close_quarantine(&self) {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     fn stopped(&self) -> bool {

@@ -112,6 +112,11 @@ impl LoadSink {
         }
     }
 
+    /// The context the workers share (its ledger, client and directory outlive the load).
+    pub fn context(&self) -> Arc<LoadContext> {
+        self.ctx.clone()
+    }
+
     /// Wait for every project worker; return the counts and the failure, if any.
     pub fn finish(mut self) -> LoadOutcome {
         let workers: Vec<JoinHandle<()>> = self.workers.drain().map(|(_, (_, h))| h).collect();
@@ -125,6 +130,7 @@ impl LoadSink {
         }
         self.ticker.abort();
         self.progress.finish_and_clear();
+        self.ctx.close_quarantine();
         if self.ctx.cancel.load(Ordering::Relaxed) {
             self.ctx.fail(Error::Interrupted);
         }

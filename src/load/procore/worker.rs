@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::payload::{
-    flat_code, flat_code_of, project_path, sync_body, HeaderIds, HeaderRecord, LineIds, LineRecord, Payload,
-    HEADER_SYNC_PATH, LINE_SYNC_PATH,
+    flat_code, flat_code_of, project_path, sync_body, HeaderIds, HeaderRecord, LineIds, LineRecord,
+    Payload, HEADER_SYNC_PATH, LINE_SYNC_PATH,
 };
 use super::LoadContext;
 use crate::error::{Error, Result};
@@ -68,8 +68,11 @@ impl ProjectWorker {
         }
         let q = QuarantineBatch::from_line_items(&self.ctx.table, rejected)?;
         // The quarantine writer stopped: its own error says why.
-        self.ctx
-            .quarantine
+        let sender = self
+            .ctx
+            .quarantine_sender()
+            .ok_or(Error::NextStageStopped { stage: "load" })?;
+        sender
             .send(q)
             .await
             .map_err(|_| Error::NextStageStopped { stage: "load" })
@@ -106,7 +109,10 @@ impl ProjectWorker {
     /// (its budget code is in Procore, or is created now as the pipeline says): the others wait
     /// in `deferred` for a later line that can, and are never sent if none comes. A direct cost
     /// never exists in Procore without a line because of jcsync.
-    async fn sync_headers(&mut self, headers: Vec<(DirectCostHeader, Vec<LineCode>)>) -> Result<()> {
+    async fn sync_headers(
+        &mut self,
+        headers: Vec<(DirectCostHeader, Vec<LineCode>)>,
+    ) -> Result<()> {
         if self.headers.len() > HEADER_IDS_KEPT {
             // Every id here is in the ledger (recorded when Procore answered, or found there):
             // forget them, keep the rejections, which only this map knows.
@@ -117,7 +123,14 @@ impl ProjectWorker {
             let codes: Vec<String> = headers
                 .iter()
                 .flat_map(|(_, codes)| codes)
-                .map(|c| flat_code_of(&self.ctx.config, c.extra.as_deref(), c.cost_code.as_deref(), c.category.as_deref()))
+                .map(|c| {
+                    flat_code_of(
+                        &self.ctx.config,
+                        c.extra.as_deref(),
+                        c.cost_code.as_deref(),
+                        c.category.as_deref(),
+                    )
+                })
                 .collect();
             self.create_missing(codes).await?;
         }
@@ -298,7 +311,10 @@ impl ProjectWorker {
 
     async fn sync_lines(&mut self, lines: Vec<LineItem>) -> Result<()> {
         self.ensure_wbs().await?;
-        let codes = lines.iter().map(|l| flat_code(&self.ctx.config, l)).collect();
+        let codes = lines
+            .iter()
+            .map(|l| flat_code(&self.ctx.config, l))
+            .collect();
         self.create_missing(codes).await?;
         // Deferred headers (no line of theirs could be loaded when they were planned) that a
         // line of this request can now be loaded into: sent first.
