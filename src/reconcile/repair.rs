@@ -20,6 +20,8 @@ use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::load::client::ProcoreClient;
+use crate::load::removal::{self, Deletion};
+use std::sync::Mutex;
 use reqwest::Method;
 
 /// A drifted line the repair left as it is, and why.
@@ -254,7 +256,7 @@ pub(crate) async fn repair(
             report.invalidated = load.ledger.invalidate(&plan.resend)?;
         }
     }
-    let deleted = delete(pipeline, &mut target, &plan, &mut report).await;
+    let deleted = delete(pipeline, &mut target, found, &plan, options, &mut report).await;
     close_target(pipeline, target).await;
     report.deleted = deleted?;
     // The replay takes the lock itself (forgetting only makes the next load send more, so a run
@@ -281,34 +283,67 @@ pub(crate) async fn repair(
     Ok(report)
 }
 
-/// Send the deletions; returns how many were done (or found gone).
+/// Send the deletions: copies of duplicates by their ids, then the orphans through the removal
+/// executor (rate-limited DELETEs, 404 = already gone, each removal confirmed in the ledger).
+/// Returns the lines deleted (or found gone).
 async fn delete(
-    _pipeline: &Pipeline,
+    pipeline: &Pipeline,
     target: &mut crate::pipeline::target::PreparedTarget,
+    found: &ReadBack,
     plan: &RepairPlan,
+    options: &ReconcileOptions,
     report: &mut RepairReport,
 ) -> Result<u64> {
-    let mut deleted = 0;
-    for r in &plan.removals {
-        let ids = match r {
-            OrphanRemoval::DirectCost { lines, .. } => lines.iter().collect::<Vec<_>>(),
-            OrphanRemoval::Line { line, .. } => vec![line],
-        };
-        for e in ids {
-            report.not_repaired.push(NotRepaired {
-                class: "orphaned",
-                origin_id: e.origin_id.clone(),
-                why: "not repaired: needs the removal executor".into(),
-            });
-        }
-    }
-    let Some(load) = target.load.as_ref() else {
-        return Ok(deleted);
+    let Some(load) = target.load.take() else {
+        return Ok(0);
     };
+    let mut deleted = 0;
     for c in &plan.copies {
         deleted += delete_copy(&load.client, c).await?;
     }
-    Ok(deleted)
+    if plan.removals.is_empty() {
+        return Ok(deleted);
+    }
+    let deletions: Vec<Deletion> = plan
+        .removals
+        .iter()
+        .cloned()
+        .map(|r| match r {
+            OrphanRemoval::DirectCost { job, header, lines } => {
+                Deletion::DirectCost { job, header, lines }
+            }
+            OrphanRemoval::Line { job, header, line } => Deletion::Line { job, header, line },
+        })
+        .collect();
+    let projects: HashMap<String, i64> = found
+        .procore
+        .iter()
+        .map(|(job, p)| (job.clone(), p.project_id))
+        .collect();
+    let ledger = Mutex::new(load.ledger);
+    let run_id = format!("reconcile-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let (outcome, stop) = removal::execute(
+        load.client.clone(),
+        &ledger,
+        &projects,
+        deletions,
+        &run_id,
+        pipeline.config.load.max_projects_in_flight,
+        options.cancel.clone().unwrap_or_default(),
+    )
+    .await;
+    deleted += outcome.lines_removed;
+    for failed in outcome.failed {
+        report.not_repaired.push(NotRepaired {
+            class: "orphaned",
+            origin_id: String::new(),
+            why: failed,
+        });
+    }
+    match stop {
+        Some(e) => Err(e),
+        None => Ok(deleted),
+    }
 }
 
 /// Delete one copy of a duplicated line (the ledger never recorded it: nothing to record);
