@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::load::client::ProcoreClient;
 use crate::load::removal::{self, Deletion};
-use std::sync::Mutex;
 use reqwest::Method;
+use std::sync::Mutex;
 
 /// A drifted line the repair left as it is, and why.
 #[derive(Debug, Clone, Serialize)]
