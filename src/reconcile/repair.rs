@@ -8,6 +8,10 @@
 //! - Orphaned and duplicated lines: deleted, only when the ledger holds their origin_id (jcsync
 //!   removes only what its ledger says it created); of duplicates the copy whose Procore id the
 //!   ledger holds is kept. A direct cost all of whose lines go is deleted whole (one request).
+//!   Orphans go through the removal executor ([`crate::load::removal::execute`]: rate-limited
+//!   DELETEs, 404 = already gone, each removal confirmed in the ledger). The other copies of a
+//!   duplicate are deleted by their Procore ids directly: the ledger never recorded them, and
+//!   confirming their removal would take out the entry of the kept line, which stays.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
