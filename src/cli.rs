@@ -76,6 +76,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read Procore back and compare it with the newest complete deep run, per project and
+    /// budget code (exit 0: equal; 6: drift; 1: error).
+    Reconcile(crate::reconcile::cli::ReconcileArgs),
     /// Run the local Procore API emulator.
     Sandbox(SandboxArgs),
     /// Write a synthetic Sage company (and its matching Procore sandbox seed in OUT/procore).
@@ -315,6 +318,7 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Reconcile(args) => crate::reconcile::cli::run(args),
         Command::Sandbox(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -14,6 +14,7 @@ pub mod load;
 pub mod model;
 pub mod pipeline;
 pub mod quarantine;
+pub mod reconcile;
 pub mod replay;
 pub mod run;
 pub mod sandbox;

@@ -1,0 +1,86 @@
+//! `jcsync reconcile PIPELINE [--run RUN_DIR] [--repair] [--json] [--html FILE]`: its flags and
+//! the command (kept here so that `cli.rs` only names it).
+
+use std::path::PathBuf;
+
+use super::{reconcile, render, ReconcileOptions};
+use crate::config::Pipeline;
+
+/// Exit status of a command that failed (as the rest of the CLI).
+const EXIT_FAILED: u8 = 1;
+
+/// `jcsync reconcile` flags.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// The pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Compare with this run directory instead of the newest complete deep run.
+    #[arg(long = "run", value_name = "RUN_DIR")]
+    pub run: Option<PathBuf>,
+    /// Make Procore equal (missing, changed, orphaned, duplicated; never foreign lines), then
+    /// read it back again.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the whole result as JSON on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+/// Run `jcsync reconcile`; returns the exit status.
+pub fn run(args: ReconcileArgs) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = cancel.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: finishing the requests in flight, sending no new ones");
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let options = ReconcileOptions {
+        run: args.run,
+        repair: args.repair,
+        cancel: Some(cancel),
+    };
+    let outcome = match Pipeline::load(&args.pipeline)
+        .and_then(|p| runtime.block_on(reconcile(&p, &options)))
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if let Some(path) = &args.html {
+        if let Err(e) = std::fs::write(path, render::html(&outcome)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&outcome) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot print the result: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        println!("{}", render::text(&outcome));
+    }
+    outcome.exit_code
+}

@@ -1,0 +1,301 @@
+//! `jcsync reconcile`: read Procore back and compare it with Sage, per project and budget code to
+//! the cent, and say which lines differ and how (DOMAIN.md §5, "keeping Procore equal").
+//!
+//! The Sage side is the staged snapshot of the newest complete deep run of the pipeline's company
+//! (or the run named): an incremental run stages only what changed, so it is never a snapshot.
+//! The Procore side is every direct cost and line of the projects the snapshot's jobs map to,
+//! read with the load's own client ([`procore`]: login as sync does, rate limits, retries,
+//! pagination). Each differing line has one class ([`DriftClass`]): missing, changed, orphaned,
+//! duplicated, or foreign (not jcsync's, never touched). Lines the run quarantined at load
+//! (`unmapped_project`, `unmapped_budget_code`, `unmapped_vendor`, `procore_rejected`) are not
+//! drift jcsync can fix by sending again: they are listed as exceptions and left out of the
+//! exit status.
+//!
+//! `--repair` ([`repair`]) makes Procore equal through the normal load path: the ledger forgets
+//! what it recorded of missing and changed lines (and their direct costs), and the staged run is
+//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted.
+//! Then Procore is read back again and compared once more.
+//!
+//! Memory: the snapshot's lines and one read-back are held in memory (about 200 bytes a line).
+
+pub mod cli;
+pub mod compare;
+pub mod procore;
+pub mod render;
+pub mod repair;
+pub mod sage;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Pipeline, TargetConfig};
+use crate::error::{Error, Result};
+use crate::pipeline::target::{prepare_target, PreparedTarget};
+use crate::pipeline::SyncOptions;
+
+pub use compare::{Comparison, DriftClass, DriftCounts, DriftLine};
+pub use procore::ProcoreProject;
+pub use repair::RepairReport;
+pub use sage::{ChosenRun, SageSnapshot};
+
+/// Exit status of a reconciliation that found drift (README, "Exit status"): Procore differs
+/// from Sage (missing, changed, orphaned, duplicated or foreign lines; exceptions apart).
+pub const EXIT_DRIFT: u8 = 6;
+
+/// Options of `jcsync reconcile`.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileOptions {
+    /// Compare with this run instead of the newest complete deep one.
+    pub run: Option<PathBuf>,
+    /// Make Procore equal (all but foreign lines), then read back again.
+    pub repair: bool,
+    /// Set (Ctrl-C) to stop sending.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// One comparison of Procore with a run's snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconciliation {
+    pub company: String,
+    pub run_id: String,
+    pub run_dir: String,
+    /// Why another run than the newest complete one was used, if it was.
+    pub run_note: Option<String>,
+    pub target: String,
+    #[serde(flatten)]
+    pub comparison: Comparison,
+}
+
+/// What `jcsync reconcile` found (after the repair, with `--repair`) and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileOutcome {
+    #[serde(flatten)]
+    pub reconciliation: Reconciliation,
+    /// With `--repair`: what was found before, what was done, what was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+    /// 0 when Procore equals Sage, [`EXIT_DRIFT`] otherwise.
+    pub exit_code: u8,
+}
+
+/// What a read-back found, kept for the repair.
+pub(crate) struct ReadBack {
+    pub reconciliation: Reconciliation,
+    pub procore: BTreeMap<String, ProcoreProject>,
+}
+
+/// `jcsync:{company}:line:`, the prefix of every line origin_id jcsync writes.
+pub fn line_prefix(company: &str) -> String {
+    format!("jcsync:{company}:line:")
+}
+
+/// Reconcile the pipeline's target with its newest complete deep run (or `options.run`).
+pub async fn reconcile(
+    pipeline: &Pipeline,
+    options: &ReconcileOptions,
+) -> Result<ReconcileOutcome> {
+    let config = &pipeline.config;
+    if matches!(config.target, TargetConfig::DryRun(_)) {
+        return Err(Error::Config {
+            path: pipeline.path.clone(),
+            message: "section `target`: a dry-run target holds nothing to reconcile".into(),
+        });
+    }
+    if let TargetConfig::Sandbox(t) = &config.target {
+        if t.state_file.is_none() {
+            return Err(Error::Config {
+                path: pipeline.path.clone(),
+                message: "section `target`: a sandbox without `state_file` forgets what it was \
+                          sent when the run ends; there is nothing to reconcile"
+                    .into(),
+            });
+        }
+    }
+    let run = sage::choose_run(&config.stage.dir, &config.company, options.run.as_deref())?;
+    if let Some(note) = &run.note {
+        tracing::warn!("{note}");
+    }
+    tracing::info!(run = run.manifest.run_id, "reading the staged snapshot");
+    let snapshot = {
+        let (run, load) = (run.clone(), config.load.clone());
+        tokio::task::spawn_blocking(move || sage::read_snapshot(&run, &load))
+            .await
+            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
+    };
+    let first = read_back(pipeline, &run, &snapshot, options).await?;
+    if !options.repair {
+        let exit_code = exit_code(&first.reconciliation);
+        return Ok(ReconcileOutcome {
+            reconciliation: first.reconciliation,
+            repair: None,
+            exit_code,
+        });
+    }
+    let report = repair::repair(pipeline, &run, &snapshot, &first, options).await?;
+    let after = read_back(pipeline, &run, &snapshot, options).await?;
+    let exit_code = exit_code(&after.reconciliation);
+    Ok(ReconcileOutcome {
+        reconciliation: after.reconciliation,
+        repair: Some(report),
+        exit_code,
+    })
+}
+
+fn exit_code(r: &Reconciliation) -> u8 {
+    if r.comparison.equal {
+        0
+    } else {
+        EXIT_DRIFT
+    }
+}
+
+/// Log in to the pipeline's target as a sync does.
+pub(crate) async fn open_target(
+    pipeline: &Pipeline,
+    options: &ReconcileOptions,
+) -> Result<PreparedTarget> {
+    let sync_options = SyncOptions {
+        cancel: options.cancel.clone(),
+        ..SyncOptions::default()
+    };
+    prepare_target(pipeline, &sync_options).await
+}
+
+/// An embedded sandbox with a state file saves it when it stops, after its handle is dropped:
+/// wait for that save before another phase starts one on the same file.
+pub(crate) async fn close_target(pipeline: &Pipeline, target: PreparedTarget) {
+    let state = match &pipeline.config.target {
+        TargetConfig::Sandbox(t) => t.state_file.clone(),
+        _ => None,
+    };
+    let dropped = std::time::SystemTime::now();
+    drop(target);
+    let Some(state) = state else { return };
+    for _ in 0..100 {
+        let saved = std::fs::metadata(&state)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m >= dropped);
+        if saved {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::warn!(
+        "the sandbox did not save {} within 5 s of stopping",
+        state.display()
+    );
+}
+
+/// Read Procore back and compare it with the snapshot.
+pub(crate) async fn read_back(
+    pipeline: &Pipeline,
+    run: &ChosenRun,
+    snapshot: &SageSnapshot,
+    options: &ReconcileOptions,
+) -> Result<ReadBack> {
+    let config = &pipeline.config;
+    let target = open_target(pipeline, options).await?;
+    let label = target.label.clone();
+    let result = async {
+        let load = target.load.as_ref().ok_or_else(|| Error::Config {
+            path: pipeline.path.clone(),
+            message: "section `target`: nothing to read back from".into(),
+        })?;
+        let projects = procore::project_ids(&load.client, config.load.project_match).await?;
+        let jobs: BTreeSet<&str> = snapshot
+            .lines
+            .iter()
+            .map(|l| l.job.as_str())
+            .chain(snapshot.exceptions.iter().map(|e| e.line.job.as_str()))
+            .collect();
+        let mapped: Vec<(&str, i64)> = jobs
+            .iter()
+            .filter_map(|j| projects.get(*j).map(|p| (*j, *p)))
+            .collect();
+        let mut progress = procore::ReadProgress::new(mapped.len() as u64);
+        let mut read = BTreeMap::new();
+        for (job, pid) in mapped {
+            let p = procore::read_project(&load.client, pid).await?;
+            progress.project_done(job, &p);
+            read.insert(job.to_string(), p);
+        }
+        progress.finish();
+        let keep_ids = ledger_ids_of_duplicates(&read, &load.ledger)?;
+        let snapshot = with_unmapped_projects(snapshot, &projects);
+        let comparison = compare::compare(
+            &snapshot,
+            &projects,
+            &read,
+            &keep_ids,
+            &line_prefix(&config.company),
+        );
+        Ok::<_, Error>((comparison, read))
+    }
+    .await;
+    close_target(pipeline, target).await;
+    let (comparison, procore) = result?;
+    Ok(ReadBack {
+        reconciliation: Reconciliation {
+            company: config.company.clone(),
+            run_id: run.manifest.run_id.clone(),
+            run_dir: run.dir.display().to_string(),
+            run_note: run.note.clone(),
+            target: label,
+            comparison,
+        },
+        procore,
+    })
+}
+
+/// For each origin_id Procore holds more than once, the Procore id the ledger recorded.
+fn ledger_ids_of_duplicates(
+    read: &BTreeMap<String, ProcoreProject>,
+    ledger: &crate::ledger::Ledger,
+) -> Result<HashMap<String, i64>> {
+    let mut copies: HashMap<&str, u32> = HashMap::new();
+    for l in read.values().flat_map(|p| &p.lines) {
+        if let Some(o) = &l.origin_id {
+            *copies.entry(o.as_str()).or_default() += 1;
+        }
+    }
+    let mut out = HashMap::new();
+    for (origin, n) in copies {
+        if n > 1 {
+            if let Some(id) = ledger.get(origin)?.and_then(|e| e.procore_id) {
+                out.insert(origin.to_string(), id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The snapshot with the lines of jobs that have no Procore project moved to the exceptions
+/// (the load quarantines them `unmapped_project`; a stage-only run has not said so yet).
+fn with_unmapped_projects<'a>(
+    snapshot: &'a SageSnapshot,
+    projects: &HashMap<String, i64>,
+) -> std::borrow::Cow<'a, SageSnapshot> {
+    if snapshot.lines.iter().all(|l| projects.contains_key(&l.job)) {
+        return std::borrow::Cow::Borrowed(snapshot);
+    }
+    let mut out = SageSnapshot {
+        lines: Vec::with_capacity(snapshot.lines.len()),
+        exceptions: snapshot.exceptions.clone(),
+    };
+    for l in &snapshot.lines {
+        if projects.contains_key(&l.job) {
+            out.lines.push(l.clone());
+        } else {
+            out.exceptions.push(sage::SageException {
+                line: l.clone(),
+                reason_code: "unmapped_project".into(),
+                reason: format!("Sage job {:?} has no Procore project", l.job),
+            });
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

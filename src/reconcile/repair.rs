@@ -1,0 +1,380 @@
+//! `reconcile --repair`: make Procore equal to the snapshot through the normal load path, the
+//! ledger kept consistent, foreign lines never touched.
+//!
+//! - Missing and changed lines: the ledger forgets that what it recorded of them (and of their
+//!   direct costs) is in Procore (`Ledger::invalidate`), then the run is replayed
+//!   ([`crate::replay::replay`], which takes the ledger's lock): the usual upsert by origin_id
+//!   sends exactly those again (a missing direct cost is created again, a changed line updated).
+//! - Orphaned and duplicated lines: deleted, only when the ledger holds their origin_id (jcsync
+//!   removes only what its ledger says it created); of duplicates the copy whose Procore id the
+//!   ledger holds is kept. A direct cost all of whose lines go is deleted whole (one request).
+//!   Orphans go through the removal executor ([`crate::load::removal::execute`]: rate-limited
+//!   DELETEs, 404 = already gone, each removal confirmed in the ledger). The other copies of a
+//!   duplicate are deleted by their Procore ids directly: the ledger never recorded them, and
+//!   confirming their removal would take out the entry of the kept line, which stays.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::compare::{DriftClass, DriftCounts};
+use super::sage::{ChosenRun, SageSnapshot};
+use super::{close_target, open_target, ReadBack, ReconcileOptions};
+use crate::config::Pipeline;
+use crate::error::{Error, Result};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::load::client::ProcoreClient;
+use crate::load::removal::{self, Deletion};
+use reqwest::Method;
+use std::sync::Mutex;
+
+/// A drifted line the repair left as it is, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotRepaired {
+    pub class: &'static str,
+    pub origin_id: String,
+    pub why: String,
+}
+
+/// What the repair did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReport {
+    /// Drift found before the repair.
+    pub before: DriftCounts,
+    /// Origin ids (lines and direct costs) the ledger forgot, sent again by the replay.
+    pub invalidated: u64,
+    /// The replay's run id, and its exit status.
+    pub replay_run: Option<String>,
+    pub replay_exit_code: Option<u8>,
+    /// Procore items (lines or whole direct costs) deleted or found gone.
+    pub deleted: u64,
+    pub not_repaired: Vec<NotRepaired>,
+}
+
+/// A removal of what the ledger says jcsync created (an orphan): a whole direct cost with its
+/// lines, or one line. The shape of the removal executor's `Deletion`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrphanRemoval {
+    DirectCost {
+        job: String,
+        header: LedgerEntry,
+        lines: Vec<LedgerEntry>,
+    },
+    Line {
+        job: String,
+        header: Option<LedgerEntry>,
+        line: LedgerEntry,
+    },
+}
+
+/// A copy of a duplicated origin_id that the ledger did not record (it holds the kept one's
+/// Procore id): deleted by its Procore ids, the ledger left as it is (its entry is the kept
+/// line's, which stays).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyDeletion {
+    pub project_id: i64,
+    pub direct_cost_id: i64,
+    pub line_id: i64,
+    pub origin_id: String,
+}
+
+/// The repair to make of a read-back.
+#[derive(Debug, Default)]
+pub struct RepairPlan {
+    /// Line and direct cost origin ids to send again.
+    pub resend: Vec<String>,
+    pub removals: Vec<OrphanRemoval>,
+    pub copies: Vec<CopyDeletion>,
+    pub not_repaired: Vec<NotRepaired>,
+}
+
+/// A line to delete: its Procore line and the ledger entry that allows it (None: a copy).
+struct Doomed {
+    line_id: i64,
+    origin_id: String,
+    entry: Option<LedgerEntry>,
+}
+
+/// Plan the repair of `found` with what the ledger holds.
+pub(crate) fn plan(
+    found: &ReadBack,
+    snapshot: &SageSnapshot,
+    ledger: &Ledger,
+) -> Result<RepairPlan> {
+    let mut plan = RepairPlan::default();
+    let mut resend = BTreeSet::new();
+    let mut doomed: BTreeMap<(String, i64), Vec<Doomed>> = BTreeMap::new();
+    let dc_of: HashMap<&str, &str> = snapshot
+        .lines
+        .iter()
+        .map(|l| (l.origin_id.as_str(), l.direct_cost_origin_id.as_str()))
+        .collect();
+    for d in &found.reconciliation.comparison.drift {
+        let origin = d.origin_id.clone().unwrap_or_default();
+        let not = |why: &str| NotRepaired {
+            class: d.class.as_str(),
+            origin_id: origin.clone(),
+            why: why.into(),
+        };
+        match d.class {
+            DriftClass::Foreign => {}
+            DriftClass::Missing | DriftClass::Changed => {
+                if let Some(dc) = dc_of.get(origin.as_str()) {
+                    resend.insert(dc.to_string());
+                }
+                resend.insert(origin);
+            }
+            DriftClass::Orphaned | DriftClass::Duplicated => {
+                let Some(p) = &d.procore else { continue };
+                let (Some(line_id), Some(dc_id)) = (p.line_id, p.direct_cost_id) else {
+                    continue;
+                };
+                let Some(entry) = ledger.get(&origin)? else {
+                    plan.not_repaired.push(not(
+                        "the ledger does not hold this origin_id: jcsync deletes only what it created",
+                    ));
+                    continue;
+                };
+                let entry = if d.class == DriftClass::Orphaned {
+                    if entry.procore_id != Some(line_id) {
+                        plan.not_repaired.push(not(
+                            "Procore's line is not the one the ledger recorded for this origin_id",
+                        ));
+                        continue;
+                    }
+                    Some(entry)
+                } else if entry.procore_id.is_none() {
+                    plan.not_repaired.push(not(
+                        "the ledger holds no Procore id for this origin_id: which copy to keep is unknown",
+                    ));
+                    continue;
+                } else {
+                    None
+                };
+                doomed
+                    .entry((d.job.clone(), dc_id))
+                    .or_default()
+                    .push(Doomed {
+                        line_id,
+                        origin_id: origin,
+                        entry,
+                    });
+            }
+        }
+    }
+    plan.resend = resend.into_iter().collect();
+    for ((job, dc_id), lines) in doomed {
+        let Some(project) = found.procore.get(&job) else {
+            continue;
+        };
+        let all_lines = project
+            .lines
+            .iter()
+            .filter(|l| l.direct_cost_id == dc_id)
+            .count();
+        // The header's ledger entry, when the ledger recorded this very direct cost.
+        let header = match project.direct_costs.get(&dc_id).cloned().flatten() {
+            Some(h) => ledger.get(&h)?.filter(|e| e.procore_id == Some(dc_id)),
+            None => None,
+        };
+        // Whole: every line of it goes, the snapshot has none for it, the ledger created it.
+        let whole = header.as_ref().filter(|h| {
+            all_lines == lines.len()
+                && !snapshot
+                    .lines
+                    .iter()
+                    .any(|l| l.direct_cost_origin_id == h.origin_id)
+        });
+        if let Some(h) = whole {
+            plan.removals.push(OrphanRemoval::DirectCost {
+                job: job.clone(),
+                header: h.clone(),
+                lines: lines.into_iter().filter_map(|d| d.entry).collect(),
+            });
+            continue;
+        }
+        for d in lines {
+            match d.entry {
+                Some(line) => plan.removals.push(OrphanRemoval::Line {
+                    job: job.clone(),
+                    header: header.clone(),
+                    line,
+                }),
+                None => plan.copies.push(CopyDeletion {
+                    project_id: project.project_id,
+                    direct_cost_id: dc_id,
+                    line_id: d.line_id,
+                    origin_id: d.origin_id,
+                }),
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Repair what `found` shows: resend through a replay, delete through the removal executor.
+pub(crate) async fn repair(
+    pipeline: &Pipeline,
+    run: &ChosenRun,
+    snapshot: &SageSnapshot,
+    found: &ReadBack,
+    options: &ReconcileOptions,
+) -> Result<RepairReport> {
+    let mut report = RepairReport {
+        before: found.reconciliation.comparison.counts.clone(),
+        invalidated: 0,
+        replay_run: None,
+        replay_exit_code: None,
+        deleted: 0,
+        not_repaired: Vec::new(),
+    };
+    // Under the ledger's lock: nothing else writes the ledger while it forgets.
+    let lock = {
+        let ledger = pipeline.config.ledger_path();
+        tokio::task::spawn_blocking(move || {
+            crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
+        })
+        .await
+        .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
+    };
+    let target = open_target(pipeline, options).await?;
+    let planned = async {
+        let load = target.load.as_ref().ok_or_else(|| Error::Config {
+            path: pipeline.path.clone(),
+            message: "section `target`: nothing to repair".into(),
+        })?;
+        plan(found, snapshot, &load.ledger)
+    }
+    .await;
+    let mut target = target;
+    let plan = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            close_target(pipeline, target).await;
+            return Err(e);
+        }
+    };
+    report.not_repaired = plan.not_repaired.clone();
+    if !plan.resend.is_empty() {
+        if let Some(load) = target.load.as_mut() {
+            report.invalidated = load.ledger.invalidate(&plan.resend)?;
+        }
+    }
+    let deleted = delete(pipeline, &mut target, found, &plan, options, &mut report).await;
+    close_target(pipeline, target).await;
+    report.deleted = deleted?;
+    // The replay takes the lock itself (forgetting only makes the next load send more, so a run
+    // slipping in between is harmless).
+    drop(lock);
+    if !plan.resend.is_empty() {
+        let replayed = crate::replay::replay(
+            &run.dir,
+            pipeline,
+            &crate::replay::ReplayOptions {
+                cancel: options.cancel.clone(),
+                ..Default::default()
+            },
+        )
+        .await?;
+        tracing::info!(
+            run = replayed.report.run_id,
+            exit = replayed.exit_code,
+            "repair replay done"
+        );
+        report.replay_run = Some(replayed.report.run_id.clone());
+        report.replay_exit_code = Some(replayed.exit_code);
+    }
+    Ok(report)
+}
+
+/// Send the deletions: copies of duplicates by their ids, then the orphans through the removal
+/// executor (rate-limited DELETEs, 404 = already gone, each removal confirmed in the ledger).
+/// Returns the lines deleted (or found gone).
+async fn delete(
+    pipeline: &Pipeline,
+    target: &mut crate::pipeline::target::PreparedTarget,
+    found: &ReadBack,
+    plan: &RepairPlan,
+    options: &ReconcileOptions,
+    report: &mut RepairReport,
+) -> Result<u64> {
+    let Some(load) = target.load.take() else {
+        return Ok(0);
+    };
+    let mut deleted = 0;
+    for c in &plan.copies {
+        deleted += delete_copy(&load.client, c).await?;
+    }
+    if plan.removals.is_empty() {
+        return Ok(deleted);
+    }
+    let deletions: Vec<Deletion> = plan
+        .removals
+        .iter()
+        .cloned()
+        .map(|r| match r {
+            OrphanRemoval::DirectCost { job, header, lines } => {
+                Deletion::DirectCost { job, header, lines }
+            }
+            OrphanRemoval::Line { job, header, line } => Deletion::Line { job, header, line },
+        })
+        .collect();
+    let projects: HashMap<String, i64> = found
+        .procore
+        .iter()
+        .map(|(job, p)| (job.clone(), p.project_id))
+        .collect();
+    let ledger = Mutex::new(load.ledger);
+    let run_id = format!("reconcile-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    let (outcome, stop) = removal::execute(
+        load.client.clone(),
+        &ledger,
+        &projects,
+        deletions,
+        &run_id,
+        pipeline.config.load.max_projects_in_flight,
+        options.cancel.clone().unwrap_or_default(),
+    )
+    .await;
+    deleted += outcome.lines_removed;
+    for failed in outcome.failed {
+        report.not_repaired.push(NotRepaired {
+            class: "orphaned",
+            origin_id: String::new(),
+            why: failed,
+        });
+    }
+    match stop {
+        Some(e) => Err(e),
+        None => Ok(deleted),
+    }
+}
+
+/// Delete one copy of a duplicated line (the ledger never recorded it: nothing to record);
+/// 404 is a copy already gone.
+async fn delete_copy(client: &ProcoreClient, c: &CopyDeletion) -> Result<u64> {
+    let path = format!(
+        "/rest/v1.0/projects/{}/direct_costs/{}/line_items/{}",
+        c.project_id, c.direct_cost_id, c.line_id
+    );
+    match client
+        .call(
+            Method::DELETE,
+            &path,
+            &[],
+            None,
+            "DELETE direct_costs/line_items",
+        )
+        .await
+    {
+        Ok(_) | Err(Error::Procore { status: 404, .. }) => {
+            tracing::info!(
+                origin_id = c.origin_id,
+                line = c.line_id,
+                "duplicate copy deleted"
+            );
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
+}
