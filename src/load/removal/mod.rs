@@ -278,9 +278,14 @@ pub fn plan_removals(
 mod tests {
     use super::*;
 
+    /// A line hash with distinct high bits (the key set is keyed by them).
+    fn hash(id: u128) -> u128 {
+        id << 64 | id
+    }
+
     fn line(id: u128, dc: &str, job: &str, date: &str, amount: &str) -> LedgerEntry {
         LedgerEntry {
-            origin_id: format!("jcsync:DEMO:line:{id:032x}"),
+            origin_id: format!("jcsync:DEMO:line:{:032x}", hash(id)),
             kind: "line".into(),
             job: job.into(),
             procore_id: Some(id as i64),
@@ -335,7 +340,7 @@ mod tests {
 
     fn seen(lines: &[u128], jobs: &[&str]) -> SeenKeys {
         let mut s = SeenKeys::new().expect("seen");
-        let hashes: Vec<u128> = lines.to_vec();
+        let hashes: Vec<u128> = lines.iter().map(|&l| hash(l)).collect();
         s.add(&hashes, jobs.iter().map(|j| j.to_string()))
             .expect("add");
         s
