@@ -37,6 +37,7 @@ impl RequestSink for PendingSink {
 }
 
 /// What the last stage produced.
+#[allow(clippy::large_enum_variant)] // one value per run, moved a few times
 pub(crate) enum PlanOutput {
     /// `sync --stage-only`: the staged rows were counted and dropped.
     Skipped,
