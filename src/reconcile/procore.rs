@@ -47,21 +47,7 @@ pub async fn project_ids(
     client: &ProcoreClient,
     matching: ProjectMatch,
 ) -> Result<HashMap<String, i64>> {
-    let company = vec![("company_id".to_string(), client.company_id().to_string())];
-    let mut projects = HashMap::new();
-    for p in client
-        .get_all("/rest/v1.0/projects", &company, "GET projects")
-        .await?
-    {
-        let key = match matching {
-            ProjectMatch::ProjectNumber => p["project_number"].as_str(),
-            ProjectMatch::OriginId => p["origin_id"].as_str(),
-        };
-        if let (Some(k), Some(id)) = (key, p["id"].as_i64()) {
-            projects.insert(k.trim().to_string(), id);
-        }
-    }
-    Ok(projects)
+    crate::load::procore::Directory::fetch_projects(client, matching).await
 }
 
 /// A decimal from a JSON string or number, exactly (never through f64).

@@ -52,20 +52,8 @@ pub struct RepairReport {
 }
 
 /// A removal of what the ledger says jcsync created (an orphan): a whole direct cost with its
-/// lines, or one line. The shape of the removal executor's `Deletion`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrphanRemoval {
-    DirectCost {
-        job: String,
-        header: LedgerEntry,
-        lines: Vec<LedgerEntry>,
-    },
-    Line {
-        job: String,
-        header: Option<LedgerEntry>,
-        line: LedgerEntry,
-    },
-}
+/// lines, or one line, as the removal executor sends it.
+pub use crate::load::removal::Deletion as OrphanRemoval;
 
 /// A copy of a duplicated origin_id that the ledger did not record (it holds the kept one's
 /// Procore id): deleted by its Procore ids, the ledger left as it is (its entry is the kept
@@ -308,17 +296,7 @@ async fn delete(
     if plan.removals.is_empty() {
         return Ok(deleted);
     }
-    let deletions: Vec<Deletion> = plan
-        .removals
-        .iter()
-        .cloned()
-        .map(|r| match r {
-            OrphanRemoval::DirectCost { job, header, lines } => {
-                Deletion::DirectCost { job, header, lines }
-            }
-            OrphanRemoval::Line { job, header, line } => Deletion::Line { job, header, line },
-        })
-        .collect();
+    let deletions: Vec<Deletion> = plan.removals.clone();
     let projects: HashMap<String, i64> = found
         .procore
         .iter()

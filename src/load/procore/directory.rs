@@ -24,8 +24,11 @@ impl Directory {
         &self.projects
     }
 
-    /// Fetch every project and vendor of the company.
-    pub async fn fetch(client: &ProcoreClient, matching: ProjectMatch) -> Result<Directory> {
+    /// Every project of the company: Sage job (by `[load] project_match`) → Procore project id.
+    pub async fn fetch_projects(
+        client: &ProcoreClient,
+        matching: ProjectMatch,
+    ) -> Result<HashMap<String, i64>> {
         let company = vec![("company_id".to_string(), client.company_id().to_string())];
         let mut projects = HashMap::new();
         for p in client
@@ -40,6 +43,13 @@ impl Directory {
                 projects.insert(k.trim().to_string(), id);
             }
         }
+        Ok(projects)
+    }
+
+    /// Fetch every project and vendor of the company.
+    pub async fn fetch(client: &ProcoreClient, matching: ProjectMatch) -> Result<Directory> {
+        let company = vec![("company_id".to_string(), client.company_id().to_string())];
+        let projects = Directory::fetch_projects(client, matching).await?;
         let mut vendors = HashMap::new();
         for v in client
             .get_all("/rest/v1.0/vendors", &company, "GET vendors")

@@ -46,7 +46,7 @@ pub struct RemovalSettings {
 }
 
 /// One removal request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deletion {
     /// `DELETE …/direct_costs/{id}`: the direct cost and every line it holds.
     DirectCost {
