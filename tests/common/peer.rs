@@ -208,8 +208,20 @@ impl Peer {
     }
 
     /// Every query the peer answered, in full.
+    ///
+    /// The peer logs a query only after it has sent the last row, so a client can finish before
+    /// the line is written. This waits (up to 10 s) until every connection the peer accepted has
+    /// been closed, which is after its queries were logged, then reads the log.
     pub fn queries(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("queries.log")).unwrap_or_default()
+        let path = self.dir.path().join("queries.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            if all_connections_closed(&log) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A `[source]` section reading this peer.
@@ -245,4 +257,27 @@ pub fn write_mssql_pipeline(dir: &Path, source_toml: &str, extra: &str) -> PathB
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).expect("write pipeline");
     path
+}
+
+/// Whether every `connection from ADDR` in a peer log has its `ADDR closed the connection` (or
+/// another line that ends it) after it.
+fn all_connections_closed(log: &str) -> bool {
+    let mut open = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        if let Some(addr) = line.split("connection from ").nth(1) {
+            open.insert(addr.trim().to_string());
+        } else if line.contains(" closed the connection")
+            || line.contains(" went quiet")
+            || line.contains(" idle for ")
+            || line.contains(" failed in state ")
+        {
+            if let Some(addr) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("127.0.0.1:"))
+            {
+                open.remove(addr);
+            }
+        }
+    }
+    open.is_empty()
 }
