@@ -11,13 +11,18 @@
 //! - `watermarks`: per source scope, the change stamp (Date_Stamp + Time_Stamp) up to which
 //!   incremental syncs have been loaded. Moved forward only after a run's load succeeded.
 //!
+//! - `runs` ([`runs`]): every sync and replay, from its start to its outcome, for `jcsync status`.
+//! - `exceptions` ([`exceptions`]): rows quarantined at load, open until they load or leave Sage.
+//!
 //! The schema has a version (`PRAGMA user_version`): a ledger written by an older jcsync is
-//! migrated in place when it is opened (version 1 → 2 adds the line columns and `removed`); one
-//! written by a newer jcsync is refused.
+//! migrated in place when it is opened (version 1 → 2 adds the line columns and `removed`;
+//! 2 → 3 adds `runs` and `exceptions`); one written by a newer jcsync is refused.
 //!
 //! One sync or replay at a time writes a ledger: [`LedgerLock`].
 
+pub mod exceptions;
 mod lock;
+pub mod runs;
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +72,7 @@ pub struct Ledger {
 }
 
 /// The schema version this jcsync writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: what every ledger has.
 const SCHEMA_V1: &str = "
@@ -146,6 +151,10 @@ fn migrate(conn: &mut Connection) -> std::result::Result<(), String> {
         }
     }
     tx.execute_batch(SCHEMA_V2).map_err(|e| e.to_string())?;
+    // Version 3: the run history and the open exceptions.
+    tx.execute_batch(runs::SCHEMA).map_err(|e| e.to_string())?;
+    tx.execute_batch(exceptions::SCHEMA)
+        .map_err(|e| e.to_string())?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
