@@ -143,8 +143,8 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str(&text).ok()
 }
 
-/// This machine's name, for the lock file.
-fn host_name() -> String {
+/// This machine's name, for the lock file and the run history.
+pub fn host_name() -> String {
     #[cfg(unix)]
     {
         let mut buf = [0u8; 256];

@@ -6,6 +6,7 @@
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
+use super::lock::host_name;
 use super::Ledger;
 use crate::error::Result;
 
@@ -173,20 +174,6 @@ fn record_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         run_dir: r.get("run_dir")?,
         summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
     })
-}
-
-/// This machine's name, for the run history and lock files.
-pub fn host_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether process `pid` is alive on this machine.
