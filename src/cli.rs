@@ -10,22 +10,21 @@ use crate::config::Pipeline;
 use crate::pipeline::{sync, SyncOptions};
 use crate::sandbox::{FaultRule, RateLimitConfig, Sandbox, SandboxConfig};
 
-/// Exit status of a run that failed (bad pipeline file, missing table, I/O error, failed stage).
-pub const EXIT_FAILED: u8 = 1;
+pub use crate::run::finish::EXIT_FAILED;
 
 /// The exit status of a sync or replay that ended with `e` (README, "Exit status").
 fn exit_status(e: &crate::error::Error) -> u8 {
-    match e {
-        crate::error::Error::InterruptedUnsent { .. } => crate::pipeline::EXIT_LOAD_INCOMPLETE,
-        crate::error::Error::LedgerBusy { .. } => crate::pipeline::EXIT_LEDGER_BUSY,
-        _ => EXIT_FAILED,
-    }
+    crate::run::finish::exit_status_of(e)
 }
 
 /// jcsync: Sage 300 CRE job cost transactions → Procore direct costs.
 #[derive(Debug, Parser)]
 #[command(name = "jcsync", version, about)]
 pub struct Cli {
+    /// Log format on stderr: text, or one JSON object per line (default: the
+    /// JCSYNC_LOG_FORMAT environment variable, else text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +66,19 @@ pub enum Command {
     Check {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
+    },
+    /// Is the sync healthy? From the ledger: the last run and the last success, the lines in
+    /// Procore, open exceptions, the next run of a `--every` process (exit 0: healthy;
+    /// 10: the last run failed; 11: no success within --max-age, or none yet; 1: error).
+    Status {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print JSON (for scripts and monitoring) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Unhealthy (exit 11) when the last success is older than this (e.g. 2h, 90m, 1d).
+        #[arg(long, value_parser = crate::status::parse_duration)]
+        max_age: Option<Duration>,
     },
     /// Verify a run directory's checksums and summarize it.
     Inspect {
@@ -173,19 +185,26 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
+            report_error(format_args!("cannot start the runtime: {e}"));
             EXIT_FAILED
         })
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("JCSYNC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+/// Print a command's output on stdout. A reader that went away (`jcsync status | head -1`)
+/// is not an error of the command: the rest is dropped, quietly.
+pub fn print_out(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// Say that the command failed: `error: …` on stderr, or an `error` event in JSON logs.
+pub fn report_error(message: impl std::fmt::Display) {
+    if crate::logging::json_enabled() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
 }
 
 /// What Ctrl-C does to a run that loads.
@@ -201,7 +220,11 @@ fn ctrl_c_flag(
     let flag = cancel.clone();
     runtime.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: {message}");
+            if crate::logging::json_enabled() {
+                tracing::warn!("interrupted: {message}");
+            } else {
+                eprintln!("interrupted: {message}");
+            }
             flag.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
@@ -210,7 +233,13 @@ fn ctrl_c_flag(
 
 /// Run the parsed command; returns the process exit status.
 pub fn run(cli: Cli) -> u8 {
-    init_logging();
+    match crate::logging::LogFormat::choose(cli.log_format) {
+        Ok(format) => crate::logging::init(format),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    }
     match cli.command {
         Command::Check { pipeline } => {
             let runtime = match runtime() {
@@ -220,7 +249,7 @@ pub fn run(cli: Cli) -> u8 {
             match Pipeline::load(&pipeline).and_then(|p| runtime.block_on(crate::check::check(&p)))
             {
                 Ok(report) => {
-                    println!("{}", report.render());
+                    print_out(report.render());
                     if report.all_present() {
                         0
                     } else {
@@ -228,7 +257,7 @@ pub fn run(cli: Cli) -> u8 {
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    report_error(&e);
                     EXIT_FAILED
                 }
             }
@@ -261,14 +290,11 @@ pub fn run(cli: Cli) -> u8 {
                 Pipeline::load(&pipeline).and_then(|p| runtime.block_on(sync(&p, &options)));
             match result {
                 Ok(outcome) => {
-                    println!(
-                        "{}",
-                        crate::run::summary_text(&outcome.report, &outcome.run_dir)
-                    );
+                    print_out(crate::run::summary_text(&outcome.report, &outcome.run_dir));
                     outcome.exit_code
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    report_error(&e);
                     exit_status(&e)
                 }
             }
@@ -285,7 +311,7 @@ pub fn run(cli: Cli) -> u8 {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
+                    report_error(format_args!("cannot start the runtime: {e}"));
                     return EXIT_FAILED;
                 }
             };
@@ -306,19 +332,46 @@ pub fn run(cli: Cli) -> u8 {
                 });
             match result {
                 Ok(outcome) => {
-                    println!(
-                        "{}",
-                        crate::run::replay_summary_text(&outcome.report, &outcome.run_dir)
-                    );
+                    print_out(crate::run::replay_summary_text(
+                        &outcome.report,
+                        &outcome.run_dir,
+                    ));
                     outcome.exit_code
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    report_error(&e);
                     exit_status(&e)
                 }
             }
         }
         Command::Reconcile(args) => crate::reconcile::cli::run(args),
+        Command::Status {
+            pipeline,
+            json,
+            max_age,
+        } => {
+            let found = Pipeline::load(&pipeline).and_then(|p| crate::status::status(&p, max_age));
+            match found {
+                Ok(status) => {
+                    if json {
+                        match serde_json::to_string_pretty(&status) {
+                            Ok(text) => print_out(&text),
+                            Err(e) => {
+                                report_error(&e);
+                                return EXIT_FAILED;
+                            }
+                        }
+                    } else {
+                        print_out(crate::status::render_text(&status));
+                    }
+                    status.health.exit_code()
+                }
+                Err(e) => {
+                    report_error(&e);
+                    EXIT_FAILED
+                }
+            }
+        }
         Command::Sandbox(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -326,14 +379,14 @@ pub fn run(cli: Cli) -> u8 {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
+                    report_error(format_args!("cannot start the runtime: {e}"));
                     return EXIT_FAILED;
                 }
             };
             match runtime.block_on(Sandbox::run(args.config())) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    report_error(&e);
                     EXIT_FAILED
                 }
             }
@@ -349,13 +402,13 @@ pub fn run(cli: Cli) -> u8 {
             match crate::tools::generate::generate(&options) {
                 Ok(summary) => {
                     match serde_json::to_string_pretty(&summary) {
-                        Ok(text) => println!("{text}"),
+                        Ok(text) => print_out(&text),
                         Err(e) => eprintln!("warning: cannot print the summary: {e}"),
                     }
                     0
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    report_error(&e);
                     EXIT_FAILED
                 }
             }
@@ -366,11 +419,11 @@ pub fn run(cli: Cli) -> u8 {
             crate::run::inspect(&run_dir)
         } {
             Ok(text) => {
-                println!("{text}");
+                print_out(&text);
                 0
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                report_error(&e);
                 EXIT_FAILED
             }
         },

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod ledger;
 pub mod load;
+pub mod logging;
 pub mod model;
 pub mod pipeline;
 pub mod quarantine;
@@ -19,6 +20,7 @@ pub mod replay;
 pub mod run;
 pub mod sandbox;
 pub mod staging;
+pub mod status;
 pub mod tools;
 pub mod transform;
 

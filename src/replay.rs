@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::ledger::runs::RunMode;
 use crate::model::schema::enriched_schema;
 use crate::model::values::format_decimal;
 use crate::pipeline::load::{plan_and_load, summarize_output, LoadSetup};
@@ -26,7 +27,8 @@ use crate::pipeline::target::{lock_ledger, prepare_target, PreparedTarget};
 use crate::pipeline::SyncOptions;
 use crate::quarantine::writer::spawn_quarantine_writer;
 use crate::quarantine::QuarantineBatch;
-use crate::run::finish::{load_reconciles, record_failure, Ending, ManifestFacts};
+use crate::run::finish::{exit_status_of, load_reconciles, record_failure, Ending, ManifestFacts};
+use crate::run::history::{Ended, RunHistory};
 use crate::run::{self, Manifest, ReplayReport, StageReport};
 use crate::staging::writer_properties;
 use crate::transform::driver::{task_failed, Running};
@@ -145,13 +147,58 @@ pub async fn replay(
         cancel: options.cancel.clone(),
         ..SyncOptions::default()
     };
+    let run_id = run::new_run_id();
+    let _logged = crate::logging::RunScope::enter(&run_id);
     // One sync or replay at a time per ledger (a dry run takes no lock); held to the end.
-    let _ledger_lock = lock_ledger(
+    let ledger_lock = lock_ledger(
         pipeline,
         &sync_options,
         format!("replay {}", run_dir.display()),
     )
     .await?;
+    let history = ledger_lock
+        .as_ref()
+        .and_then(|_| RunHistory::start(pipeline, &run_id, RunMode::Replay));
+    let mut out_dir = None;
+    let result = replay_locked(run_dir, pipeline, options, &run_id, &mut out_dir).await;
+    if let Some(history) = history {
+        history.end(match &result {
+            Ok(outcome) => Ended::Completed {
+                exit_code: outcome.exit_code,
+                quarantined: outcome.report.quarantined.values().any(|n| *n > 0),
+                load_failure: outcome.report.load.as_ref().and_then(|l| l.failure.clone()),
+                run_dir: &outcome.run_dir,
+                summary: Some(serde_json::json!({
+                    "rows_read": outcome.report.rows_read,
+                    "quarantined_by_reason": outcome.report.quarantined,
+                    "planned_amount": outcome.report.planned_amount,
+                    "replay_of": outcome.report.replay_of,
+                })),
+            },
+            Err(error) => Ended::Failed {
+                error,
+                exit_code: exit_status_of(error),
+                run_dir: out_dir.as_deref(),
+            },
+        });
+    }
+    drop(ledger_lock);
+    result
+}
+
+/// The replay itself, under the ledger's lock; `made` gets its run directory once it exists.
+async fn replay_locked(
+    run_dir: &Path,
+    pipeline: &Pipeline,
+    options: &ReplayOptions,
+    run_id: &str,
+    made: &mut Option<PathBuf>,
+) -> Result<ReplayOutcome> {
+    let sync_options = SyncOptions {
+        dry_run: options.dry_run,
+        cancel: options.cancel.clone(),
+        ..SyncOptions::default()
+    };
     let manifest = verify_staged(run_dir)?;
     if manifest.company != pipeline.config.company {
         return Err(Error::Config {
@@ -170,7 +217,8 @@ pub async fn replay(
     let started_at = chrono::Utc::now();
     let wall = Instant::now();
     let target = prepare_target(&pipeline, &sync_options).await?;
-    let (run_id, out_dir) = run::create_run_dir(&config.stage.dir)?;
+    let out_dir = run::create_run_dir(&config.stage.dir, run_id)?;
+    *made = Some(out_dir.clone());
     tracing::info!(
         run_id,
         replay_of = manifest.run_id,
@@ -179,7 +227,7 @@ pub async fn replay(
     );
     let clock = (started_at, wall);
     let result = load_staged(
-        &pipeline, &manifest, run_dir, options, target, &run_id, &out_dir, clock,
+        &pipeline, &manifest, run_dir, options, target, run_id, &out_dir, clock,
     )
     .await
     .map(|(report, exit_code)| ReplayOutcome {
@@ -188,7 +236,7 @@ pub async fn replay(
         exit_code,
     });
     if let Err(e) = &result {
-        record_failure(&out_dir, &run_id, e);
+        record_failure(&out_dir, run_id, e);
     }
     result
 }

@@ -202,7 +202,7 @@ impl Ledger {
     /// gone (killed) are marked `crashed` first.
     pub fn run_started(&self, start: &RunStart<'_>) -> Result<()> {
         self.mark_crashed(start.company)?;
-        let now = chrono::Utc::now().to_rfc3339();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         self.conn
             .execute(
                 "INSERT INTO runs (run_id, company, mode, pipeline, pid, host, started_at, outcome)
@@ -233,7 +233,7 @@ impl Ledger {
                  run_dir = ?6, summary = ?7 WHERE run_id = ?1",
                 params![
                     run_id,
-                    chrono::Utc::now().to_rfc3339(),
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     end.outcome.as_str(),
                     end.exit_code,
                     end.error,

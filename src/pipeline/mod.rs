@@ -18,7 +18,9 @@ use std::time::Instant;
 use crate::config::Pipeline;
 use crate::error::Result;
 use crate::extract::SageSource;
+use crate::ledger::runs::RunMode;
 use crate::run::finish::{record_failure, Ending};
+use crate::run::history::{Ended, RunHistory};
 use crate::run::{self, Report};
 use crate::transform::driver::task_failed;
 
@@ -52,15 +54,52 @@ pub struct RunOutcome {
 }
 
 /// Run a sync as the pipeline file says. Every table is checked before anything is written.
+///
+/// The run id comes first, so that every log event of the run carries it; a sync that sends
+/// to Procore is recorded in the ledger's run history from its start to its outcome.
 pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutcome> {
-    let config = &pipeline.config;
+    let run_id = run::new_run_id();
+    let _logged = crate::logging::RunScope::enter(&run_id);
     // Before the ledger or Sage is read; held until the watermark has moved.
-    let _ledger_lock = target::lock_ledger(
+    let ledger_lock = target::lock_ledger(
         pipeline,
         options,
         format!("sync {}", pipeline.path.display()),
     )
     .await?;
+    let history = ledger_lock
+        .as_ref()
+        .and_then(|_| RunHistory::start(pipeline, &run_id, RunMode::Sync));
+    let mut run_dir = None;
+    let result = run_sync(pipeline, options, &run_id, &mut run_dir).await;
+    if let Some(history) = history {
+        history.end(match &result {
+            Ok(outcome) => Ended::Completed {
+                exit_code: outcome.exit_code,
+                quarantined: outcome.report.counts.quarantined_total > 0,
+                load_failure: outcome.report.load.as_ref().and_then(|l| l.failure.clone()),
+                run_dir: &outcome.run_dir,
+                summary: Some(run::history::sync_summary(&outcome.report)),
+            },
+            Err(error) => Ended::Failed {
+                error,
+                exit_code: run::finish::exit_status_of(error),
+                run_dir: run_dir.as_deref(),
+            },
+        });
+    }
+    drop(ledger_lock);
+    result
+}
+
+/// The sync itself, under the ledger's lock; `made` gets the run directory once it exists.
+async fn run_sync(
+    pipeline: &Pipeline,
+    options: &SyncOptions,
+    run_id: &str,
+    made: &mut Option<PathBuf>,
+) -> Result<RunOutcome> {
+    let config = &pipeline.config;
     let mut change_window = window::open(pipeline).await?;
     let changed_since = window::changed_since(change_window.as_ref());
 
@@ -74,11 +113,12 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
             .await
             .map_err(|e| task_failed("extract", e))??
     };
-    let (run_id, run_dir) = run::create_run_dir(&config.stage.dir)?;
+    let run_dir = run::create_run_dir(&config.stage.dir, run_id)?;
+    *made = Some(run_dir.clone());
     tracing::info!(run_id, dir = %run_dir.display(), target = target.label, "run started");
     let run = report::SyncRun {
         config,
-        id: &run_id,
+        id: run_id,
         dir: &run_dir,
         target: target.label.clone(),
         stage_only: options.stage_only,
@@ -92,7 +132,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
             let built = report::build(&run, results, change_window.as_mut());
             Ending {
                 run_dir: &run_dir,
-                run_id: &run_id,
+                run_id,
                 pipeline,
                 report: &built.report,
                 facts: built.facts,
@@ -111,7 +151,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
-        record_failure(&run_dir, &run_id, e);
+        record_failure(&run_dir, run_id, e);
     }
     let outcome = result?;
     // The run succeeded (its manifest is written): only now may the watermark move. A ledger
@@ -120,7 +160,7 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
     // nothing: its window is still to be loaded.
     if let Some(w) = &change_window {
         if outcome.exit_code != EXIT_LOAD_INCOMPLETE && !options.stage_only {
-            window::advance(config, w, &run_id).await?;
+            window::advance(config, w, run_id).await?;
         }
     }
     Ok(outcome)

@@ -13,6 +13,9 @@ use crate::config::{Pipeline, SyncKind};
 use crate::error::{Error, Result};
 use crate::staging::{write_json, FileEntry};
 
+/// Exit status of a run that failed (bad pipeline file, missing table, I/O error, failed stage).
+pub const EXIT_FAILED: u8 = 1;
+
 /// Exit status of a run whose load did not complete (Procore unavailable, interrupted).
 pub const EXIT_LOAD_INCOMPLETE: u8 = 3;
 
@@ -106,6 +109,15 @@ pub fn exit_status(
         quarantine_exit_code
     } else {
         0
+    }
+}
+
+/// The exit status of a sync or replay that ended with `e` (README, "Exit status").
+pub fn exit_status_of(e: &Error) -> u8 {
+    match e {
+        Error::InterruptedUnsent { .. } => EXIT_LOAD_INCOMPLETE,
+        Error::LedgerBusy { .. } => EXIT_LEDGER_BUSY,
+        _ => EXIT_FAILED,
     }
 }
 

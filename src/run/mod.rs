@@ -3,6 +3,7 @@
 //! [`summary`] (the text printed at the end).
 
 pub mod finish;
+pub mod history;
 pub mod manifest;
 pub mod report;
 pub mod summary;
@@ -25,27 +26,19 @@ pub const FAILED: &str = "failed.json";
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
 
-/// Create `runs/<run-id>/`; the id sorts by start time.
-pub fn create_run_dir(stage_dir: &Path) -> Result<(String, PathBuf)> {
-    std::fs::create_dir_all(stage_dir).map_err(|e| Error::io(stage_dir, e))?;
+/// A new run id: the start time (UTC, to the second, so ids sort by start) and a random tag.
+/// Made before anything else of a run, so that every log event of the run carries it.
+pub fn new_run_id() -> String {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    for attempt in 0u32..100 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let tag = (nanos ^ std::process::id().rotate_left(16) ^ attempt.wrapping_mul(0x9E37_79B9))
-            & 0xffff;
-        let id = format!("{stamp}-{tag:04x}");
-        let dir = stage_dir.join(&id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((id, dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
-    }
-    Err(Error::io(
-        stage_dir,
-        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "no free run id"),
-    ))
+    let tag: u16 = rand::random();
+    format!("{stamp}-{tag:04x}")
+}
+
+/// Create `runs/<run-id>/` for the run `run_id` ([`new_run_id`]); an existing directory of that
+/// name is an error, never reused.
+pub fn create_run_dir(stage_dir: &Path, run_id: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(stage_dir).map_err(|e| Error::io(stage_dir, e))?;
+    let dir = stage_dir.join(run_id);
+    std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
 }

@@ -58,10 +58,13 @@ fn budget_rate(config: &LoadConfig) -> f64 {
 /// The progress bar of the load: lines handled out of lines planned so far, and the time the
 /// rate budget needs for the requests planned and not yet handled.
 fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(0),
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
+    // JSON logs own stderr: the bar stays hidden and progress goes to the log every 10 s.
+    let target = if crate::logging::json_enabled() {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr_with_hz(4)
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(0), target);
     let style = indicatif::ProgressStyle::with_template("load {bar:30} {pos}/{len} lines  {msg}")
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
