@@ -119,7 +119,7 @@ pub struct ReadProgress {
 impl ReadProgress {
     /// Progress over `projects` projects.
     pub fn new(projects: u64) -> ReadProgress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = (std::io::stderr().is_terminal() && !crate::logging::json_enabled()).then(|| {
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(projects),
                 indicatif::ProgressDrawTarget::stderr_with_hz(4),
