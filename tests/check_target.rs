@@ -414,3 +414,45 @@ fn the_sandbox_lists_and_updates_project_tools_as_procore_documents() {
         sandbox.shutdown().await;
     });
 }
+
+#[test]
+fn a_procore_that_is_down_or_unreachable_exits_1_after_the_source_part() {
+    let rt = runtime();
+    let mut config = SandboxConfig::from_dir(repo().join("fixtures/procore"));
+    config.faults =
+        jcsync::sandbox::FaultConfig::always(jcsync::sandbox::FaultKind::ServiceUnavailable);
+    let sandbox = rt.block_on(Sandbox::start(config)).expect("sandbox starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sage = sage_dir(dir.path(), &clean_rows());
+    let fast = "max_retry_secs = 1\nbackoff_base_ms = 10\nbackoff_cap_ms = 50";
+    let env = [
+        (CLIENT_ID_ENV, "demo-client"),
+        (CLIENT_SECRET_ENV, "demo-secret"),
+    ];
+    let p = write_load_pipeline(dir.path(), &sage, sandbox.url(), sandbox.company_id(), fast);
+    let r = check(&p, false, &env);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("all 5 tables"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("CANNOT USE PROCORE (HTTP 503)"),
+        "{}",
+        r.stdout
+    );
+    let j = parsed(&check(&p, true, &env));
+    assert_eq!(j["target"]["status"], 503);
+    drop(sandbox);
+
+    // Nothing listens: no status, still exit 1 with the source part.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let p = write_load_pipeline(dir.path(), &sage, &url, 1, fast);
+    let r = check(&p, true, &env);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    let j = parsed(&r);
+    assert_eq!(j["target"]["state"], "unreachable");
+    assert_eq!(j["target"]["status"], Value::Null);
+    assert_eq!(j["source"]["all_present"], true);
+}
