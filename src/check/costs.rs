@@ -231,7 +231,8 @@ mod tests {
         let config = crate::test_support::fixture_config();
         let costs = scan(&config).expect("scan");
         assert_eq!(costs.extracted, 51);
-        // fixtures/expected: 35 planned lines; 1 missing_value, 2+ bad_value, 1 duplicate_key.
+        // fixtures/expected: 35 planned lines; 2 bad_value, 1 missing_value, 1 duplicate_key
+        // (line 23, 1700.00), 1 unknown_job.
         assert_eq!(costs.planned().rows, 35);
         let set_aside: u64 = costs.set_aside.values().map(|s| s.tally.rows).sum();
         assert_eq!(costs.extracted, costs.filtered + set_aside + 35);
