@@ -61,11 +61,16 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Validate the pipeline file, reach the source, and list every table and column it needs
-    /// with whether it exists (exit 0: all present; 1: something is missing or unreachable).
+    /// Validate the pipeline file, reach the source and the target, and list what would not
+    /// load: jobs without a project, missing vendors and budget codes, projects whose Direct
+    /// Costs tool is off (exit 0: every cost row would load; 1: something is missing or
+    /// unreachable; 2: some cost rows would not load).
     Check {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
+        /// Print JSON (for scripts) instead of the report.
+        #[arg(long)]
+        json: bool,
     },
     /// Is the sync healthy? From the ledger: the last run and the last success, the lines in
     /// Procore, open exceptions, the next run of a `--every` process (exit 0: healthy;
@@ -241,20 +246,20 @@ pub fn run(cli: Cli) -> u8 {
         }
     }
     match cli.command {
-        Command::Check { pipeline } => {
+        Command::Check { pipeline, json } => {
             let runtime = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
             match Pipeline::load(&pipeline).and_then(|p| runtime.block_on(crate::check::check(&p)))
             {
-                Ok(report) => {
-                    print_out(report.render());
-                    if report.all_present() {
-                        0
+                Ok(outcome) => {
+                    if json {
+                        print_out(format_args!("{:#}", crate::check::render::json(&outcome)));
                     } else {
-                        EXIT_FAILED
+                        print_out(crate::check::render::text(&outcome));
                     }
+                    outcome.exit_code()
                 }
                 Err(e) => {
                     report_error(&e);

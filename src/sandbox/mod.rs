@@ -51,6 +51,7 @@ pub mod seed;
 mod server;
 pub mod state;
 pub mod sync;
+pub mod tools;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -106,7 +107,12 @@ impl Sandbox {
         let db = match &config.state_file {
             Some(path) if path.exists() => Db::load_file(path)?,
             _ => match &config.seed {
-                SeedSource::Dir(dir) => Db::from_seed(&Seed::load_dir(dir)?),
+                SeedSource::Dir(dir) => {
+                    let seed = Seed::load_dir(dir)?;
+                    let mut db = Db::from_seed(&seed);
+                    tools::apply_seed(&mut db, &seed, &tools::load_seed_file(dir)?)?;
+                    db
+                }
                 SeedSource::Inline(seed) => {
                     seed.validate()?;
                     Db::from_seed(seed)
@@ -298,6 +304,19 @@ impl SandboxHandle {
     ) -> Result<i64, DriftError> {
         self.app
             .drift(|db, now| db.add_raw_line_item(direct_cost_id, line, now))
+    }
+
+    /// Turns a project's tool (by engine name, e.g. [`tools::DIRECT_COSTS`]) on or off, as an
+    /// admin does in the project's Admin tool under "Active Tools".
+    pub fn set_tool_active(
+        &self,
+        project_id: i64,
+        engine_name: &str,
+        active: bool,
+    ) -> Result<(), DriftError> {
+        self.app.drift(|db, _| {
+            tools::set_active(db, project_id, engine_name, active).map_err(DriftError::Invalid)
+        })
     }
 
     /// Stops accepting, lets open requests finish (up to 5 s), saves the state file, and returns

@@ -34,6 +34,10 @@ pub struct Project {
     pub project_number: String,
     /// Origin id, if any.
     pub origin_id: Option<String>,
+    /// Engine names of the project's tools that are turned off (see [`super::tools`]); every
+    /// other tool of the catalog is active.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub inactive_tools: BTreeSet<String>,
 }
 
 /// A vendor of the company directory.
@@ -202,6 +206,7 @@ impl Db {
                     name: p.name.clone(),
                     project_number: p.project_number.clone(),
                     origin_id: p.origin_id.clone(),
+                    inactive_tools: BTreeSet::new(),
                 },
             );
         }

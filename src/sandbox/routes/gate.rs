@@ -165,6 +165,18 @@ pub(crate) async fn gate(State(app): State<Arc<AppState>>, req: Request, next: N
         return resp;
     }
 
+    // A project whose Direct Costs tool is off refuses its direct cost routes (the request
+    // counts against the limits, as failed requests do on Procore).
+    let req = match super::tools::refuse_if_direct_costs_off(&app, req).await {
+        Ok(req) => req,
+        Err(mut resp) => {
+            if let Some(d) = decision {
+                set_rate_headers(resp.headers_mut(), &d.reported);
+            }
+            app.record(&route, resp.status().as_str());
+            return resp;
+        }
+    };
     let request_kind = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         RequestKind::Read
     } else if route.contains("/direct_costs") {

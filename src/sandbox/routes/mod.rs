@@ -10,6 +10,7 @@ pub(crate) mod lookups;
 pub(crate) mod oauth;
 pub(crate) mod pagination;
 pub(crate) mod removals;
+pub(crate) mod tools;
 
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .route(
             &format!("{PROJECT}/work_breakdown_structure/wbs_codes/bulk_create"),
             patch(lookups::bulk_create_wbs_codes),
+        )
+        .route(
+            &format!("{PROJECT}/tools"),
+            get(tools::list).patch(tools::update),
         )
         .route(
             "/rest/v1.1/projects/{project_id}/direct_costs",

@@ -1,6 +1,6 @@
-//! `jcsync check PIPELINE`: the hh2 "Connect" and "Mappings" steps as a command. Validates the
-//! pipeline file, reaches the source, and lists every table and column the pipeline needs, with
-//! whether it exists and how many rows each table holds.
+//! The source part of `jcsync check` (the hh2 "Connect" step for Sage): reaches the source and
+//! lists every table and column the pipeline needs, with whether it exists and how many rows
+//! each table holds.
 
 use std::fmt::Write as _;
 
