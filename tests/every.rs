@@ -57,7 +57,12 @@ impl Live {
     }
 
     /// Wait (at most `limit`) until `cond` holds on the slot lines; they are returned.
-    fn wait_slots(&mut self, limit: Duration, what: &str, cond: impl Fn(&[String]) -> bool) -> Vec<String> {
+    fn wait_slots(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        cond: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let deadline = Instant::now() + limit;
         loop {
             let s = self.slots();
@@ -65,7 +70,10 @@ impl Live {
                 return s;
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("jcsync exited ({status}) while waiting for {what}; log:\n{}", self.log());
+                panic!(
+                    "jcsync exited ({status}) while waiting for {what}; log:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
@@ -191,25 +199,44 @@ fn every_survives_procore_going_down_tells_the_failure_and_stops_on_sigterm() {
     assert_eq!(a["exit_code"], 3);
     let run_id = a["run_id"].as_str().expect("run_id");
     let run_dir = dir.path().join("runs").join(run_id);
-    assert!(run_dir.join("manifest.json").exists(), "the alert names a real run");
+    assert!(
+        run_dir.join("manifest.json").exists(),
+        "the alert names a real run"
+    );
     let text = a["text"].as_str().expect("text");
     assert!(
         text.contains(&format!("run {run_id} did NOT complete its load (exit 3)")),
         "{text}"
     );
-    assert!(a["error"].as_str().is_some_and(|e| e.contains("still failing")), "{a}");
+    assert!(
+        a["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("still failing")),
+        "{a}"
+    );
     let failed_slots = every.wait_slots(Duration::from_secs(20), "a slot with exit 3", |s| {
         s.iter().any(|l| slot_exit(l) == Some(3))
     });
-    assert!(every.child.try_wait().expect("try_wait").is_none(), "still running");
+    assert!(
+        every.child.try_wait().expect("try_wait").is_none(),
+        "still running"
+    );
 
     // 3. Procore is back (same port, same data): the next slots recover.
-    let clean_before = failed_slots.iter().filter(|l| slot_exit(l) == Some(0)).count();
+    let clean_before = failed_slots
+        .iter()
+        .filter(|l| slot_exit(l) == Some(0))
+        .count();
     let sandbox = sandbox_process(port, &state, dir.path().join("sandbox2.log"));
-    let after = every.wait_slots(Duration::from_secs(20), "a clean slot after the outage", |s| {
-        s.iter().filter(|l| slot_exit(l) == Some(0)).count() > clean_before
-            && s.iter().rposition(|l| slot_exit(l) == Some(0)) > s.iter().rposition(|l| slot_exit(l) == Some(3))
-    });
+    let after = every.wait_slots(
+        Duration::from_secs(20),
+        "a clean slot after the outage",
+        |s| {
+            s.iter().filter(|l| slot_exit(l) == Some(0)).count() > clean_before
+                && s.iter().rposition(|l| slot_exit(l) == Some(0))
+                    > s.iter().rposition(|l| slot_exit(l) == Some(3))
+        },
+    );
     assert!(after.len() >= 3, "{after:?}");
     for l in &after {
         assert!(l.contains("; next run "), "{l}");
@@ -220,10 +247,20 @@ fn every_survives_procore_going_down_tells_the_failure_and_stops_on_sigterm() {
     let stopped = Instant::now();
     let (code, log) = every.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0), "log:\n{log}");
-    assert!(stopped.elapsed() < Duration::from_secs(10), "{:?}", stopped.elapsed());
-    assert!(log.contains("stopped: no further run is scheduled"), "{log}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        log.contains("stopped: no further run is scheduled"),
+        "{log}"
+    );
     assert!(!log.contains("T0SECRET"), "the webhook URL is never logged");
-    assert!(jcsync::schedule::scheduled(&ledger).is_none(), "gone with its process");
+    assert!(
+        jcsync::schedule::scheduled(&ledger).is_none(),
+        "gone with its process"
+    );
 
     // Procore holds every cost exactly once; the ledger agrees.
     sandbox.signal(libc::SIGINT);
@@ -293,7 +330,11 @@ fn a_second_schedule_of_one_ledger_exits_4_naming_the_first_and_sigterm_stops_a_
         "[report]\nquarantine_exit_code = 0\n",
     );
     let ps = p.to_str().expect("utf8");
-    let mut first = Live::start(&["sync", ps, "--every", "1h"], dir.path().join("first.log"), &[]);
+    let mut first = Live::start(
+        &["sync", ps, "--every", "1h"],
+        dir.path().join("first.log"),
+        &[],
+    );
     first.wait_slots(Duration::from_secs(20), "the first slot", |s| !s.is_empty());
     let ledger = dir.path().join("runs/ledger.sqlite");
     let info = jcsync::schedule::scheduled(&ledger).expect("scheduled");
@@ -301,7 +342,11 @@ fn a_second_schedule_of_one_ledger_exits_4_naming_the_first_and_sigterm_stops_a_
     assert_eq!(info.running_since, None, "waiting, not running");
 
     let started = Instant::now();
-    let second = Live::start(&["sync", ps, "--every", "5m"], dir.path().join("second.log"), &[]);
+    let second = Live::start(
+        &["sync", ps, "--every", "5m"],
+        dir.path().join("second.log"),
+        &[],
+    );
     let (code, log) = second.wait(Duration::from_secs(10));
     assert_eq!(code, Some(EXIT_LEDGER_BUSY), "{log}");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -315,7 +360,11 @@ fn a_second_schedule_of_one_ledger_exits_4_naming_the_first_and_sigterm_stops_a_
     let stopped = Instant::now();
     let (code, log) = first.wait(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{log}");
-    assert!(stopped.elapsed() < Duration::from_secs(2), "{:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        stopped.elapsed()
+    );
     assert!(jcsync::schedule::scheduled(&ledger).is_none());
 }
 
@@ -324,9 +373,18 @@ fn a_bad_every_or_an_unreadable_pipeline_exits_1_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = write_pipeline(dir.path(), &repo().join("fixtures/sage"), "csv", "zstd", "");
     for (args, expected) in [
-        (vec!["sync", p.to_str().expect("utf8"), "--every", "5x"], "30s, 5m"),
-        (vec!["sync", p.to_str().expect("utf8"), "--every", "0s"], "at least 1s"),
-        (vec!["sync", "/nonexistent/p.toml", "--every", "5m"], "/nonexistent/p.toml"),
+        (
+            vec!["sync", p.to_str().expect("utf8"), "--every", "5x"],
+            "30s, 5m",
+        ),
+        (
+            vec!["sync", p.to_str().expect("utf8"), "--every", "0s"],
+            "at least 1s",
+        ),
+        (
+            vec!["sync", "/nonexistent/p.toml", "--every", "5m"],
+            "/nonexistent/p.toml",
+        ),
     ] {
         let started = Instant::now();
         let live = Live::start(&args, dir.path().join("bad.log"), &[]);

@@ -116,7 +116,11 @@ fn a_quarantined_run_is_told_on_failure_with_its_counts_reasons_and_amounts() {
     assert_eq!(got[0].path, format!("/hooks/{TOKEN}"));
     let a = &got[0].body;
     let run_dir = only_run_dir(dir.path());
-    let run_id = run_dir.file_name().expect("name").to_string_lossy().to_string();
+    let run_id = run_dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
     assert_eq!(a["run_id"], run_id.as_str());
     assert_eq!(a["outcome"], "quarantined");
     assert_eq!(a["exit_code"], 2);
@@ -131,15 +135,15 @@ fn a_quarantined_run_is_told_on_failure_with_its_counts_reasons_and_amounts() {
             "unchanged": 0, "pending": 0, "quarantined": 5, "removed": 0
         })
     );
-    // Most rows first; amounts are the exact sums of what the rows hold (the non-numeric
-    // Amount of the bad_value row is counted apart).
+    // Most rows first; amounts are the exact sums of the rows' Amount in the fixture CSV
+    // (lines 22 and 31, 23, 14, 46; line 22's "12,34x" is not a number: counted apart).
     assert_eq!(
         a["quarantine_reasons"],
         serde_json::json!([
-            {"reason": "bad_value", "rows": 2, "amount": "PIN", "amount_unreadable": 1},
-            {"reason": "duplicate_key", "rows": 1, "amount": "PIN"},
-            {"reason": "missing_value", "rows": 1, "amount": "PIN"},
-            {"reason": "unknown_job", "rows": 1, "amount": "PIN"}
+            {"reason": "bad_value", "rows": 2, "amount": "88.00", "amount_unreadable": 1},
+            {"reason": "duplicate_key", "rows": 1, "amount": "1700.00"},
+            {"reason": "missing_value", "rows": 1, "amount": "168.75"},
+            {"reason": "unknown_job", "rows": 1, "amount": "75.00"}
         ])
     );
     let text = a["text"].as_str().expect("text");
@@ -150,7 +154,10 @@ fn a_quarantined_run_is_told_on_failure_with_its_counts_reasons_and_amounts() {
         )),
         "{text}"
     );
-    assert!(text.contains("51 rows extracted, 35 staged, 35 planned"), "{text}");
+    assert!(
+        text.contains("51 rows extracted, 35 staged, 35 planned"),
+        "{text}"
+    );
     assert!(run.stderr.contains("alert delivered"), "{}", run.stderr);
     assert_secret_kept(&run, dir.path());
 }
@@ -164,7 +171,11 @@ fn a_clean_run_is_told_only_with_on_always() {
     let run = sync(&p, Some(&url(&hook)));
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(hook.received().len(), 0, "on = failure: a run exiting 0 is not told");
+    assert_eq!(
+        hook.received().len(),
+        0,
+        "on = failure: a run exiting 0 is not told"
+    );
 
     let p = pipeline(dir.path(), &format!("{clean}{}", notify("always", "")));
     let run = sync(&p, Some(&url(&hook)));
@@ -187,7 +198,8 @@ fn a_500_is_retried_and_the_200_after_it_delivers() {
     assert_eq!(got.len(), 2, "the 500 is retried once, the 200 ends it");
     assert_eq!(got[0].body, got[1].body, "the same alert, sent again");
     assert!(
-        run.stderr.contains("webhook answered HTTP 500 (attempt 1 of 3)"),
+        run.stderr
+            .contains("webhook answered HTTP 500 (attempt 1 of 3)"),
         "{}",
         run.stderr
     );
@@ -249,9 +261,15 @@ fn a_failed_run_is_told_with_its_error() {
     assert_eq!(a["exit_code"], 1);
     assert_eq!(a["counts"], serde_json::Value::Null);
     let error = a["error"].as_str().expect("error");
-    assert!(error.contains("JCM_MASTER__JOB") && error.contains("not found"), "{error}");
+    assert!(
+        error.contains("JCM_MASTER__JOB") && error.contains("not found"),
+        "{error}"
+    );
     let text = a["text"].as_str().expect("text");
-    assert!(text.contains("FAILED (exit 1)") && text.contains(error), "{text}");
+    assert!(
+        text.contains("FAILED (exit 1)") && text.contains(error),
+        "{text}"
+    );
 }
 
 #[test]
@@ -261,8 +279,9 @@ fn a_missing_webhook_variable_is_a_warning_and_the_run_proceeds() {
     let run = sync(&p, None);
     assert_eq!(run.code, Some(EXIT_QUARANTINED), "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains(&format!("environment variable {URL_ENV} (named by `notify.webhook_url_env`) is not set")),
+        run.stderr.contains(&format!(
+            "environment variable {URL_ENV} (named by `notify.webhook_url_env`) is not set"
+        )),
         "{}",
         run.stderr
     );

@@ -321,8 +321,14 @@ mod notify {
     #[test]
     fn notify_keys_are_checked_and_named() {
         for (section, key) in [
-            ("webhook_url_env = \"W\"\ntimeout_secs = 0\n", "notify.timeout_secs"),
-            ("webhook_url_env = \"W\"\ntimeout_secs = 121\n", "notify.timeout_secs"),
+            (
+                "webhook_url_env = \"W\"\ntimeout_secs = 0\n",
+                "notify.timeout_secs",
+            ),
+            (
+                "webhook_url_env = \"W\"\ntimeout_secs = 121\n",
+                "notify.timeout_secs",
+            ),
             ("webhook_url_env = \"W\"\nretries = 11\n", "notify.retries"),
             ("webhook_url_env = \" \"\n", "notify.webhook_url_env"),
             ("webhook_url_env = \"W\"\non = \"sometimes\"\n", "sometimes"),

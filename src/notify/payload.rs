@@ -158,7 +158,12 @@ impl Alert {
             ReadBack::Amounts(amounts) => {
                 for r in &mut self.quarantine_reasons {
                     if let Some((sum, unreadable)) = amounts.get(&r.reason) {
-                        r.amount = sum.normalize().to_string();
+                        // Exact, with cents at least: `1700.00`, `2.675`.
+                        let mut sum = sum.normalize();
+                        if sum.scale() < 2 {
+                            sum.rescale(2);
+                        }
+                        r.amount = sum.to_string();
                         r.amount_unreadable = *unreadable;
                     }
                 }
@@ -220,7 +225,10 @@ fn text(a: &Alert) -> String {
                 c.sent, c.unchanged, c.pending
             ));
         }
-        s.push_str(&format!(", {} removed, {} quarantined", c.removed, c.quarantined));
+        s.push_str(&format!(
+            ", {} removed, {} quarantined",
+            c.removed, c.quarantined
+        ));
         if !a.quarantine_reasons.is_empty() {
             let reasons: Vec<String> = a
                 .quarantine_reasons
@@ -284,7 +292,8 @@ fn read_amounts(
                 .and_then(|c| c.as_string_opt::<i32>())
                 .ok_or_else(|| format!("no text column {name}"))
         };
-        let (reasons, tables, amounts) = (col("reason_code")?, col("source_table")?, col("amount")?);
+        let (reasons, tables, amounts) =
+            (col("reason_code")?, col("source_table")?, col("amount")?);
         for i in 0..batch.num_rows() {
             if tables.is_null(i) || tables.value(i) != table {
                 continue;
@@ -322,8 +331,7 @@ pub fn failed_run_id(
     runs.into_iter()
         .find(|r| {
             r.pid == me
-                && chrono::DateTime::parse_from_rfc3339(&r.started_at)
-                    .is_ok_and(|t| t >= since)
+                && chrono::DateTime::parse_from_rfc3339(&r.started_at).is_ok_and(|t| t >= since)
         })
         .map(|r| r.run_id)
 }

@@ -38,17 +38,20 @@ fn alert() -> Alert {
 #[test]
 fn the_text_says_what_ended_how_with_counts_reasons_amounts_and_the_error() {
     let mut a = alert();
-    let amounts = [("unknown_job".to_string(), ("1200.50".parse().expect("dec"), 1))];
+    let amounts = [(
+        "unknown_job".to_string(),
+        ("1200.50".parse().expect("dec"), 1),
+    )];
     a.add(ReadBack::Amounts(amounts.into_iter().collect()));
     a.finish();
-    assert_eq!(a.quarantine_reasons[0].amount, "1200.5");
+    assert_eq!(a.quarantine_reasons[0].amount, "1200.50");
     assert_eq!(a.quarantine_reasons[0].amount_unreadable, 1);
     assert_eq!(
         a.text,
         "jcsync DEMO (pipelines/demo.toml): run 20261201T180000Z-ab12 did NOT complete its load \
          (exit 3) after 12.3 s on sage01. 50 rows extracted, 40 staged, 35 planned, 0 in Procore \
          (0 sent, 0 unchanged), 35 pending, 0 removed, 5 quarantined (unknown_job: 3 rows, \
-         1200.5). Error: procore GET projects: still failing after retrying for 2 s. Run \
+         1200.50). Error: procore GET projects: still failing after retrying for 2 s. Run \
          directory: runs/20261201T180000Z-ab12"
     );
 }

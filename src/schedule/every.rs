@@ -144,9 +144,8 @@ fn run_slot(
         Ok(p) => {
             *last_good = p;
             warn_once(warned, last_good);
-            let run = std::panic::AssertUnwindSafe(|| {
-                runtime.block_on(sync(last_good, &options.sync))
-            });
+            let run =
+                std::panic::AssertUnwindSafe(|| runtime.block_on(sync(last_good, &options.sync)));
             std::panic::catch_unwind(run).unwrap_or_else(|panic| {
                 Err(Error::TaskFailed {
                     stage: "sync",

@@ -112,7 +112,10 @@ mod tests {
             ("99999999999999999999s", "too large"),
         ] {
             let err = parse_every(text).unwrap_err();
-            assert!(err.contains(why) && err.contains("30s, 5m"), "{text}: {err}");
+            assert!(
+                err.contains(why) && err.contains("30s, 5m"),
+                "{text}: {err}"
+            );
         }
     }
 

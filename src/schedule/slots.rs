@@ -213,7 +213,10 @@ mod tests {
     fn a_run_ending_exactly_on_a_slot_starts_it_at_once() {
         let (g, t) = grid();
         let next = g.after_run(g.first(), t(60));
-        assert_eq!((next.slot, next.at, next.catch_up, next.skipped), (1, t(60), true, 0));
+        assert_eq!(
+            (next.slot, next.at, next.catch_up, next.skipped),
+            (1, t(60), true, 0)
+        );
     }
 
     #[test]

@@ -259,15 +259,21 @@ mod tests {
         assert!(named.contains("sync --every 30m p.toml") && named.contains("host here"));
         drop(lock);
         assert_eq!(scheduled(&ledger), None, "released with its process");
-        assert!(!schedule_path(&ledger).exists(), "the schedule file goes too");
+        assert!(
+            !schedule_path(&ledger).exists(),
+            "the schedule file goes too"
+        );
     }
 
     #[test]
     fn a_schedule_file_left_by_a_killed_process_is_not_believed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = dir.path().join("ledger.sqlite");
-        std::fs::write(lock_path(&ledger), serde_json::to_string(&holder("x")).expect("json"))
-            .expect("write");
+        std::fs::write(
+            lock_path(&ledger),
+            serde_json::to_string(&holder("x")).expect("json"),
+        )
+        .expect("write");
         std::fs::write(
             schedule_path(&ledger),
             serde_json::to_string(&info("2026-12-01T18:30:00Z")).expect("json"),
