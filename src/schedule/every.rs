@@ -77,7 +77,7 @@ pub fn run_every(runtime: &tokio::runtime::Runtime, options: &EveryOptions<'_>) 
     };
     save(&lock, &state);
     let mut warned: Option<String> = None;
-    warn_once(&mut warned, &last_good);
+    warn_once(&mut warned, Notifier::for_pipeline(&last_good).as_ref());
     tracing::info!(
         "scheduled: {} every {every}, aligned to the start; SIGTERM or Ctrl-C stops",
         options.pipeline.display()
@@ -144,7 +144,6 @@ fn run_slot(
     let result = match pipeline {
         Ok(p) => {
             *last_good = p;
-            warn_once(warned, last_good);
             let run =
                 std::panic::AssertUnwindSafe(|| runtime.block_on(sync(last_good, &options.sync)));
             std::panic::catch_unwind(run).unwrap_or_else(|panic| {
@@ -173,6 +172,7 @@ fn run_slot(
     let took = wall.elapsed();
     // The notifier of the file as it now reads (or as it last read, if it no longer does).
     let notifier = Notifier::for_pipeline(last_good);
+    warn_once(warned, notifier.as_ref());
     let ended = Ended {
         pipeline: last_good,
         result: result.as_ref(),
@@ -251,8 +251,8 @@ fn log_slot(slot: u64, end: &SlotEnd, next: Option<&Next>) {
 }
 
 /// Warn once (per distinct problem) about a webhook that will not be told.
-fn warn_once(warned: &mut Option<String>, pipeline: &Pipeline) {
-    let problem = Notifier::for_pipeline(pipeline).and_then(|n| n.problem().map(str::to_string));
+fn warn_once(warned: &mut Option<String>, notifier: Option<&Notifier>) {
+    let problem = notifier.and_then(|n| n.problem().map(str::to_string));
     if let Some(p) = &problem {
         if warned.as_ref() != Some(p) {
             tracing::warn!("{p}");
