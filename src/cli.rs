@@ -46,6 +46,10 @@ pub enum Command {
         /// Confirm removals over `[sync] max_removal_share` (after checking that Sage is right).
         #[arg(long)]
         allow_removals: bool,
+        /// Run again every DURATION (`30s`, `5m`, `1h`, `1h30m`), slots aligned to the start,
+        /// until SIGTERM or Ctrl-C (exit 0); a failed run is logged and retried at the next slot.
+        #[arg(long, value_name = "DURATION")]
+        every: Option<String>,
     },
     /// Load a run again from its staged Parquet, without touching Sage.
     Replay {
@@ -82,7 +86,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Unhealthy (exit 11) when the last success is older than this (e.g. 2h, 90m, 1d).
-        #[arg(long, value_parser = crate::status::parse_duration)]
+        #[arg(long, value_parser = crate::schedule::parse_every)]
         max_age: Option<Duration>,
     },
     /// Verify a run directory's checksums and summarize it.
@@ -203,6 +207,15 @@ pub fn print_out(text: impl std::fmt::Display) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
+/// Say something to whoever watches: on stderr, or a `warn` event in JSON logs.
+pub fn say(message: impl std::fmt::Display) {
+    if crate::logging::json_enabled() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
 /// Say that the command failed: `error: …` on stderr, or an `error` event in JSON logs.
 pub fn report_error(message: impl std::fmt::Display) {
     if crate::logging::json_enabled() {
@@ -215,8 +228,10 @@ pub fn report_error(message: impl std::fmt::Display) {
 /// What Ctrl-C does to a run that loads.
 const SENDING_STOPS: &str = "finishing the requests in flight, sending no new ones";
 
-/// Ctrl-C: for a load, stop sending, settle what is in flight, keep the ledger consistent; for a
-/// stage-only or dry run, stop reading. `message` says which.
+/// Ctrl-C or SIGTERM: for a load, stop sending, settle what is in flight, keep the ledger
+/// consistent; for a stage-only or dry run, stop reading. `message` says which. A second
+/// signal while the run settles exits at once (status 128 + the signal: 130, 143), as a
+/// `kill -9` would: the ledger stays consistent, the run directory is left unfinished.
 fn ctrl_c_flag(
     runtime: &tokio::runtime::Runtime,
     message: &'static str,
@@ -224,16 +239,36 @@ fn ctrl_c_flag(
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
     runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            if crate::logging::json_enabled() {
-                tracing::warn!("interrupted: {message}");
-            } else {
-                eprintln!("interrupted: {message}");
-            }
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        let Some(first) = stop_signal().await else {
+            return;
+        };
+        say(format_args!("interrupted ({first}): {message}"));
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(second) = stop_signal().await {
+            say(format_args!("interrupted again ({second}): exiting now"));
+            std::process::exit(if second == "SIGTERM" { 143 } else { 130 });
         }
     });
     cancel
+}
+
+/// The next Ctrl-C (SIGINT) or, on Unix, SIGTERM; None if neither can be listened for.
+async fn stop_signal() -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                r = tokio::signal::ctrl_c() => r.ok().map(|()| "Ctrl-C"),
+                _ = term.recv() => Some("SIGTERM"),
+            },
+            Err(_) => tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.ok().map(|()| "Ctrl-C")
+    }
 }
 
 /// Run the parsed command; returns the process exit status.
@@ -272,6 +307,7 @@ pub fn run(cli: Cli) -> u8 {
             dry_run,
             stage_only,
             allow_removals,
+            every,
         } => {
             let runtime = match runtime() {
                 Ok(rt) => rt,
@@ -279,7 +315,9 @@ pub fn run(cli: Cli) -> u8 {
             };
             let cancel = ctrl_c_flag(
                 &runtime,
-                if stage_only || dry_run {
+                if every.is_some() {
+                    "stopping the schedule (a run in progress settles its requests in flight)"
+                } else if stage_only || dry_run {
                     "stopping (a run that sends nothing is left unfinished)"
                 } else {
                     SENDING_STOPS
@@ -291,9 +329,38 @@ pub fn run(cli: Cli) -> u8 {
                 cancel: Some(cancel),
                 allow_removals,
             };
-            let result =
-                Pipeline::load(&pipeline).and_then(|p| runtime.block_on(sync(&p, &options)));
-            match result {
+            if let Some(every) = every {
+                let every = match crate::schedule::parse_every(&every) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        report_error(format_args!("--every: {e}"));
+                        return EXIT_FAILED;
+                    }
+                };
+                return crate::schedule::run_every(
+                    &runtime,
+                    &crate::schedule::EveryOptions {
+                        pipeline: &pipeline,
+                        every,
+                        sync: options,
+                        exit_status,
+                    },
+                );
+            }
+            let pipeline = match Pipeline::load(&pipeline) {
+                Ok(p) => p,
+                Err(e) => {
+                    report_error(&e);
+                    return exit_status(&e);
+                }
+            };
+            let notifier = crate::notify::Notifier::for_pipeline(&pipeline);
+            if let Some(problem) = notifier.as_ref().and_then(|n| n.problem()) {
+                tracing::warn!("{problem}");
+            }
+            let (started_at, wall) = (chrono::Utc::now(), std::time::Instant::now());
+            let result = runtime.block_on(sync(&pipeline, &options));
+            let code = match &result {
                 Ok(outcome) => {
                     print_out(crate::run::summary_text(&outcome.report, &outcome.run_dir));
                     outcome.exit_code
@@ -302,7 +369,16 @@ pub fn run(cli: Cli) -> u8 {
                     report_error(&e);
                     exit_status(&e)
                 }
-            }
+            };
+            let ended = crate::notify::Ended {
+                pipeline: &pipeline,
+                result: result.as_ref(),
+                exit_code: code,
+                started_at,
+                duration: wall.elapsed(),
+            };
+            runtime.block_on(crate::notify::after_run(notifier.as_ref(), &ended));
+            code
         }
         Command::Replay {
             run_dir,

@@ -50,6 +50,9 @@ pub struct PipelineConfig {
     /// How the load resolves ids and sends requests.
     #[serde(default)]
     pub load: LoadConfig,
+    /// Who is told how each run ended (none when the section is absent).
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
 }
 
 /// `pipeline.batch_rows`: a batch's column buffers are allocated for this many rows at once.
@@ -80,6 +83,10 @@ pub const MAX_PROJECTS_IN_FLIGHT: u64 = 256;
 pub const MAX_RETRY_SECS: u64 = 86_400;
 /// `load.backoff_base_ms` and `load.backoff_cap_ms`: one hour.
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// `notify.timeout_secs`: a run's ending never waits long on a webhook.
+pub const MAX_NOTIFY_TIMEOUT_SECS: u64 = 120;
+/// `notify.retries`.
+pub const MAX_NOTIFY_RETRIES: u64 = 10;
 
 /// Check one numeric key against its range; the error names the key, the range and the value.
 pub(crate) fn in_range<T, B>(key: &str, value: T, min: B, max: B) -> std::result::Result<(), String>
@@ -262,6 +269,9 @@ impl PipelineConfig {
             ));
         }
         in_range("report.quarantine_exit_code", code, 0, 125)?;
+        if let Some(n) = &self.notify {
+            n.validate()?;
+        }
         Ok(())
     }
 

@@ -544,3 +544,57 @@ impl Default for ReportConfig {
 
 // Upper bounds of the numeric keys: far past any useful value, well short of what would
 // exhaust memory (a batch's buffers are allocated up front) or overflow a duration.
+
+/// `[notify]`: a webhook told how each run ended (Slack and Teams incoming webhooks, or any
+/// endpoint that takes a JSON POST). The URL is a secret (it embeds a token): the file names
+/// only the environment variable that holds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Name of the environment variable holding the webhook URL.
+    pub webhook_url_env: String,
+    /// Which runs are told: `failure` (any non-zero exit status or error) or `always`.
+    #[serde(default)]
+    pub on: NotifyOn,
+    /// Timeout of one POST, seconds.
+    #[serde(default = "default_notify_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Further attempts after a connection error, a timeout, a 429 or a 5xx.
+    #[serde(default = "default_notify_retries")]
+    pub retries: u32,
+}
+
+/// `[notify] on`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// Only runs that failed: any non-zero exit status, or an error.
+    #[default]
+    Failure,
+    /// Every run.
+    Always,
+}
+
+const fn default_notify_timeout_secs() -> u64 {
+    10
+}
+
+const fn default_notify_retries() -> u32 {
+    2
+}
+
+impl NotifyConfig {
+    pub(super) fn validate(&self) -> std::result::Result<(), String> {
+        if self.webhook_url_env.trim().is_empty() {
+            return Err("key `notify.webhook_url_env`: expected the NAME of an environment variable holding the webhook URL (the URL itself never goes in the file)".into());
+        }
+        in_range(
+            "notify.timeout_secs",
+            self.timeout_secs,
+            1,
+            MAX_NOTIFY_TIMEOUT_SECS,
+        )?;
+        in_range("notify.retries", self.retries, 0, MAX_NOTIFY_RETRIES)?;
+        Ok(())
+    }
+}

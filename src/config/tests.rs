@@ -290,3 +290,53 @@ fn max_removal_share_is_a_share() {
     let text = format!("{}\n[sync]\nremovals = \"maybe\"\n", parsing::MINIMAL);
     assert!(PipelineConfig::parse(&text).is_err());
 }
+
+mod notify {
+    use super::*;
+
+    fn with(section: &str) -> std::result::Result<PipelineConfig, String> {
+        PipelineConfig::parse(&format!("{}\n[notify]\n{section}", parsing::MINIMAL))
+    }
+
+    #[test]
+    fn no_notify_section_means_no_webhook() {
+        let c = PipelineConfig::parse(parsing::MINIMAL).expect("parses");
+        assert!(c.notify.is_none());
+    }
+
+    #[test]
+    fn notify_defaults_to_failures_with_a_10_s_timeout_and_2_retries() {
+        let c = with("webhook_url_env = \"JCSYNC_WEBHOOK\"\n").expect("parses");
+        let n = c.notify.expect("a [notify] section");
+        assert_eq!(n.webhook_url_env, "JCSYNC_WEBHOOK");
+        assert_eq!(n.on, NotifyOn::Failure);
+        assert_eq!((n.timeout_secs, n.retries), (10, 2));
+        let n = with("webhook_url_env = \"W\"\non = \"always\"\ntimeout_secs = 3\nretries = 0\n")
+            .expect("parses")
+            .notify
+            .expect("section");
+        assert_eq!((n.on, n.timeout_secs, n.retries), (NotifyOn::Always, 3, 0));
+    }
+
+    #[test]
+    fn notify_keys_are_checked_and_named() {
+        for (section, key) in [
+            (
+                "webhook_url_env = \"W\"\ntimeout_secs = 0\n",
+                "notify.timeout_secs",
+            ),
+            (
+                "webhook_url_env = \"W\"\ntimeout_secs = 121\n",
+                "notify.timeout_secs",
+            ),
+            ("webhook_url_env = \"W\"\nretries = 11\n", "notify.retries"),
+            ("webhook_url_env = \" \"\n", "notify.webhook_url_env"),
+            ("webhook_url_env = \"W\"\non = \"sometimes\"\n", "sometimes"),
+            ("webhook_url = \"https://hooks.example/x\"\n", "webhook_url"),
+            ("on = \"always\"\n", "webhook_url_env"),
+        ] {
+            let err = with(section).unwrap_err();
+            assert!(err.contains(key), "{section:?}: {err}");
+        }
+    }
+}

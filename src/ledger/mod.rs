@@ -26,7 +26,7 @@ pub mod runs;
 
 use std::path::{Path, PathBuf};
 
-pub use lock::{LedgerLock, LockHolder};
+pub use lock::{host_name, LedgerLock, LockHolder};
 
 use chrono::NaiveDateTime;
 use rusqlite::{params, Connection, OptionalExtension};

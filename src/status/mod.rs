@@ -90,44 +90,6 @@ pub struct Status {
     pub next_run: Option<serde_json::Value>,
 }
 
-/// Parse a duration such as `90s`, `30m`, `1h30m`, `2d` (units s, m, h, d).
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    if t.is_empty() {
-        return Err("empty duration: expected e.g. 30m, 1h or 1h30m".into());
-    }
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{text:?}: unknown unit {c:?} (use s, m, h or d)")),
-        };
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?}: a number must come before {c:?}"))?;
-        number.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{text:?}: too long"))?;
-    }
-    if !number.is_empty() {
-        return Err(format!("{text:?}: {number} has no unit (use s, m, h or d)"));
-    }
-    if total == 0 {
-        return Err(format!("{text:?}: must be longer than zero"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
 /// Read the status of `pipeline`'s sync.
 pub fn status(pipeline: &Pipeline, max_age: Option<Duration>) -> Result<Status> {
     let config = &pipeline.config;
@@ -151,7 +113,8 @@ pub fn status(pipeline: &Pipeline, max_age: Option<Duration>) -> Result<Status> 
             max_age_secs: max_age.map(|d| d.as_secs()),
             in_procore: None,
             open_exceptions: Vec::new(),
-            next_run: None,
+            next_run: crate::schedule::scheduled(&ledger_path)
+                .and_then(|info| serde_json::to_value(info).ok()),
         }));
     }
     let ledger = Ledger::open(&ledger_path)?;
@@ -201,7 +164,8 @@ pub fn status(pipeline: &Pipeline, max_age: Option<Duration>) -> Result<Status> 
         max_age_secs: max_age.map(|d| d.as_secs()),
         in_procore,
         open_exceptions,
-        next_run: None,
+        next_run: crate::schedule::scheduled(&ledger_path)
+            .and_then(|info| serde_json::to_value(info).ok()),
     }))
 }
 

@@ -3,6 +3,7 @@
 
 pub mod peer;
 pub mod process;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
