@@ -199,31 +199,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
-/// Print a command's output on stdout. A reader that went away (`jcsync status | head -1`)
-/// is not an error of the command: the rest is dropped, quietly.
-pub fn print_out(text: impl std::fmt::Display) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-}
-
-/// Say something to whoever watches: on stderr, or a `warn` event in JSON logs.
-pub fn say(message: impl std::fmt::Display) {
-    if crate::logging::json_enabled() {
-        tracing::warn!("{message}");
-    } else {
-        eprintln!("{message}");
-    }
-}
-
-/// Say that the command failed: `error: …` on stderr, or an `error` event in JSON logs.
-pub fn report_error(message: impl std::fmt::Display) {
-    if crate::logging::json_enabled() {
-        tracing::error!("{message}");
-    } else {
-        eprintln!("error: {message}");
-    }
-}
+use crate::logging::{print_out, report_error, say};
 
 /// What Ctrl-C does to a run that loads.
 const SENDING_STOPS: &str = "finishing the requests in flight, sending no new ones";

@@ -197,6 +197,32 @@ impl Visit for Fields {
     }
 }
 
+/// Print a command's output on stdout. A reader that went away (`jcsync status | head -1`)
+/// is not an error of the command: the rest is dropped, quietly.
+pub fn print_out(text: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// Say something to whoever watches: on stderr, or a `warn` event in JSON logs.
+pub fn say(message: impl std::fmt::Display) {
+    if json_enabled() {
+        tracing::warn!("{message}");
+    } else {
+        eprintln!("{message}");
+    }
+}
+
+/// Say that the command failed: `error: …` on stderr, or an `error` event in JSON logs.
+pub fn report_error(message: impl std::fmt::Display) {
+    if json_enabled() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

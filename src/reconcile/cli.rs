@@ -37,7 +37,7 @@ pub fn run(args: ReconcileArgs) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            crate::cli::report_error(format_args!("cannot start the runtime: {e}"));
+            crate::logging::report_error(format_args!("cannot start the runtime: {e}"));
             return EXIT_FAILED;
         }
     };
@@ -61,7 +61,7 @@ pub fn run(args: ReconcileArgs) -> u8 {
     {
         Ok(o) => o,
         Err(e) => {
-            crate::cli::report_error(&e);
+            crate::logging::report_error(&e);
             return EXIT_FAILED;
         }
     };
@@ -73,14 +73,14 @@ pub fn run(args: ReconcileArgs) -> u8 {
     }
     if args.json {
         match serde_json::to_string_pretty(&outcome) {
-            Ok(text) => crate::cli::print_out(&text),
+            Ok(text) => crate::logging::print_out(&text),
             Err(e) => {
                 eprintln!("error: cannot print the result: {e}");
                 return EXIT_FAILED;
             }
         }
     } else {
-        crate::cli::print_out(render::text(&outcome));
+        crate::logging::print_out(render::text(&outcome));
     }
     outcome.exit_code
 }

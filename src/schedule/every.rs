@@ -41,7 +41,7 @@ pub fn run_every(runtime: &tokio::runtime::Runtime, options: &EveryOptions<'_>) 
     let mut last_good = match Pipeline::load(options.pipeline) {
         Ok(p) => p,
         Err(e) => {
-            crate::cli::report_error(&e);
+            crate::logging::report_error(&e);
             return EXIT_FAILED;
         }
     };
@@ -57,11 +57,11 @@ pub fn run_every(runtime: &tokio::runtime::Runtime, options: &EveryOptions<'_>) 
     let lock = match EveryLock::acquire(&ledger, &holder) {
         Ok(l) => l,
         Err(e @ LockRefused::Busy { .. }) => {
-            crate::cli::report_error(&e);
+            crate::logging::report_error(&e);
             return EXIT_LEDGER_BUSY;
         }
         Err(e) => {
-            crate::cli::report_error(&e);
+            crate::logging::report_error(&e);
             return EXIT_FAILED;
         }
     };
@@ -118,7 +118,7 @@ pub fn run_every(runtime: &tokio::runtime::Runtime, options: &EveryOptions<'_>) 
         next = after;
     }
     drop(lock);
-    crate::cli::say("stopped: no further run is scheduled");
+    crate::logging::say("stopped: no further run is scheduled");
     0
 }
 
@@ -157,7 +157,7 @@ fn run_slot(
     };
     let exit_code = match &result {
         Ok(o) => {
-            crate::cli::print_out(crate::run::summary_text(&o.report, &o.run_dir));
+            crate::logging::print_out(crate::run::summary_text(&o.report, &o.run_dir));
             o.exit_code
         }
         Err(e @ Error::LedgerBusy { .. }) => {
@@ -165,7 +165,7 @@ fn run_slot(
             (options.exit_status)(e)
         }
         Err(e) => {
-            crate::cli::report_error(&e);
+            crate::logging::report_error(&e);
             (options.exit_status)(e)
         }
     };
