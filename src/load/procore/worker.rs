@@ -207,6 +207,15 @@ impl ProjectWorker {
         self.send_headers(outgoing).await
     }
 
+    /// Why a line of budget code `code` cannot be loaded.
+    fn no_code(&self, code: &str) -> String {
+        format!(
+            "budget code {code:?} is not in Procore project {} (job {})",
+            self.project_id.unwrap_or_default(),
+            self.job
+        )
+    }
+
     /// True when the project's budget codes (as fetched or created) hold `code`.
     fn has_code(&self, code: &str) -> bool {
         self.wbs.as_ref().is_some_and(|w| w.contains_key(code))
@@ -374,10 +383,17 @@ impl ProjectWorker {
         let mut refresh = Vec::new();
         let mut moving = Vec::new();
         for l in &lines {
+            let code = flat_code(&self.ctx.config, l);
             let dc = match self.headers.get(&l.direct_cost_origin_id) {
                 Some(Ok(id)) => *id,
                 Some(Err((code, reason))) => {
                     rejected.push((l, *code, reason.clone()));
+                    continue;
+                }
+                // Its direct cost waits for a line that can be loaded (none of its lines'
+                // budget codes is in Procore yet): the line's own reason is its budget code.
+                None if !self.has_code(&code) => {
+                    rejected.push((l, ReasonCode::UnmappedBudgetCode, self.no_code(&code)));
                     continue;
                 }
                 None => {
@@ -400,17 +416,8 @@ impl ProjectWorker {
                     }
                 }
             };
-            let code = flat_code(&self.ctx.config, l);
             let Some(wbs_id) = self.wbs.as_ref().and_then(|w| w.get(&code)).copied() else {
-                rejected.push((
-                    l,
-                    ReasonCode::UnmappedBudgetCode,
-                    format!(
-                        "budget code {code:?} is not in Procore project {} (job {})",
-                        self.project_id.unwrap_or_default(),
-                        self.job
-                    ),
-                ));
+                rejected.push((l, ReasonCode::UnmappedBudgetCode, self.no_code(&code)));
                 continue;
             };
             let Payload { json, hash } = Payload::of(&LineRecord {
