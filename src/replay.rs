@@ -256,7 +256,7 @@ async fn load_staged(
             let report = tokio::task::spawn_blocking(move || {
                 let mut ledger = ctx.ledger.lock().unwrap_or_else(|p| p.into_inner());
                 capture_rows(&mut ledger, &staged, &run_id)?;
-                ExceptionsReport::of(&ledger, &run_id, &counts)
+                ExceptionsReport::of(&ledger, &run_id, counts.retried())
             })
             .await
             .map_err(|e| task_failed("exceptions", e))??;

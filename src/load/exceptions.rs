@@ -301,6 +301,15 @@ pub fn staged_paths(
         .collect()
 }
 
+/// What became of the lines a load retried from open exceptions, as its counts say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retried {
+    pub retried: u64,
+    pub loaded: u64,
+    pub quarantined: u64,
+    pub pending: u64,
+}
+
 /// Open exceptions per reason, for the report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReasonTotal {
@@ -334,23 +343,18 @@ pub struct ExceptionsReport {
 
 impl ExceptionsReport {
     /// The report of run `run_id`, from the ledger and the load's counts.
-    pub fn of(
-        ledger: &Ledger,
-        run_id: &str,
-        counts: &crate::load::procore::LoadCounts,
-    ) -> Result<ExceptionsReport> {
+    pub fn of(ledger: &Ledger, run_id: &str, counts: Retried) -> Result<ExceptionsReport> {
         let RunExceptions {
             new,
             resolved,
             gone,
             still_open,
         } = ledger.run_exceptions(run_id)?;
-        let retried_quarantined = counts.retried_quarantined.values().sum();
         Ok(ExceptionsReport {
             retried: counts.retried,
-            retried_loaded: counts.retried_loaded,
-            retried_quarantined,
-            retried_pending: counts.retried_pending,
+            retried_loaded: counts.loaded,
+            retried_quarantined: counts.quarantined,
+            retried_pending: counts.pending,
             new,
             resolved,
             gone,
@@ -364,8 +368,7 @@ impl ExceptionsReport {
                     amount,
                 })
                 .collect(),
-            reconciled: counts.retried
-                == counts.retried_loaded + retried_quarantined + counts.retried_pending,
+            reconciled: counts.retried == counts.loaded + counts.quarantined + counts.pending,
         })
     }
 

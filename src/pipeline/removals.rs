@@ -225,7 +225,7 @@ pub(crate) async fn after_load(
                     blocking(move || {
                         let mut ledger = lock(&ctx2);
                         capture_rows(&mut ledger, &staged, &run_id)?;
-                        ExceptionsReport::of(&ledger, &run_id, &counts)
+                        ExceptionsReport::of(&ledger, &run_id, counts.retried())
                     })
                     .await?,
                 )

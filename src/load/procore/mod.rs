@@ -73,6 +73,16 @@ impl LoadCounts {
     pub fn quarantined_total(&self) -> u64 {
         self.quarantined.values().sum()
     }
+
+    /// The lines retried from open exceptions, and what became of them.
+    pub fn retried(&self) -> crate::load::exceptions::Retried {
+        crate::load::exceptions::Retried {
+            retried: self.retried,
+            loaded: self.retried_loaded,
+            quarantined: self.retried_quarantined.values().sum(),
+            pending: self.retried_pending,
+        }
+    }
 }
 
 /// Everything the project workers share.
