@@ -648,3 +648,96 @@ fn a_deep_run_closes_a_purged_exception_as_gone_and_a_replay_resolves_one() {
     let resolved = ledger.exception(&ap_612).expect("get").expect("kept");
     assert_eq!(resolved.resolution.as_deref(), Some("loaded"));
 }
+
+/// The cost of retrying N open exceptions from the ledger: their stored rows are paged, decoded
+/// and handed to the planner in batches of `RETRY_BATCH_ROWS`, in flat memory. N is 20,000 by
+/// default (`JCSYNC_EXCEPTIONS_BENCH_ROWS=100000 cargo test --release --test exceptions
+/// retry_cost -- --nocapture` for more).
+#[test]
+fn retry_cost() {
+    use arrow::array::{AsArray, StringArray};
+    use jcsync::ledger::ExceptionSeen;
+    use jcsync::load::exceptions::{ExceptionRetry, RetryScope, RowCodec, RETRY_BATCH_ROWS};
+
+    let n: usize = std::env::var("JCSYNC_EXCEPTIONS_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = FilesWorld::new();
+    let staged = w.sync(SyncOptions {
+        stage_only: true,
+        ..Default::default()
+    });
+    let batch = read_parquet(&staged_files(&staged.run_dir));
+    let row = batch.slice(0, 1);
+    let amount = row
+        .column_by_name("amount")
+        .expect("amount")
+        .as_primitive::<arrow::datatypes::Decimal128Type>()
+        .value(0);
+    let id_col = row.schema().index_of("line_origin_id").expect("id column");
+    let codec = RowCodec::new().expect("codec");
+    let mut ledger = Ledger::open(&dir.path().join("l.sqlite"))
+        .expect("ledger")
+        .with_target("bench");
+    let started = std::time::Instant::now();
+    let mut bytes = 0usize;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let mut seen = Vec::new();
+        let mut rows = Vec::new();
+        for &i in chunk {
+            let id = format!("jcsync:DEMO:line:{i:032x}");
+            let mut columns = row.columns().to_vec();
+            columns[id_col] = Arc::new(StringArray::from(vec![id.as_str()]));
+            let one = arrow::array::RecordBatch::try_new(row.schema(), columns).expect("row");
+            let encoded = codec.encode(&one, 0).expect("encode");
+            bytes += encoded.len();
+            rows.push((id.clone(), encoded));
+            seen.push(ExceptionSeen {
+                origin_id: id,
+                reason_code: "unmapped_budget_code".into(),
+                reason: "bench".into(),
+                job: "1001".into(),
+                budget_code: Some("1.01-100.M".into()),
+                cents: amount as i64,
+                accounting_date: Some("2024-01-15".into()),
+            });
+        }
+        ledger.record_exceptions(&seen, "r1").expect("record");
+        ledger.store_exception_rows(&rows, "r1").expect("store");
+    }
+    let recorded = started.elapsed();
+    let retry = ExceptionRetry::new(&ledger, RetryScope::Partial, "r2").expect("retry");
+    let ledger = std::sync::Mutex::new(ledger);
+    let started = std::time::Instant::now();
+    let (mut rows, mut cents, mut largest) = (0usize, 0i128, 0usize);
+    let fed = retry
+        .feed(
+            &ledger,
+            "r2",
+            |_| {},
+            |b| {
+                rows += b.num_rows();
+                largest = largest.max(b.num_rows());
+                let a = b
+                    .column_by_name("amount")
+                    .expect("amount")
+                    .as_primitive::<arrow::datatypes::Decimal128Type>();
+                cents += (0..a.len()).map(|i| a.value(i)).sum::<i128>();
+                Ok(())
+            },
+        )
+        .expect("feed");
+    let fed_in = started.elapsed();
+    assert_eq!((fed as usize, rows), (n, n));
+    assert_eq!(cents, amount * n as i128, "money exact");
+    assert!(largest <= RETRY_BATCH_ROWS, "bounded batches: {largest}");
+    println!(
+        "RETRY_COST n={n} row_bytes={} record+store={:.2}s feed={:.2}s ({:.0} rows/s)",
+        bytes / n,
+        recorded.as_secs_f64(),
+        fed_in.as_secs_f64(),
+        n as f64 / fed_in.as_secs_f64()
+    );
+}

@@ -425,7 +425,7 @@ mod tests {
                     DataType::Decimal128(p, s) => Arc::new(
                         Decimal128Array::from(vec![
                             Some(-268),
-                            Some(999_999_999_999_999_99),
+                            Some(99_999_999_999_999_999),
                             if null { None } else { Some(0) },
                             Some(1),
                         ])
