@@ -100,6 +100,18 @@ pub enum Command {
     /// Read Procore back and compare it with the newest complete deep run, per project and
     /// budget code (exit 0: equal; 6: drift; 1: error).
     Reconcile(crate::reconcile::cli::ReconcileArgs),
+    /// List the open exceptions (rows quarantined at load, retried by every sync until they
+    /// load or leave Sage) by reason, with totals (exit 0; 1 on error).
+    Exceptions {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Print CSV (RFC 4180, one row per exception, a header row).
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+    },
     /// Run the local Procore API emulator.
     Sandbox(SandboxArgs),
     /// Write a synthetic Sage company (and its matching Procore sandbox seed in OUT/procore).
@@ -470,6 +482,11 @@ pub fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Exceptions {
+            pipeline,
+            json,
+            csv,
+        } => crate::exceptions::run(&pipeline, json, csv),
         Command::Inspect { run_dir, json } => match if json {
             crate::run::inspection(&run_dir).and_then(|i| Ok(serde_json::to_string_pretty(&i)?))
         } else {

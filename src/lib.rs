@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exceptions;
 pub mod extract;
 pub mod ledger;
 pub mod load;

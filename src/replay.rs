@@ -20,9 +20,10 @@ use tokio::sync::mpsc;
 use crate::config::Pipeline;
 use crate::error::{Error, Result};
 use crate::ledger::runs::RunMode;
+use crate::load::exceptions::{capture_rows, staged_paths, ExceptionsReport};
 use crate::model::schema::enriched_schema;
 use crate::model::values::format_decimal;
-use crate::pipeline::load::{plan_and_load, summarize_output, LoadSetup};
+use crate::pipeline::load::{plan_and_load, summarize_output, LoadSetup, PlanOutput};
 use crate::pipeline::target::{lock_ledger, prepare_target, PreparedTarget};
 use crate::pipeline::SyncOptions;
 use crate::quarantine::writer::spawn_quarantine_writer;
@@ -269,6 +270,8 @@ async fn load_staged(
         quarantine: qtx,
         cancel: options.cancel.clone().unwrap_or_default(),
         seen: None,
+        // A replay's snapshot is an older run's: every open exception it lacks is retried.
+        retry: crate::load::exceptions::RetryScope::Partial,
     };
     let mut reader = StagedReader {
         files: manifest
@@ -292,13 +295,41 @@ async fn load_staged(
     // next sync removes what left Sage).
     let (timing, planner, output, _) = planned?;
     let quarantine = quarantine?;
+    // The exceptions this replay opened take their rows from the replayed run's staged files.
+    let exceptions = match &output {
+        PlanOutput::Load(outcome, Some(ctx)) => {
+            let (ctx, counts) = (ctx.clone(), outcome.counts.clone());
+            let staged = staged_paths(run_dir, &manifest.files);
+            let run_id = run_id.to_string();
+            let report = tokio::task::spawn_blocking(move || {
+                let mut ledger = ctx.ledger.lock().unwrap_or_else(|p| p.into_inner());
+                capture_rows(&mut ledger, &staged, &run_id)?;
+                ExceptionsReport::of(&ledger, &run_id, counts.retried())
+            })
+            .await
+            .map_err(|e| task_failed("exceptions", e))??;
+            Some(report)
+        }
+        _ => None,
+    };
     let (requests_file, load, failure) = summarize_output(output);
     let mut quarantined = BTreeMap::new();
     for ((_, reason), n) in &quarantine.counts {
         *quarantined.entry(reason.clone()).or_insert(0) += n;
     }
     let q_total: u64 = quarantined.values().sum();
-    let reconciled = load_reconciles(timing.rows_in, planner.stats.lines, load.as_ref(), q_total);
+    // Lines retried from open exceptions are read from the ledger, not the staged files: they
+    // are loaded, pending or quarantined again (not in quarantine.parquet) like the others.
+    let (retried, retried_quarantined) = load.as_ref().map_or((0, 0), |l| {
+        let c = &l.counts;
+        (c.retried, c.retried_quarantined.values().sum::<u64>())
+    });
+    let reconciled = load_reconciles(
+        timing.rows_in + retried,
+        planner.stats.lines,
+        load.as_ref(),
+        q_total + retried_quarantined,
+    ) && exceptions.as_ref().is_none_or(|e| e.reconciled);
     let report = ReplayReport {
         run_id: run_id.to_string(),
         replay_of: manifest.run_id.clone(),
@@ -315,6 +346,7 @@ async fn load_staged(
         stages: vec![StageReport::from_timing("replay plan+load", timing)],
         load,
         reconciled,
+        exceptions,
     };
     let mut files = quarantine.files;
     files.extend(requests_file);

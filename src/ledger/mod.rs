@@ -26,6 +26,7 @@ pub mod runs;
 
 use std::path::{Path, PathBuf};
 
+pub use exceptions::{Exception, ExceptionSeen, RunExceptions};
 pub use lock::{host_name, LedgerLock, LockHolder};
 
 use chrono::NaiveDateTime;

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod dry_run;
+pub mod exceptions;
 pub mod limit;
 pub mod plan;
 pub mod procore;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::target::TargetLoad;
 use crate::error::{Error, Result};
 use crate::load::dry_run::DryRunSink;
+use crate::load::exceptions::{ExceptionRetry, RetryScope};
 use crate::load::plan::{PlannedRequest, Planner, RequestSink, MAX_SYNC_RECORDS};
 use crate::load::procore::{LoadContext, LoadCounts, LoadOutcome, LoadSink};
 use crate::load::removal::SeenKeys;
@@ -58,6 +59,8 @@ pub(crate) struct LoadSetup {
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
     /// Gathers the line keys of every planned line, when the run looks for removals.
     pub seen: Option<SeenKeys>,
+    /// Which open exceptions the load retries from their stored rows.
+    pub retry: RetryScope,
 }
 
 /// What the last stage returns: its timing, the planner, the output, the keys it gathered.
@@ -92,14 +95,19 @@ pub(crate) fn plan_and_load(
     let mut seen = setup.seen;
     let mut plan_all = |sink: &mut dyn RequestSink,
                         timing: &mut StageTiming,
-                        planner: &mut Planner|
+                        planner: &mut Planner,
+                        retry: Option<&mut ExceptionRetry>|
      -> Result<()> {
         let mut last_log = Instant::now();
+        let mut retry = retry;
         while let Some(batch) = next() {
             let batch = batch?;
             let started = Instant::now();
             timing.rows_in += batch.rows();
             planner.process(&batch, sink)?;
+            if let Some(retry) = retry.as_deref_mut() {
+                retry.observe(&batch)?;
+            }
             if let Some(seen) = seen.as_mut() {
                 gather_keys(seen, &batch)?;
             }
@@ -123,7 +131,7 @@ pub(crate) fn plan_and_load(
         None => {
             drop(setup.quarantine);
             let mut sink = DryRunSink::new(HashedFile::create(&setup.run_dir, "requests.ndjson")?);
-            plan_all(&mut sink, &mut timing, &mut planner)?;
+            plan_all(&mut sink, &mut timing, &mut planner, None)?;
             PlanOutput::DryRun(sink.finish()?)
         }
         Some(target) => {
@@ -138,7 +146,7 @@ pub(crate) fn plan_and_load(
                     );
                     drop(setup.quarantine);
                     let mut sink = PendingSink { lines: 0 };
-                    plan_all(&mut sink, &mut timing, &mut planner)?;
+                    plan_all(&mut sink, &mut timing, &mut planner, None)?;
                     let outcome = LoadOutcome {
                         counts: LoadCounts {
                             pending: sink.lines,
@@ -151,25 +159,51 @@ pub(crate) fn plan_and_load(
                 }
             };
             let ledger = target.ledger;
-            let ctx = Arc::new(LoadContext::new(
-                client,
-                setup.load_config,
-                directory,
-                ledger,
-                &setup.run_id,
-                &setup.table,
-                setup.quarantine,
-                setup.cancel,
-            ));
-            let mut sink = LoadSink::new(ctx, setup.handle);
-            let planned = plan_all(&mut sink, &mut timing, &mut planner);
-            let ctx = sink.context();
+            let mut retry = ExceptionRetry::new(&ledger, setup.retry, &setup.run_id)?;
+            let open_jobs = ledger.open_exception_jobs()?;
+            let ctx = Arc::new(
+                LoadContext::new(
+                    client,
+                    setup.load_config,
+                    directory,
+                    ledger,
+                    &setup.run_id,
+                    &setup.table,
+                    setup.quarantine,
+                    setup.cancel,
+                )
+                .with_open_exception_jobs(open_jobs),
+            );
+            let mut sink = LoadSink::new(ctx.clone(), setup.handle);
+            let planned = plan_all(&mut sink, &mut timing, &mut planner, Some(&mut retry))
+                .and_then(|()| retry_exceptions(retry, &ctx, &setup.run_id, &mut sink));
             let outcome = sink.finish();
             planned?;
             PlanOutput::Load(outcome, Some(ctx))
         }
     };
     Ok((timing, planner, output, seen))
+}
+
+/// Plan the open exceptions the snapshot lacked (and the scope retries) from their stored
+/// rows, with a planner of their own: the run's plan counts only its snapshot.
+fn retry_exceptions(
+    retry: ExceptionRetry,
+    ctx: &Arc<LoadContext>,
+    run_id: &str,
+    sink: &mut LoadSink,
+) -> Result<()> {
+    if ctx.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut planner = Planner::new(MAX_SYNC_RECORDS);
+    retry.feed(
+        &ctx.ledger,
+        run_id,
+        |hashes| ctx.note_retried(hashes),
+        |batch| planner.process(batch, sink),
+    )?;
+    planner.finish(sink)
 }
 
 /// The files, load report and load failure of the last stage's output.

@@ -5,17 +5,18 @@
 //! (an extract that failed, a load that stopped) never removes anything.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde_json::json;
 
 use super::load::PlanOutput;
-use crate::config::{PipelineConfig, RemovalMode, Since};
+use crate::config::{PipelineConfig, RemovalMode, Since, SyncKind};
 use crate::error::{Error, Result};
 use crate::extract::SageSource;
 use crate::ledger::Ledger;
+use crate::load::exceptions::{capture_rows, ExceptionsReport};
 use crate::load::procore::LoadContext;
 use crate::load::removal::{
     self, plan_removals, Deletion, InProcore, RemovalPlan, RemovalReport, RemovalSettings, SeenKeys,
@@ -36,6 +37,8 @@ pub(crate) struct RemovalInputs<'a> {
     /// The ledger a dry run reads (None when the pipeline's target keeps none).
     pub dry_run_ledger: Option<Ledger>,
     pub cancel: Arc<AtomicBool>,
+    /// The run's staged files (whole paths): the rows of the exceptions it opened.
+    pub staged: Vec<PathBuf>,
 }
 
 /// What the removal step left for the report.
@@ -44,6 +47,8 @@ pub(crate) struct RemovalResult {
     pub in_procore: Option<InProcore>,
     /// `requests.ndjson` of `removals = "plan"` (a dry run's own file is updated in place).
     pub requests_file: Option<FileEntry>,
+    /// What became of the target's open exceptions.
+    pub exceptions: Option<ExceptionsReport>,
 }
 
 fn settings(config: &PipelineConfig, allow: bool) -> RemovalSettings {
@@ -99,6 +104,7 @@ pub(crate) async fn after_load(
                 report,
                 in_procore: None,
                 requests_file: None,
+                exceptions: None,
             }))
         }
         PlanOutput::Load(outcome, ctx) => {
@@ -107,19 +113,47 @@ pub(crate) async fn after_load(
                     report: skipped("the load did not start"),
                     in_procore: None,
                     requests_file: None,
+                    exceptions: None,
                 }));
             };
             let mut result = RemovalResult {
                 report: skipped(""),
                 in_procore: None,
                 requests_file: None,
+                exceptions: None,
+            };
+            let complete = outcome.failure.is_none();
+            let open = {
+                let ctx2 = ctx.clone();
+                blocking(move || lock(&ctx2).open_exception_count()).await?
+            };
+            // The key scan tells removals what left Sage, and open exceptions too.
+            let seen = if complete && (mode != RemovalMode::Off || open > 0) {
+                Some(scan_keys(inputs.source.clone(), config.company.clone()).await?)
+            } else {
+                None
+            };
+            let seen = if complete {
+                let ctx2 = ctx.clone();
+                let (run_id, deep) = (
+                    inputs.run_id.to_string(),
+                    config.sync.kind == SyncKind::Deep,
+                );
+                let since = settings.since.map(|d| d.format("%Y-%m-%d").to_string());
+                blocking(move || {
+                    let gone = close_gone(&mut lock(&ctx2), seen.as_ref(), deep, since, &run_id)?;
+                    if gone > 0 {
+                        tracing::info!(gone, "open exceptions whose row left Sage: closed");
+                    }
+                    Ok(seen)
+                })
+                .await?
+            } else {
+                None
             };
             result.report = if mode == RemovalMode::Off {
                 skipped("`[sync] removals = \"off\"`")
-            } else if outcome.failure.is_some() {
-                skipped("the load did not complete: removals wait for a complete run")
-            } else {
-                let seen = scan_keys(inputs.source.clone(), config.company.clone()).await?;
+            } else if let Some(seen) = seen {
                 let ctx2 = ctx.clone();
                 let plan = blocking(move || {
                     let ledger = ctx2.ledger.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,6 +202,8 @@ pub(crate) async fn after_load(
                     report.outcome = Some(done);
                     report
                 }
+            } else {
+                skipped("the load did not complete: removals wait for a complete run")
             };
             let removed = result
                 .report
@@ -181,6 +217,19 @@ pub(crate) async fn after_load(
                 Ok((ledger.count("line")?, ledger.count("header")?))
             })
             .await?;
+            result.exceptions = {
+                let (ctx2, run_id, staged) =
+                    (ctx.clone(), inputs.run_id.to_string(), inputs.staged);
+                let counts = outcome.counts.clone();
+                Some(
+                    blocking(move || {
+                        let mut ledger = lock(&ctx2);
+                        capture_rows(&mut ledger, &staged, &run_id)?;
+                        ExceptionsReport::of(&ledger, &run_id, counts.retried())
+                    })
+                    .await?,
+                )
+            };
             result.in_procore = Some(InProcore {
                 lines,
                 direct_costs,
@@ -193,6 +242,51 @@ pub(crate) async fn after_load(
             Ok(Some(result))
         }
     }
+}
+
+fn lock(ctx: &LoadContext) -> std::sync::MutexGuard<'_, Ledger> {
+    ctx.ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Close the open exceptions whose row left Sage: those the key scan (`seen`) lacks, dated
+/// in its window (a scan with unreadable keys decides nothing); without a scan, on a deep run,
+/// those its complete snapshot lacked. The number closed.
+fn close_gone(
+    ledger: &mut Ledger,
+    seen: Option<&SeenKeys>,
+    deep: bool,
+    since: Option<String>,
+    run_id: &str,
+) -> Result<u64> {
+    let Some(seen) = seen else {
+        return if deep {
+            ledger.close_unseen_exceptions(run_id, since.as_deref())
+        } else {
+            Ok(0)
+        };
+    };
+    if seen.unreadable > 0 {
+        return Ok(0);
+    }
+    let mut gone = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = ledger.open_exception_page(&after, 10_000, run_id, false)?;
+        let Some(last) = page.last() else { break };
+        after = last.origin_id.clone();
+        for s in page {
+            let in_window = match (&since, &s.accounting_date) {
+                (None, _) => true,
+                (Some(since), Some(d)) => d >= since,
+                (Some(_), None) => false,
+            };
+            if in_window && !seen.has_line(&s.origin_id)? {
+                gone.push(s.origin_id);
+            }
+        }
+    }
+    let ids: Vec<&str> = gone.iter().map(String::as_str).collect();
+    ledger.close_exceptions(&ids, "gone", run_id)
 }
 
 /// The natural keys of every cost transaction of the window, read again from the source

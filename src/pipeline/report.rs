@@ -102,13 +102,16 @@ pub(super) fn build(
         plan_skipped: run.stage_only,
     };
     let (requests_file, load_report, load_failure) = summarize_output(r.output);
-    let (removals, in_procore, removals_file) = match r.removals {
-        Some(x) => (Some(x.report), x.in_procore, x.requests_file),
-        None => (None, None, None),
+    let (removals, in_procore, removals_file, exceptions) = match r.removals {
+        Some(x) => (Some(x.report), x.in_procore, x.requests_file, x.exceptions),
+        None => (None, None, None, None),
     };
     if let Some(l) = &load_report {
-        counts.loaded = Some(l.counts.loaded());
-        counts.pending = l.counts.pending;
+        // The snapshot's lines: those retried from open exceptions reconcile apart
+        // (`exceptions.reconciled`).
+        let c = &l.counts;
+        counts.loaded = Some(c.loaded().saturating_sub(c.retried_loaded));
+        counts.pending = c.pending.saturating_sub(c.retried_pending);
     }
     let dims = &r.dimensions;
     let stages = vec![
@@ -160,7 +163,8 @@ pub(super) fn build(
         since: config.sync.since.to_string(),
         started_at: run.started_at.to_rfc3339(),
         elapsed_ms: run.wall.elapsed().as_millis() as u64,
-        reconciled: counts.reconciles(load_quarantined),
+        reconciled: counts.reconciles(load_quarantined)
+            && exceptions.as_ref().is_none_or(|e| e.reconciled),
         counts,
         dimensions: r.dimensions.reports,
         dimension_rows_quarantined,
@@ -171,6 +175,7 @@ pub(super) fn build(
         load: load_report,
         removals,
         in_procore,
+        exceptions,
     };
     let facts = ManifestFacts {
         source: config.source.describe(),

@@ -83,6 +83,7 @@ pub(super) async fn execute(
             quarantine: driver.rejects(),
             cancel: cancel.clone(),
             seen: None,
+            retry: retry_scope(config),
         };
         let mut staged = staged;
         Running::blocking("plan", move || {
@@ -130,6 +131,7 @@ pub(super) async fn execute(
             source: source.clone(),
             dry_run_ledger,
             cancel,
+            staged: crate::load::exceptions::staged_paths(run.dir, &staged_files),
         },
         &mut output,
     )
@@ -147,6 +149,22 @@ pub(super) async fn execute(
         output,
         quarantine,
     })
+}
+
+/// A deep sync's snapshot is all of Sage in its window: an open exception it lacks is not
+/// retried (it left Sage); an incremental one sees only what changed: every other open
+/// exception is retried from its stored row.
+fn retry_scope(config: &PipelineConfig) -> crate::load::exceptions::RetryScope {
+    use crate::load::exceptions::RetryScope;
+    match config.sync.kind {
+        crate::config::SyncKind::Deep => RetryScope::Complete {
+            since: match config.sync.since {
+                crate::config::Since::BeginningOfTime => None,
+                crate::config::Since::Date(d) => Some(d.format("%Y-%m-%d").to_string()),
+            },
+        },
+        crate::config::SyncKind::Incremental => RetryScope::Partial,
+    }
 }
 
 /// Dimensions are the build side of the joins. They load on a thread of their own while the

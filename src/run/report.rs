@@ -155,6 +155,9 @@ pub struct Report {
     /// What the ledger holds for the target after the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_procore: Option<crate::load::removal::InProcore>,
+    /// The target's open exceptions: retried, resolved, gone, new, still open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<crate::load::exceptions::ExceptionsReport>,
 }
 
 /// `report.json` of a replay.
@@ -179,4 +182,7 @@ pub struct ReplayReport {
     pub load: Option<LoadReport>,
     /// rows_read == loaded + quarantined + pending (or == planned for a dry run).
     pub reconciled: bool,
+    /// The target's open exceptions: retried, resolved, new, still open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<crate::load::exceptions::ExceptionsReport>,
 }

@@ -16,7 +16,7 @@ pub mod payload;
 mod sink;
 mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +54,13 @@ pub struct LoadCounts {
     pub header_requests: u64,
     pub line_requests: u64,
     pub budget_codes_created: u64,
+    /// Lines retried from open exceptions (rows the ledger stored, not in this run's
+    /// snapshot); they are in `lines_sent`/`lines_unchanged` or `pending` like any line, but
+    /// not in `quarantined`: of them, loaded, quarantined again (by reason) and pending.
+    pub retried: u64,
+    pub retried_loaded: u64,
+    pub retried_quarantined: BTreeMap<String, u64>,
+    pub retried_pending: u64,
 }
 
 impl LoadCounts {
@@ -65,6 +72,16 @@ impl LoadCounts {
     /// Lines quarantined at load.
     pub fn quarantined_total(&self) -> u64 {
         self.quarantined.values().sum()
+    }
+
+    /// The lines retried from open exceptions, and what became of them.
+    pub fn retried(&self) -> crate::load::exceptions::Retried {
+        crate::load::exceptions::Retried {
+            retried: self.retried,
+            loaded: self.retried_loaded,
+            quarantined: self.retried_quarantined.values().sum(),
+            pending: self.retried_pending,
+        }
     }
 }
 
@@ -84,6 +101,11 @@ pub struct LoadContext {
     counts: Mutex<LoadCounts>,
     in_flight: Semaphore,
     progress: Progress,
+    /// Jobs with open exceptions when the load started: their loaded lines close them.
+    open_jobs: HashSet<String>,
+    /// Hashes ([`crate::load::exceptions::id_hash`]) of the lines retried from open exceptions.
+    retried: Mutex<HashSet<u128>>,
+    any_retried: AtomicBool,
 }
 
 impl LoadContext {
@@ -113,7 +135,42 @@ impl LoadContext {
             counts: Mutex::new(LoadCounts::default()),
             in_flight: Semaphore::new(permits),
             progress: Progress::default(),
+            open_jobs: HashSet::new(),
+            retried: Mutex::new(HashSet::new()),
+            any_retried: AtomicBool::new(false),
         }
+    }
+
+    /// The jobs that had open exceptions when the load started (a line of theirs that loads
+    /// closes its exception).
+    pub fn with_open_exception_jobs(mut self, jobs: HashSet<String>) -> LoadContext {
+        self.open_jobs = jobs;
+        self
+    }
+
+    /// Lines about to be planned from open exceptions' stored rows (their hashes).
+    pub fn note_retried(&self, hashes: &[u128]) {
+        self.retried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(hashes.iter().copied());
+        self.any_retried.store(true, Ordering::Relaxed);
+        self.counts().retried += hashes.len() as u64;
+    }
+
+    /// True when the line `origin_id` was retried from an open exception's stored row.
+    fn is_retried(&self, origin_id: &str) -> bool {
+        self.any_retried.load(Ordering::Relaxed)
+            && self
+                .retried
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&crate::load::exceptions::id_hash(origin_id))
+    }
+
+    /// True when lines of `job` may close open exceptions.
+    fn job_has_exceptions(&self, job: &str) -> bool {
+        self.open_jobs.contains(job)
     }
 
     /// A permit of `[load] max_projects_in_flight`, held while a request is in flight. The

@@ -16,7 +16,7 @@ use super::payload::{
 };
 use super::LoadContext;
 use crate::error::{Error, Result};
-use crate::ledger::LedgerEntry;
+use crate::ledger::{ExceptionSeen, LedgerEntry};
 use crate::load::plan::{DirectCostHeader, LineCode, LineItem};
 use crate::model::values::{date_text, format_decimal};
 use crate::quarantine::{QuarantineBatch, ReasonCode};
@@ -60,13 +60,43 @@ impl ProjectWorker {
         if rejected.is_empty() {
             return Ok(());
         }
+        // Every line the load could not send is an open exception of the target, retried by
+        // later runs. A line retried from one is not a row of this run's snapshot: it is
+        // counted apart and not written to quarantine.parquet again.
+        let seen: Vec<ExceptionSeen> = rejected
+            .iter()
+            .map(|(l, code, reason)| ExceptionSeen {
+                origin_id: l.origin_id().to_string(),
+                reason_code: code.as_str().to_string(),
+                reason: reason.clone(),
+                job: self.job.clone(),
+                budget_code: Some(flat_code(&self.ctx.config, l)),
+                cents: l.amount as i64,
+                accounting_date: l.accounting_date.map(|d| date_text(Some(d))),
+            })
+            .collect();
+        self.ctx
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_exceptions(&seen, &self.ctx.run_id)?;
+        let mut fresh: Vec<(&LineItem, ReasonCode, String)> = Vec::with_capacity(rejected.len());
         {
             let mut c = self.ctx.counts();
-            for (_, code, _) in rejected {
-                *c.quarantined.entry(code.as_str().to_string()).or_insert(0) += 1;
+            for (l, code, reason) in rejected {
+                let by_reason = if self.ctx.is_retried(l.origin_id()) {
+                    &mut c.retried_quarantined
+                } else {
+                    fresh.push((l, *code, reason.clone()));
+                    &mut c.quarantined
+                };
+                *by_reason.entry(code.as_str().to_string()).or_insert(0) += 1;
             }
         }
-        let q = QuarantineBatch::from_line_items(&self.ctx.table, rejected)?;
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let q = QuarantineBatch::from_line_items(&self.ctx.table, &fresh)?;
         // The quarantine writer stopped: its own error says why.
         let sender = self
             .ctx
@@ -175,6 +205,15 @@ impl ProjectWorker {
         }
         self.ctx.counts().headers_unchanged += unchanged;
         self.send_headers(outgoing).await
+    }
+
+    /// Why a line of budget code `code` cannot be loaded.
+    fn no_code(&self, code: &str) -> String {
+        format!(
+            "budget code {code:?} is not in Procore project {} (job {})",
+            self.project_id.unwrap_or_default(),
+            self.job
+        )
     }
 
     /// True when the project's budget codes (as fetched or created) hold `code`.
@@ -336,15 +375,25 @@ impl ProjectWorker {
         let mut updates = Vec::new();
         let mut pending: HashMap<String, (&LineItem, String, bool)> = HashMap::new();
         let mut unchanged = 0;
+        // Lines in Procore after this request (unchanged or accepted): they close their open
+        // exceptions.
+        let mut loaded: Vec<&LineItem> = Vec::new();
         // Unchanged lines whose ledger entry lacks what schema version 2 records (or names
         // another direct cost): recorded again, not sent.
         let mut refresh = Vec::new();
         let mut moving = Vec::new();
         for l in &lines {
+            let code = flat_code(&self.ctx.config, l);
             let dc = match self.headers.get(&l.direct_cost_origin_id) {
                 Some(Ok(id)) => *id,
                 Some(Err((code, reason))) => {
                     rejected.push((l, *code, reason.clone()));
+                    continue;
+                }
+                // Its direct cost waits for a line that can be loaded (none of its lines'
+                // budget codes is in Procore yet): the line's own reason is its budget code.
+                None if !self.has_code(&code) => {
+                    rejected.push((l, ReasonCode::UnmappedBudgetCode, self.no_code(&code)));
                     continue;
                 }
                 None => {
@@ -367,17 +416,8 @@ impl ProjectWorker {
                     }
                 }
             };
-            let code = flat_code(&self.ctx.config, l);
             let Some(wbs_id) = self.wbs.as_ref().and_then(|w| w.get(&code)).copied() else {
-                rejected.push((
-                    l,
-                    ReasonCode::UnmappedBudgetCode,
-                    format!(
-                        "budget code {code:?} is not in Procore project {} (job {})",
-                        self.project_id.unwrap_or_default(),
-                        self.job
-                    ),
-                ));
+                rejected.push((l, ReasonCode::UnmappedBudgetCode, self.no_code(&code)));
                 continue;
             };
             let Payload { json, hash } = Payload::of(&LineRecord {
@@ -391,6 +431,7 @@ impl ProjectWorker {
             if let Some(known) = known.as_ref().filter(|_| !self.ctx.config.force) {
                 if known.payload_hash == hash && known.procore_id.is_some() {
                     unchanged += 1;
+                    loaded.push(l);
                     if known.direct_cost.as_deref() != Some(&*l.direct_cost_origin_id)
                         || known.accounting_date.is_none() && l.accounting_date.is_some()
                         || known.amount.is_none()
@@ -451,6 +492,7 @@ impl ProjectWorker {
                 };
                 if let Some((l, hash, known)) = pending.remove(origin) {
                     ledger.push(self.line_entry(l, e["id"].as_i64(), hash));
+                    loaded.push(l);
                     if known {
                         updated += 1;
                     }
@@ -479,7 +521,28 @@ impl ProjectWorker {
             }
             self.ctx.record(&ledger)?;
         }
+        self.close_loaded(&loaded)?;
         self.quarantine(&rejected).await
+    }
+
+    /// Lines now in Procore: the retried ones are counted, and the open exceptions of any
+    /// of them are closed as resolved (`loaded`).
+    fn close_loaded(&self, loaded: &[&LineItem]) -> Result<()> {
+        let retried = loaded
+            .iter()
+            .filter(|l| self.ctx.is_retried(l.origin_id()))
+            .count() as u64;
+        self.ctx.counts().retried_loaded += retried;
+        if loaded.is_empty() || !self.ctx.job_has_exceptions(&self.job) {
+            return Ok(());
+        }
+        let ids: Vec<&str> = loaded.iter().map(|l| l.origin_id()).collect();
+        self.ctx
+            .ledger
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close_exceptions(&ids, "loaded", &self.ctx.run_id)
+            .map(|_| ())
     }
 
     /// Remove line `line_id` (ledger `origin_id`) from its old direct cost `old` (origin_id), and
@@ -567,15 +630,28 @@ pub(super) async fn run_worker(
         deferred: HashMap::new(),
     };
     while let Some(request) = rx.recv().await {
-        let lines = match &request {
-            Request::LineSync(lines) => lines.len() as u64,
-            Request::HeaderSync(_) => 0,
+        let (lines, retried) = match &request {
+            Request::LineSync(lines) => (
+                lines.len() as u64,
+                lines
+                    .iter()
+                    .filter(|l| ctx.is_retried(l.origin_id()))
+                    .count() as u64,
+            ),
+            Request::HeaderSync(_) => (0, 0),
         };
-        if ctx.stopped() {
-            ctx.counts().pending += lines;
+        let left = if ctx.stopped() {
+            true
         } else if let Err(e) = worker.handle(request).await {
-            ctx.counts().pending += lines;
             ctx.fail(e);
+            true
+        } else {
+            false
+        };
+        if left {
+            let mut c = ctx.counts();
+            c.pending += lines;
+            c.retried_pending += retried;
         }
         ctx.progress
             .handled_requests
