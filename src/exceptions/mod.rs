@@ -94,17 +94,14 @@ pub fn run(pipeline: &std::path::Path, json: bool, csv: bool) -> u8 {
                 } else {
                     render_text(&l)
                 };
-                print!("{text}");
-                if json {
-                    println!();
-                }
+                crate::logging::print_out(text.trim_end_matches('\n'));
                 Ok(())
             }
         });
     match printed {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::logging::report_error(&e);
             1
         }
     }

@@ -132,6 +132,9 @@ pub fn summary_text(report: &Report, run_dir: &Path) -> String {
     if let Some(r) = &report.removals {
         removals_text(&mut s, r);
     }
+    for line in report.exceptions.iter().flat_map(|e| e.summary_lines()) {
+        let _ = writeln!(s, "{line}");
+    }
     let _ = writeln!(s, "  stage            rows in      busy ms        rows/s");
     for st in &report.stages {
         let _ = writeln!(
@@ -196,6 +199,9 @@ pub fn replay_summary_text(r: &ReplayReport, run_dir: &Path) -> String {
         if let Some(f) = &l.failure {
             let _ = writeln!(s, "  LOAD INCOMPLETE: {f}");
         }
+    }
+    for line in r.exceptions.iter().flat_map(|e| e.summary_lines()) {
+        let _ = writeln!(s, "{line}");
     }
     let q: Vec<String> = r
         .quarantined
