@@ -354,8 +354,8 @@ pub fn run(cli: Cli) -> u8 {
                     outcome.exit_code
                 }
                 Err(e) => {
-                    report_error(&e);
-                    exit_status(&e)
+                    report_error(e);
+                    exit_status(e)
                 }
             };
             let ended = crate::notify::Ended {

@@ -165,7 +165,7 @@ fn run_slot(
             (options.exit_status)(e)
         }
         Err(e) => {
-            crate::logging::report_error(&e);
+            crate::logging::report_error(e);
             (options.exit_status)(e)
         }
     };
