@@ -8,11 +8,11 @@
 
 mod common;
 
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use common::forwarder::Forwarder;
 use common::peer::Peer;
 use common::*;
 use jcsync::config::Pipeline;
@@ -152,44 +152,6 @@ fn ledger_of(pipeline: &Path) -> Ledger {
     jcsync::exceptions::scoped_ledger(&p)
         .expect("ledger")
         .expect("the target keeps a ledger")
-}
-
-/// A TCP forwarder on a fixed port to whichever peer is current (the watermark's scope names
-/// the port, so every run must reach Sage at the same one).
-struct Forwarder {
-    port: u16,
-    upstream: Arc<AtomicU16>,
-}
-
-impl Forwarder {
-    fn start(upstream: u16) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind forwarder");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicU16::new(upstream));
-        let current = up.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", current.load(Ordering::SeqCst)))
-                else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                };
-                pipe(
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                pipe(server, client);
-            }
-        });
-        Forwarder { port, upstream: up }
-    }
 }
 
 /// Sage on SQL Server (a peer behind a forwarder) and a sandbox missing three budget codes.

@@ -10,11 +10,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::Arc;
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use common::forwarder::Forwarder;
 use common::peer::Peer;
 use common::*;
 use jcsync::config::Pipeline;
@@ -35,43 +35,6 @@ const KEY_SCAN_SELECT: [&str; 9] = [
     "Sequence",
     "Dist_Sequence",
 ];
-
-/// A TCP forwarder on a fixed port to whichever peer is current.
-struct Forwarder {
-    port: u16,
-    upstream: Arc<AtomicU16>,
-}
-
-impl Forwarder {
-    fn start(upstream: u16) -> Forwarder {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind forwarder");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicU16::new(upstream));
-        let current = up.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", current.load(Ordering::SeqCst)))
-                else {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let pipe = |mut from: TcpStream, mut to: TcpStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                };
-                pipe(
-                    client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
-                );
-                pipe(server, client);
-            }
-        });
-        Forwarder { port, upstream: up }
-    }
-}
 
 /// Sage (a peer on a CSV copy, behind the forwarder), the sandbox, and a pipeline between them.
 struct World {

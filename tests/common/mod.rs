@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: pipelines in temp dirs, reading run files back.
 #![allow(dead_code)]
 
+pub mod forwarder;
 pub mod peer;
 pub mod process;
 pub mod webhook;
