@@ -520,3 +520,55 @@ fn key_scan_cost_against_the_full_extract_through_the_peer() {
     show("line_keys (key columns, one SELECT)", keys);
     show("raw_transactions (full extract)", extract);
 }
+
+/// What the key scan costs on a deep sync from file exports: a second read of the transaction
+/// file typing only the key columns, against the deep dry-run sync it follows. Printed, no timed
+/// assertion: `JCSYNC_KEY_SCAN_BENCH_ROWS=2000000 cargo test --release --test key_scan
+/// key_scan_cost_on_file -- --nocapture`.
+#[test]
+fn key_scan_cost_on_file_exports_against_the_deep_sync() {
+    let rows: u64 = std::env::var("JCSYNC_KEY_SCAN_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (format, name) in [(FileFormat::Csv, "csv"), (FileFormat::Parquet, "parquet")] {
+        let data = dir.path().join(format!("{name}-data"));
+        let summary = generated(&data, rows, format);
+        let pipeline = files_pipeline(&dir.path().join(name), &data, name, "");
+        // The test pipelines stage row groups of 16 rows; a real one stages the default.
+        let text = std::fs::read_to_string(&pipeline).expect("read pipeline");
+        std::fs::write(&pipeline, text.replace("row_group_rows = 16\n", "")).expect("write");
+        let t = Instant::now();
+        let outcome = run_sync(&pipeline).expect("deep dry run");
+        let sync = t.elapsed();
+        let staged: BTreeSet<String> = strings(
+            &read_parquet(&staged_files(&outcome.run_dir)),
+            "line_origin_id",
+        )
+        .into_iter()
+        .map(|id| id.expect("every staged row has a line origin id"))
+        .collect();
+        let t = Instant::now();
+        let keys = scan(&pipeline, None);
+        let took = t.elapsed();
+        assert_eq!(staged.len() as u64, summary.cost_rows);
+        assert!(
+            staged.is_subset(&keys.ids),
+            "{name}: a staged line the scan missed"
+        );
+        assert_eq!(
+            keys.hashes as u64 + keys.unreadable,
+            summary.cost_rows + summary.bad_rows(),
+            "{name}: the scan gives every cost row once"
+        );
+        println!(
+            "{name:<8} {} transaction rows: deep dry-run sync {:>7.2} s, key scan {:>7.2} s ({:.0} rows/s, {:.0} % of the sync)",
+            summary.transactions,
+            sync.as_secs_f64(),
+            took.as_secs_f64(),
+            summary.transactions as f64 / took.as_secs_f64(),
+            100.0 * took.as_secs_f64() / sync.as_secs_f64()
+        );
+    }
+}
