@@ -1,7 +1,8 @@
 //! Keeping Procore equal to Sage (issue 16): a generated company of 5,000 transactions is
 //! synced into the sandbox, then Sage changes in every way that takes a row's identity away,
 //! and the next sync must leave Procore equal to Sage: every line jcsync holds there is a line
-//! of the latest snapshot, with its amount, and no direct cost is left without a line.
+//! of the latest snapshot, with its amount, and no direct cost is left without a line. Also a
+//! ledger written before removals existed (schema version 1), migrated in place.
 
 mod common;
 
@@ -569,5 +570,89 @@ fn removals_end_exact_under_fifteen_percent_mixed_faults() {
         let stats = c.sandbox.stats();
         let faults: u64 = stats.faults.values().sum();
         assert!(faults > 0, "faults were injected: {stats:?}");
+    });
+}
+
+/// Turn a ledger back into schema version 1, as a jcsync from before removals wrote it: no
+/// line's direct cost, date or amount, no `removed` table, user_version 0.
+fn downgrade_to_v1(ledger: &Path) {
+    let old = ledger.with_extension("v3");
+    std::fs::rename(ledger, &old).expect("move the ledger");
+    let conn = rusqlite::Connection::open(ledger).expect("open v1 ledger");
+    conn.execute_batch(&format!(
+        "CREATE TABLE loaded (
+            target TEXT NOT NULL, origin_id TEXT NOT NULL, kind TEXT NOT NULL,
+            job TEXT NOT NULL, procore_id INTEGER, payload_hash TEXT NOT NULL,
+            run_id TEXT NOT NULL, updated_at TEXT NOT NULL,
+            PRIMARY KEY (target, origin_id));
+         CREATE TABLE watermarks (
+            scope TEXT PRIMARY KEY, stamp TEXT NOT NULL, run_id TEXT NOT NULL,
+            updated_at TEXT NOT NULL);
+         ATTACH DATABASE {:?} AS v3;
+         INSERT INTO loaded SELECT target, origin_id, kind, job, procore_id, payload_hash,
+            run_id, updated_at FROM v3.loaded;
+         INSERT INTO watermarks SELECT * FROM v3.watermarks;
+         DETACH DATABASE v3;",
+        old.display().to_string()
+    ))
+    .expect("copy into a v1 ledger");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 0);
+}
+
+fn ledger_dates(ledger: &Path) -> (u64, u64) {
+    let conn = rusqlite::Connection::open(ledger).expect("open ledger");
+    conn.query_row(
+        "SELECT COUNT(*), COUNT(direct_cost) FROM loaded WHERE kind = 'line'",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+    .expect("count")
+}
+
+#[test]
+fn a_ledger_from_before_removals_is_migrated_and_its_gone_lines_are_removed() {
+    runtime().block_on(async {
+        let c = Company::new(Vec::new()).await;
+        let first = c.sync().await;
+        assert_procore_equals_sage(&c, &first);
+        let ledger = c.dir.path().join("runs/ledger.sqlite");
+        let lines = first.report.in_procore.as_ref().expect("ledger").lines;
+        downgrade_to_v1(&ledger);
+        let v1_lines: i64 = rusqlite::Connection::open(&ledger)
+            .and_then(|c| {
+                c.query_row("SELECT COUNT(*) FROM loaded WHERE kind = 'line'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .expect("count v1 lines");
+        assert_eq!(v1_lines as u64, lines, "the v1 ledger holds every line");
+        // Three rows purged: their ledger entries do not know their direct cost, so the
+        // removal reads the project's line items to find it.
+        c.edit(|h, rows| {
+            let cost = cost_rows(h, rows);
+            let purged: BTreeSet<usize> = [cost[10], cost[200], cost[1500]].into();
+            let mut i = 0;
+            rows.retain(|_| {
+                i += 1;
+                !purged.contains(&(i - 1))
+            });
+        });
+        let second = c.sync().await;
+        assert_eq!(second.exit_code, 0, "{:?}", second.report.removals);
+        assert_eq!(removed_lines(&second), 3, "{:?}", second.report.removals);
+        assert_procore_equals_sage(&c, &second);
+        // Every line still in Sage now knows its direct cost again (backfilled as seen).
+        assert_eq!(ledger_dates(&ledger), (lines - 3, lines - 3));
+        let third = c.sync().await;
+        assert_eq!(removed_lines(&third), 0);
+        assert_eq!(
+            third.report.load.as_ref().expect("load").counts.lines_sent,
+            0,
+            "nothing to send after the migration"
+        );
+        assert_procore_equals_sage(&c, &third);
     });
 }
