@@ -316,6 +316,7 @@ pub fn run(cli: Cli) -> u8 {
                 stage_only,
                 cancel: Some(cancel),
                 allow_removals,
+                ledger_untouched: false,
             };
             if let Some(every) = every {
                 let every = match crate::schedule::parse_every(&every) {

@@ -155,6 +155,35 @@ fn everything_that_maps_exits_0() {
         j["not_loaded"],
         serde_json::json!({"rows": 0, "amount": "0.00"})
     );
+    // A check writes nothing: with a target that keeps a ledger (a sandbox with a state
+    // file), no ledger (nor its lock) is created beside the runs.
+    let state = dir.path().join("sandbox-state.json");
+    let text = std::fs::read_to_string(&p).expect("pipeline");
+    let seed_line = text
+        .lines()
+        .find(|l| l.starts_with("seed = "))
+        .expect("seed line")
+        .to_string();
+    let with_state = text.replace(
+        &seed_line,
+        &format!(
+            "{seed_line}\nstate_file = {:?}",
+            state.display().to_string()
+        ),
+    );
+    std::fs::write(&p, with_state).expect("write pipeline");
+    let r = check(&p, false, &[]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let runs = dir.path().join("runs");
+    let written: Vec<String> = std::fs::read_dir(&runs)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("ledger"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(written, Vec::<String>::new(), "check created {written:?}");
 }
 
 #[test]

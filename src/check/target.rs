@@ -92,7 +92,11 @@ pub async fn connect(pipeline: &Pipeline) -> std::result::Result<Option<Connecte
     if matches!(pipeline.config.target, TargetConfig::DryRun(_)) {
         return Ok(None);
     }
-    let mut target = prepare_target(pipeline, &SyncOptions::default())
+    let options = SyncOptions {
+        ledger_untouched: true,
+        ..SyncOptions::default()
+    };
+    let mut target = prepare_target(pipeline, &options)
         .await
         .map_err(|e| Unreachable::of(&e))?;
     let Some(load) = target.load.take() else {

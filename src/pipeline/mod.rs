@@ -42,6 +42,9 @@ pub struct SyncOptions {
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `--allow-removals`: confirm removals over `[sync] max_removal_share`.
     pub allow_removals: bool,
+    /// Prepare the target without opening the ledger (`check` reads Procore and writes
+    /// nothing): an empty in-memory ledger stands in, so no ledger file is created or migrated.
+    pub ledger_untouched: bool,
 }
 
 /// What a finished sync left.

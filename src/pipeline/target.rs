@@ -199,8 +199,10 @@ pub(crate) async fn prepare_target(
         }))
     };
     let ledger = match ledger {
-        Some(target) => Ledger::open(&config.ledger_path())?.with_target(&target),
-        None => Ledger::in_memory()?,
+        Some(target) if !options.ledger_untouched => {
+            Ledger::open(&config.ledger_path())?.with_target(&target)
+        }
+        _ => Ledger::in_memory()?,
     };
     Ok(PreparedTarget {
         label,
