@@ -2,7 +2,8 @@
 //! a Procore that goes down between two slots (the failed slot is told to the webhook, the
 //! next ones retry and recover once Procore is back), one catch-up after a run longer than the
 //! interval, one schedule per ledger (a second exits 4 naming the first), `jcsync status`'s
-//! view of it while it runs, and SIGTERM: exit 0, Procore exact. Everything on 127.0.0.1.
+//! view of it while it runs, and SIGTERM: exit 0, Procore exact; a second SIGTERM mid-run exits
+//! 143 at once, the cut run shows as crashed, the next sync ends exact. Everything on 127.0.0.1.
 
 mod common;
 
@@ -393,4 +394,66 @@ fn a_bad_every_or_an_unreadable_pipeline_exits_1_at_once() {
         assert!(log.contains(expected), "{args:?}: {log}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+}
+
+#[test]
+fn a_second_sigterm_during_a_run_exits_143_at_once_and_the_next_sync_ends_exact() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Each write takes 1.5 s and one project loads at a time: the run lasts about ten seconds.
+    let sandbox = slow_sandbox(&rt, Duration::from_millis(1500));
+    let p = sandbox_pipeline(
+        dir.path(),
+        &sandbox,
+        "max_projects_in_flight = 1\n[report]\nquarantine_exit_code = 0\n",
+    );
+    let pipeline = p.to_str().expect("utf8");
+    let every = Live::start(
+        &["sync", pipeline, "--every", "1h"],
+        dir.path().join("every.log"),
+        &[],
+    );
+    // Mid-load: the first direct cost is in Procore, the run is far from done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sandbox.snapshot().direct_costs.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no write within 30 s; log:\n{}",
+            every.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    every.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let second = Instant::now();
+    every.signal(libc::SIGTERM);
+    let (code, log) = every.wait(Duration::from_secs(10));
+    assert_eq!(code, Some(143), "{log}");
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "the second signal exits at once, not after the run settles: {:?}",
+        second.elapsed()
+    );
+    assert!(
+        log.contains("interrupted again (SIGTERM): exiting now"),
+        "{log}"
+    );
+    assert!(
+        sandbox.snapshot().line_items.len() < FIXTURE_LINES,
+        "the run was cut short"
+    );
+    // The cut run is in the history as crashed: status says the last run failed (10).
+    let status = Command::new(env!("CARGO_BIN_EXE_jcsync"))
+        .args(["status", pipeline])
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(10), "{text}");
+    assert!(text.contains("crashed"), "{text}");
+    // The next sync finishes the load: Procore exact, nothing twice.
+    let again = Live::start(&["sync", pipeline], dir.path().join("again.log"), &[]);
+    let (code, log) = again.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    assert_fixture_company_loaded(&sandbox);
+    rt.block_on(sandbox.shutdown());
 }
