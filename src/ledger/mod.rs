@@ -376,6 +376,20 @@ impl Ledger {
         Ok(())
     }
 
+    /// The jobs (Sage jobs, so Procore projects) with a line recorded for the target: where
+    /// jcsync's lines are, also those of a job that left Sage (`reconcile` reads them all).
+    pub fn jobs_with_lines(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT job FROM loaded WHERE target = ?1 AND kind = 'line'")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![self.target], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
     /// The lines recorded under the direct cost `direct_cost` (its origin_id).
     pub fn lines_of(&self, direct_cost: &str) -> Result<Vec<LedgerEntry>> {
         let mut stmt = self

@@ -24,8 +24,9 @@ pub mod procore;
 pub mod render;
 pub mod repair;
 pub mod sage;
+pub mod scope;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use compare::{Comparison, DriftClass, DriftCounts, DriftLine};
 pub use procore::ProcoreProject;
 pub use repair::RepairReport;
 pub use sage::{ChosenRun, SageSnapshot};
+pub use scope::{Scope, Unchecked};
 
 /// Exit status of a reconciliation that found drift (README, "Exit status"): Procore differs
 /// from Sage (missing, changed, orphaned, duplicated or foreign lines; exceptions apart).
@@ -53,6 +55,9 @@ pub struct ReconcileOptions {
     pub run: Option<PathBuf>,
     /// Make Procore equal (all but foreign lines), then read back again.
     pub repair: bool,
+    /// `--allow-removals`: confirm a repair that deletes more than `[sync] max_removal_share`
+    /// of the target's lines.
+    pub allow_removals: bool,
     /// Set (Ctrl-C) to stop sending.
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -126,18 +131,38 @@ pub async fn reconcile(
             .await
             .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
     };
+    // A repair holds the ledger's lock from the first read-back to its last deletion: no sync
+    // writes Procore or the ledger between what it saw and what it deletes (a sync started
+    // meanwhile is turned away, exit 4).
+    let lock = if options.repair {
+        let ledger = config.ledger_path();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
+            })
+            .await
+            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??,
+        )
+    } else {
+        None
+    };
     let first = read_back(pipeline, &run, &snapshot, options).await?;
-    if !options.repair {
+    let Some(lock) = lock else {
         let exit_code = exit_code(&first.reconciliation);
         return Ok(ReconcileOutcome {
             reconciliation: first.reconciliation,
             repair: None,
             exit_code,
         });
-    }
-    let report = repair::repair(pipeline, &run, &snapshot, &first, options).await?;
+    };
+    let report = repair::repair(pipeline, &run, &snapshot, &first, options, lock).await?;
     let after = read_back(pipeline, &run, &snapshot, options).await?;
-    let exit_code = exit_code(&after.reconciliation);
+    // Deletions held back by `max_removal_share`: the sync's status for it (5), drift or not.
+    let exit_code = if report.held.is_some() {
+        crate::pipeline::EXIT_REMOVALS_HELD
+    } else {
+        exit_code(&after.reconciliation)
+    };
     Ok(ReconcileOutcome {
         reconciliation: after.reconciliation,
         repair: Some(report),
@@ -206,12 +231,12 @@ pub(crate) async fn read_back(
             message: "section `target`: nothing to read back from".into(),
         })?;
         let projects = procore::project_ids(&load.client, config.load.project_match).await?;
-        let jobs: BTreeSet<&str> = snapshot
-            .lines
-            .iter()
-            .map(|l| l.job.as_str())
-            .chain(snapshot.exceptions.iter().map(|e| e.line.job.as_str()))
-            .collect();
+        // The snapshot's jobs, and every job the ledger holds lines of: a job that left Sage
+        // entirely keeps its lines in Procore (`[sync] vanished_jobs`), and they are read too.
+        let in_snapshot = snapshot.jobs();
+        let in_ledger = load.ledger.jobs_with_lines()?;
+        let mut jobs = in_snapshot.clone();
+        jobs.extend(in_ledger.iter().map(String::as_str));
         let mapped: Vec<(&str, i64)> = jobs
             .iter()
             .filter_map(|j| projects.get(*j).map(|p| (*j, *p)))
@@ -225,14 +250,31 @@ pub(crate) async fn read_back(
         }
         progress.finish();
         let keep_ids = ledger_ids_of_duplicates(&read, &load.ledger)?;
+        let prefix = line_prefix(&config.company);
+        let since = scope::window_of(run)?;
+        let sage_ids: std::collections::HashSet<&str> = snapshot
+            .lines
+            .iter()
+            .chain(snapshot.exceptions.iter().map(|e| &e.line))
+            .map(|l| l.origin_id.as_str())
+            .collect();
+        let candidates = read
+            .values()
+            .flat_map(|p| &p.lines)
+            .filter_map(|l| l.origin_id.as_deref())
+            .filter(|o| o.starts_with(&prefix) && !sage_ids.contains(o));
+        let scope = Scope {
+            since,
+            by_date: scope::by_date(&load.ledger, since, candidates)?,
+            vanished: read
+                .keys()
+                .filter(|j| !in_snapshot.contains(j.as_str()))
+                .cloned()
+                .collect(),
+            keep_vanished: config.sync.vanished_jobs == crate::config::VanishedJobs::Keep,
+        };
         let snapshot = with_unmapped_projects(snapshot, &projects);
-        let comparison = compare::compare(
-            &snapshot,
-            &projects,
-            &read,
-            &keep_ids,
-            &line_prefix(&config.company),
-        );
+        let comparison = compare::compare(&snapshot, &projects, &read, &keep_ids, &prefix, &scope);
         Ok::<_, Error>((comparison, read))
     }
     .await;
@@ -285,6 +327,7 @@ fn with_unmapped_projects<'a>(
     let mut out = SageSnapshot {
         lines: Vec::with_capacity(snapshot.lines.len()),
         exceptions: snapshot.exceptions.clone(),
+        quarantined_jobs: snapshot.quarantined_jobs.clone(),
     };
     for l in &snapshot.lines {
         if projects.contains_key(&l.job) {

@@ -1,7 +1,7 @@
 //! The Sage side of a reconciliation: the staged snapshot of a complete deep run, its lines with
 //! the budget code the load computes, and the lines that run quarantined at load (exceptions).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -51,6 +51,21 @@ pub struct ChosenRun {
 pub struct SageSnapshot {
     pub lines: Vec<SageLine>,
     pub exceptions: Vec<SageException>,
+    /// Jobs with a row the run quarantined at any stage (a bad date or amount, too): a job
+    /// there is still in Sage, even without a line in `lines` or `exceptions`.
+    pub quarantined_jobs: BTreeSet<String>,
+}
+
+impl SageSnapshot {
+    /// Every job with a row in the run: loaded, set aside at load, or quarantined.
+    pub fn jobs(&self) -> BTreeSet<&str> {
+        self.lines
+            .iter()
+            .chain(self.exceptions.iter().map(|e| &e.line))
+            .map(|l| l.job.as_str())
+            .chain(self.quarantined_jobs.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// A replay run stages nothing (its manifest's source is `replay:<run>`).
@@ -161,8 +176,11 @@ type KeyText = [Option<String>; 8];
 
 /// Read the staged lines of a chosen run; lines its load quarantined become exceptions.
 pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot> {
-    let quarantined = read_load_quarantine(&run.dir, &run.manifest)?;
-    let mut snapshot = SageSnapshot::default();
+    let (quarantined, quarantined_jobs) = read_load_quarantine(&run.dir, &run.manifest)?;
+    let mut snapshot = SageSnapshot {
+        quarantined_jobs,
+        ..SageSnapshot::default()
+    };
     for f in run
         .manifest
         .files
@@ -228,18 +246,20 @@ pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot>
     Ok(snapshot)
 }
 
-/// The rows a run's load set aside, by natural key: (reason code, reason).
+/// The rows a run's load set aside, by natural key: (reason code, reason); and the jobs of
+/// every row the run quarantined (any stage).
 fn read_load_quarantine(
     run_dir: &Path,
     manifest: &Manifest,
-) -> Result<HashMap<KeyText, (String, String)>> {
+) -> Result<(HashMap<KeyText, (String, String)>, BTreeSet<String>)> {
     let mut out = HashMap::new();
+    let mut jobs = BTreeSet::new();
     let Some(entry) = manifest
         .files
         .iter()
         .find(|f| f.path == "quarantine.parquet")
     else {
-        return Ok(out);
+        return Ok((out, jobs));
     };
     read_batches(&run_dir.join(&entry.path), |batch| {
         let col = |name: &str| {
@@ -265,6 +285,12 @@ fn read_load_quarantine(
         ];
         let keys = names.iter().map(|n| col(n)).collect::<Result<Vec<_>>>()?;
         for r in 0..batch.num_rows() {
+            if !keys[0].is_null(r) {
+                let job = keys[0].value(r).trim();
+                if !job.is_empty() {
+                    jobs.insert(job.to_string());
+                }
+            }
             if stage.value(r) != "load" {
                 continue;
             }
@@ -278,5 +304,5 @@ fn read_load_quarantine(
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, jobs))
 }
