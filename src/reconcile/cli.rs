@@ -1,5 +1,5 @@
-//! `jcsync reconcile PIPELINE [--run RUN_DIR] [--repair [--allow-removals]] [--json] [--html FILE]`: its flags and
-//! the command (kept here so that `cli.rs` only names it).
+//! `jcsync reconcile PIPELINE [--run RUN_DIR] [--repair [--allow-removals]] [--json]
+//! [--html FILE]`: its flags and the command (kept here so that `cli.rs` only names it).
 
 use std::path::PathBuf;
 

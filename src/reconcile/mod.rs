@@ -4,8 +4,11 @@
 //! The Sage side is the staged snapshot of the newest complete deep run of the pipeline's company
 //! (or the run named): an incremental run stages only what changed, so it is never a snapshot.
 //! The Procore side is every direct cost and line of the projects the snapshot's jobs map to,
+//! and of every job the ledger holds lines of (a job that left Sage keeps its lines there),
 //! read with the load's own client ([`procore`]: login as sync does, rate limits, retries,
-//! pagination). Each differing line has one class ([`DriftClass`]): missing, changed, orphaned,
+//! pagination). Only what the snapshot covers is compared ([`scope`]): lines the ledger dates
+//! before the run's `since` window, and those of a vanished job kept by `[sync] vanished_jobs`,
+//! are counted apart, never orphans. Each differing line has one class ([`DriftClass`]): missing, changed, orphaned,
 //! duplicated, or foreign (not jcsync's, never touched). Lines the run quarantined at load
 //! (`unmapped_project`, `unmapped_budget_code`, `unmapped_vendor`, `procore_rejected`) are not
 //! drift jcsync can fix by sending again: they are listed as exceptions and left out of the
@@ -13,7 +16,8 @@
 //!
 //! `--repair` ([`repair`]) makes Procore equal through the normal load path: the ledger forgets
 //! what it recorded of missing and changed lines (and their direct costs), and the staged run is
-//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted.
+//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted,
+//! under the sync's removal guards and the ledger's lock (taken before the first read-back).
 //! Then Procore is read back again and compared once more.
 //!
 //! Memory: the snapshot's lines and one read-back are held in memory (about 200 bytes a line).

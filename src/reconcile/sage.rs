@@ -246,12 +246,15 @@ pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot>
     Ok(snapshot)
 }
 
+/// Rows set aside at load, by natural key: (reason code, reason).
+type LoadQuarantine = HashMap<KeyText, (String, String)>;
+
 /// The rows a run's load set aside, by natural key: (reason code, reason); and the jobs of
 /// every row the run quarantined (any stage).
 fn read_load_quarantine(
     run_dir: &Path,
     manifest: &Manifest,
-) -> Result<(HashMap<KeyText, (String, String)>, BTreeSet<String>)> {
+) -> Result<(LoadQuarantine, BTreeSet<String>)> {
     let mut out = HashMap::new();
     let mut jobs = BTreeSet::new();
     let Some(entry) = manifest
