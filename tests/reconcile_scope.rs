@@ -83,10 +83,13 @@ impl World {
     }
 
     async fn sync(&self) -> u8 {
+        self.sync_run().await.exit_code
+    }
+
+    async fn sync_run(&self) -> jcsync::pipeline::RunOutcome {
         sync(&self.load(), &SyncOptions::default())
             .await
             .expect("sync")
-            .exit_code
     }
 
     async fn reconcile(&self, repair: bool) -> ReconcileOutcome {
@@ -444,5 +447,74 @@ fn a_repair_holds_the_ledger_lock_and_is_turned_away_while_another_holds_it() {
         let status = child.wait().expect("wait");
         assert_eq!(status.code(), Some(0), "the repair finished");
         assert_eq!(world.lines_in_procore(), LINES - 1);
+    });
+}
+
+#[test]
+fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
+    runtime().block_on(async {
+        let world = World::synced().await;
+        let deep = std::fs::read_dir(world.dir.path().join("runs"))
+            .expect("runs")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.join("manifest.json").is_file())
+            .expect("the first run");
+        let deep_id = deep
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("id")
+            .to_string();
+        // Sage changes line 7's amount (480.5 → 480.75); the next run loads it. It is marked
+        // incremental, as an incremental SQL Server run is: the newest deep run is the first.
+        let path = world.sage.join("JCT_CURRENT__TRANSACTION.csv");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        // Its Amount is the field before the vendor (Unit_Cost is 480.5 too).
+        assert!(lines[6].contains(",480.5,V100"), "{}", lines[6]);
+        lines[6] = lines[6].replacen(",480.5,V100", ",480.75,V100", 1);
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+        let later = world.sync_run().await;
+        assert_eq!(later.exit_code, 0);
+        let manifest = later.run_dir.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest"))
+                .expect("json");
+        m["sync_type"] = "incremental".into();
+        std::fs::write(&manifest, m.to_string()).expect("write manifest");
+        let later_id = m["run_id"].as_str().expect("run id").to_string();
+        assert_ne!(later_id, deep_id);
+
+        // The comparison is with the deep run, and says a later run loaded since.
+        let outcome = world.reconcile(false).await;
+        let r = &outcome.reconciliation;
+        assert_eq!(r.run_id, deep_id);
+        assert_eq!(r.later_loads, vec![later_id.clone()]);
+        assert_eq!(r.comparison.counts.changed, 1, "{}", render::text(&outcome));
+        assert!(render::text(&outcome).contains(&format!("run(s) {later_id} loaded")));
+
+        // --repair would send 480.50 back: it refuses, and nothing changes.
+        let err = reconcile(
+            &world.load(),
+            &ReconcileOptions {
+                repair: true,
+                ..ReconcileOptions::default()
+            },
+        )
+        .await
+        .expect_err("refused");
+        let message = err.to_string();
+        assert!(message.contains(&later_id), "{message}");
+        assert!(message.contains("nothing was repaired"), "{message}");
+        assert_eq!(world.cli(&["--repair"]).0, Some(1));
+        let db = world.sandbox.snapshot();
+        assert_eq!(
+            db.line_items
+                .values()
+                .filter(|l| l.amount.to_string() == "480.75")
+                .count(),
+            1,
+            "the later run's amount stays"
+        );
+        assert_eq!(db.line_items.len() as u64, LINES);
     });
 }

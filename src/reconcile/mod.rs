@@ -75,6 +75,10 @@ pub struct Reconciliation {
     /// Why another run than the newest complete one was used, if it was.
     pub run_note: Option<String>,
     pub target: String,
+    /// Complete runs written after the snapshot that loaded into (or removed from) this target,
+    /// by the ledger: lines they changed or added since may show as drift, and `--repair`
+    /// refuses to revert them.
+    pub later_loads: Vec<String>,
     #[serde(flatten)]
     pub comparison: Comparison,
 }
@@ -151,6 +155,19 @@ pub async fn reconcile(
         None
     };
     let first = read_back(pipeline, &run, &snapshot, options).await?;
+    if let (Some(_), Some(newer)) = (&lock, first.reconciliation.later_loads.first()) {
+        return Err(Error::RunVerification {
+            path: run.dir.clone(),
+            message: format!(
+                "run {newer} (and {} more) loaded into this target after the snapshot run {}: \
+                 repairing from the older snapshot would send back what it replaced and remove \
+                 what it added; nothing was repaired. Run a deep sync (`[sync] type = \"deep\"`) \
+                 and repair against it",
+                first.reconciliation.later_loads.len() - 1,
+                run.manifest.run_id
+            ),
+        });
+    }
     let Some(lock) = lock else {
         let exit_code = exit_code(&first.reconciliation);
         return Ok(ReconcileOutcome {
@@ -254,6 +271,12 @@ pub(crate) async fn read_back(
         }
         progress.finish();
         let keep_ids = ledger_ids_of_duplicates(&read, &load.ledger)?;
+        let later = sage::later_runs(&config.stage.dir, run)?;
+        let recorded = load.ledger.runs_recorded(&later)?;
+        let later_loads: Vec<String> = later
+            .into_iter()
+            .filter(|id| recorded.contains(id))
+            .collect();
         let prefix = line_prefix(&config.company);
         let since = scope::window_of(run)?;
         let sage_ids: std::collections::HashSet<&str> = snapshot
@@ -279,11 +302,11 @@ pub(crate) async fn read_back(
         };
         let snapshot = with_unmapped_projects(snapshot, &projects);
         let comparison = compare::compare(&snapshot, &projects, &read, &keep_ids, &prefix, &scope);
-        Ok::<_, Error>((comparison, read))
+        Ok::<_, Error>((comparison, read, later_loads))
     }
     .await;
     close_target(pipeline, target).await;
-    let (comparison, procore) = result?;
+    let (comparison, procore, later_loads) = result?;
     Ok(ReadBack {
         reconciliation: Reconciliation {
             company: config.company.clone(),
@@ -291,6 +314,7 @@ pub(crate) async fn read_back(
             run_dir: run.dir.display().to_string(),
             run_note: run.note.clone(),
             target: label,
+            later_loads,
             comparison,
         },
         procore,

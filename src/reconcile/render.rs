@@ -8,6 +8,15 @@ use super::compare::{BudgetTotals, Comparison, DriftLine, LineFacts, UncheckedTo
 use super::scope::Unchecked;
 use super::ReconcileOutcome;
 
+/// The warning about runs that loaded after the snapshot.
+fn later_text(runs: &[String]) -> String {
+    format!(
+        "run(s) {} loaded into this target after the snapshot: lines they changed or added may \
+         show as changed or orphaned; --repair refuses (run a deep sync first)",
+        runs.join(", ")
+    )
+}
+
 /// One sentence on lines not compared.
 fn unchecked_text(u: &UncheckedTotal, since: &str) -> String {
     let why = match u.reason {
@@ -52,6 +61,9 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(s, "note: {note}");
+    }
+    if !r.later_loads.is_empty() {
+        let _ = writeln!(s, "note: {}", later_text(&r.later_loads));
     }
     if let Some(rep) = &outcome.repair {
         let b = &rep.before;
@@ -227,6 +239,9 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(h, "<p>{}</p>", e(note));
+    }
+    if !r.later_loads.is_empty() {
+        let _ = writeln!(h, "<p class=\"bad\">{}</p>", e(&later_text(&r.later_loads)));
     }
     let k = &c.counts;
     let _ = writeln!(

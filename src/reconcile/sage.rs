@@ -160,6 +160,43 @@ pub fn choose_run(stage_dir: &Path, company: &str, explicit: Option<&Path>) -> R
     })
 }
 
+/// The complete runs of the chosen run's company under `stage_dir` written after it (by the
+/// manifest's `created_at`), replays of the chosen run apart (they send its own rows): deep,
+/// incremental, and replays of other runs. Their run ids, oldest first.
+pub fn later_runs(stage_dir: &Path, chosen: &ChosenRun) -> Result<Vec<String>> {
+    let Ok(since) = chrono::DateTime::parse_from_rfc3339(&chosen.manifest.created_at) else {
+        return Err(Error::RunVerification {
+            path: chosen.dir.join("manifest.json"),
+            message: format!(
+                "key `created_at`: not an RFC 3339 time: {:?}",
+                chosen.manifest.created_at
+            ),
+        });
+    };
+    let entries = match std::fs::read_dir(stage_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(stage_dir, e)),
+    };
+    let replay_of_chosen = format!("replay:{}", chosen.manifest.run_id);
+    let mut later: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter_map(|dir| crate::run::read_manifest(&dir).ok())
+        .filter(|m| {
+            m.company == chosen.manifest.company
+                && m.run_id != chosen.manifest.run_id
+                && m.source != replay_of_chosen
+        })
+        .filter_map(|m| {
+            let at = chrono::DateTime::parse_from_rfc3339(&m.created_at).ok()?;
+            (at > since).then_some((at, m.run_id))
+        })
+        .collect();
+    later.sort();
+    Ok(later.into_iter().map(|(_, id)| id).collect())
+}
+
 fn read_batches(path: &Path, mut each: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
