@@ -178,7 +178,7 @@ fn counts(missing: u64, changed: u64, orphaned: u64, duplicated: u64, foreign: u
         orphaned,
         duplicated,
         foreign,
-        exceptions: 0,
+        ..DriftCounts::default()
     }
 }
 

@@ -376,6 +376,43 @@ impl Ledger {
         Ok(())
     }
 
+    /// The jobs (Sage jobs, so Procore projects) with a line recorded for the target: where
+    /// jcsync's lines are, also those of a job that left Sage (`reconcile` reads them all).
+    pub fn jobs_with_lines(&self) -> Result<std::collections::BTreeSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT job FROM loaded WHERE target = ?1 AND kind = 'line'")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![self.target], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Which of `run_ids` wrote what the ledger holds for the target: an entry it sent last
+    /// (`loaded`), or a removal it made (`removed`). `reconcile --repair` refuses to repair
+    /// from a snapshot older than a run that loaded after it.
+    pub fn runs_recorded(&self, run_ids: &[String]) -> Result<std::collections::BTreeSet<String>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT EXISTS(SELECT 1 FROM loaded WHERE target = ?1 AND run_id = ?2)
+                     OR EXISTS(SELECT 1 FROM removed WHERE target = ?1 AND removed_run = ?2)",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = std::collections::BTreeSet::new();
+        for id in run_ids {
+            let found: bool = stmt
+                .query_row(params![self.target, id], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            if found {
+                out.insert(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// The lines recorded under the direct cost `direct_cost` (its origin_id).
     pub fn lines_of(&self, direct_cost: &str) -> Result<Vec<LedgerEntry>> {
         let mut stmt = self

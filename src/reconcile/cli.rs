@@ -1,5 +1,5 @@
-//! `jcsync reconcile PIPELINE [--run RUN_DIR] [--repair] [--json] [--html FILE]`: its flags and
-//! the command (kept here so that `cli.rs` only names it).
+//! `jcsync reconcile PIPELINE [--run RUN_DIR] [--repair [--allow-removals]] [--json]
+//! [--html FILE]`: its flags and the command (kept here so that `cli.rs` only names it).
 
 use std::path::PathBuf;
 
@@ -21,6 +21,10 @@ pub struct ReconcileArgs {
     /// read it back again.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: confirm deletions over `[sync] max_removal_share` of the target's lines
+    /// (held back otherwise, exit 5).
+    #[arg(long, requires = "repair")]
+    pub allow_removals: bool,
     /// Print the whole result as JSON on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -54,6 +58,7 @@ pub fn run(args: ReconcileArgs) -> u8 {
     let options = ReconcileOptions {
         run: args.run,
         repair: args.repair,
+        allow_removals: args.allow_removals,
         cancel: Some(cancel),
     };
     let outcome = match Pipeline::load(&args.pipeline)
@@ -62,7 +67,12 @@ pub fn run(args: ReconcileArgs) -> u8 {
         Ok(o) => o,
         Err(e) => {
             crate::logging::report_error(&e);
-            return EXIT_FAILED;
+            // Another sync or replay holds the ledger (only --repair takes its lock): 4, as
+            // a sync turned away.
+            return match e {
+                crate::error::Error::LedgerBusy { .. } => crate::pipeline::EXIT_LEDGER_BUSY,
+                _ => EXIT_FAILED,
+            };
         }
     };
     if let Some(path) = &args.html {

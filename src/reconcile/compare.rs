@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::procore::{ProcoreLine, ProcoreProject};
 use super::sage::{SageException, SageLine, SageSnapshot};
+use super::scope::{Scope, Unchecked};
 
 /// How a line differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -79,7 +80,8 @@ pub struct BudgetTotals {
     pub budget_code: String,
     /// Sage lines jcsync loads (exceptions apart).
     pub sage: String,
-    /// Every Procore line of the budget code, foreign ones included (the Budget counts them all).
+    /// Every Procore line of the budget code that was compared, foreign ones included (the
+    /// Budget counts them all, and also `unchecked`).
     pub procore: String,
     /// `procore - sage`.
     pub difference: String,
@@ -93,6 +95,10 @@ pub struct BudgetTotals {
     /// Sage lines set aside at load (not in `sage`).
     pub exceptions: String,
     pub exception_lines: u64,
+    /// jcsync lines in Procore the snapshot does not cover (see [`Unchecked`]): not compared,
+    /// not in `procore`.
+    pub unchecked: String,
+    pub unchecked_lines: u64,
 }
 
 /// One project (Sage job).
@@ -104,7 +110,32 @@ pub struct ProjectTotals {
     pub sage: String,
     pub procore: String,
     pub difference: String,
+    /// Procore lines not compared (not in `procore`).
+    pub unchecked: String,
     pub budget_codes: Vec<BudgetTotals>,
+}
+
+/// jcsync lines of one project the snapshot does not cover, for one reason: not compared,
+/// not drift, never deleted by `--repair`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UncheckedTotal {
+    pub job: String,
+    pub project_id: Option<i64>,
+    pub reason: Unchecked,
+    pub lines: u64,
+    pub amount: String,
+}
+
+/// A job with jcsync lines in Procore (the ledger says so) and not one row in the snapshot.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VanishedJobTotal {
+    pub job: String,
+    pub project_id: Option<i64>,
+    /// `keep` (`[sync] vanished_jobs = "keep"`: its lines are not drift) or `remove` (they are
+    /// orphaned).
+    pub action: &'static str,
+    pub lines: u64,
+    pub amount: String,
 }
 
 /// Foreign lines of one project and budget code.
@@ -139,10 +170,16 @@ pub struct DriftCounts {
     pub duplicated: u64,
     pub foreign: u64,
     pub exceptions: u64,
+    /// jcsync lines not compared (not drift): dated before the run's `since` window, of
+    /// unknown date with a window, of a vanished job kept by `[sync] vanished_jobs = "keep"`.
+    pub out_of_window: u64,
+    pub date_unknown: u64,
+    pub vanished_kept: u64,
 }
 
 impl DriftCounts {
-    /// True when Procore equals Sage: no drift of any class (exceptions apart).
+    /// True when Procore equals Sage: no drift of any class (exceptions and lines not compared
+    /// apart).
     pub fn equal(&self) -> bool {
         self.missing + self.changed + self.orphaned + self.duplicated + self.foreign == 0
     }
@@ -161,6 +198,12 @@ pub struct Comparison {
     pub drift: Vec<DriftLine>,
     pub foreign: Vec<ForeignTotal>,
     pub exceptions: Vec<ExceptionLine>,
+    /// The run's `since` window (`beginning-of-time` or a date).
+    pub since: String,
+    /// Lines not compared, per project and reason.
+    pub unchecked: Vec<UncheckedTotal>,
+    /// Jobs with jcsync lines in Procore and none in the snapshot.
+    pub vanished_jobs: Vec<VanishedJobTotal>,
 }
 
 /// Cents as a decimal.
@@ -229,6 +272,8 @@ struct Acc {
     procore: Decimal,
     foreign: Decimal,
     exceptions: Decimal,
+    unchecked: Decimal,
+    unchecked_lines: u64,
     sage_lines: u64,
     procore_lines: u64,
     foreign_lines: u64,
@@ -239,13 +284,15 @@ struct Acc {
 /// Compare a snapshot with what Procore holds. `projects`: Sage job → Procore project id;
 /// `procore`: what each project read back holds; `ledger_ids`: for each origin_id in
 /// duplicate, the Procore id the ledger holds (the copy to keep). `line_prefix` is
-/// `jcsync:{company}:line:`.
+/// `jcsync:{company}:line:`. `scope`: what the snapshot covers; a jcsync line it does not
+/// cover (every copy of its origin_id) is counted apart, not compared.
 pub fn compare(
     snapshot: &SageSnapshot,
     projects: &HashMap<String, i64>,
     procore: &BTreeMap<String, ProcoreProject>,
     keep_ids: &HashMap<String, i64>,
     line_prefix: &str,
+    scope: &Scope,
 ) -> Comparison {
     let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
     let mut drift = Vec::new();
@@ -268,6 +315,14 @@ pub fn compare(
         a.exception_lines += 1;
         exceptions.push(exception(e));
     }
+    let in_snapshot: std::collections::HashSet<&str> = snapshot
+        .lines
+        .iter()
+        .chain(snapshot.exceptions.iter().map(|e| &e.line))
+        .map(|l| l.origin_id.as_str())
+        .collect();
+    let mut unchecked: BTreeMap<(String, Unchecked), (u64, Decimal)> = BTreeMap::new();
+    let mut vanished: BTreeMap<String, (u64, Decimal)> = BTreeMap::new();
     // Procore lines by origin_id, jcsync's only.
     let mut by_origin: HashMap<&str, Vec<(&str, &ProcoreLine)>> = HashMap::new();
     for (job, p) in procore {
@@ -278,13 +333,31 @@ pub fn compare(
                 .unwrap_or(NO_BUDGET_CODE)
                 .to_string();
             let a = acc.entry((job.clone(), code.clone())).or_default();
-            a.procore += l.amount;
-            a.procore_lines += 1;
-            match l
+            let jcsync = l
                 .origin_id
                 .as_deref()
-                .filter(|o| o.starts_with(line_prefix))
-            {
+                .filter(|o| o.starts_with(line_prefix));
+            if let Some(o) = jcsync.filter(|o| !in_snapshot.contains(o)) {
+                let why = scope.unchecked(o, job);
+                if scope.vanished.contains(job)
+                    && matches!(why, None | Some(Unchecked::VanishedKept))
+                {
+                    let v = vanished.entry(job.clone()).or_default();
+                    v.0 += 1;
+                    v.1 += l.amount;
+                }
+                if let Some(why) = why {
+                    a.unchecked += l.amount;
+                    a.unchecked_lines += 1;
+                    let u = unchecked.entry((job.clone(), why)).or_default();
+                    u.0 += 1;
+                    u.1 += l.amount;
+                    continue;
+                }
+            }
+            a.procore += l.amount;
+            a.procore_lines += 1;
+            match jcsync {
                 Some(o) => by_origin.entry(o).or_default().push((job.as_str(), l)),
                 None => {
                     a.foreign += l.amount;
@@ -384,7 +457,40 @@ pub fn compare(
             &b.origin_id,
         ))
     });
-    summarize(acc, drift, exceptions, projects)
+    let mut out = summarize(acc, drift, exceptions, projects);
+    let project_of = |job: &str| procore.get(job).map(|p| p.project_id);
+    for ((job, reason), (lines, amount)) in unchecked {
+        match reason {
+            Unchecked::OutOfWindow => out.counts.out_of_window += lines,
+            Unchecked::DateUnknown => out.counts.date_unknown += lines,
+            Unchecked::VanishedKept => out.counts.vanished_kept += lines,
+        }
+        out.unchecked.push(UncheckedTotal {
+            project_id: project_of(&job),
+            job,
+            reason,
+            lines,
+            amount: money(amount),
+        });
+    }
+    out.since = scope
+        .since
+        .map_or_else(|| "beginning-of-time".into(), |d| d.to_string());
+    out.vanished_jobs = vanished
+        .into_iter()
+        .map(|(job, (lines, amount))| VanishedJobTotal {
+            project_id: project_of(&job),
+            job,
+            action: if scope.keep_vanished {
+                "keep"
+            } else {
+                "remove"
+            },
+            lines,
+            amount: money(amount),
+        })
+        .collect();
+    out
 }
 
 /// Which copy of a duplicated origin_id is kept: the one whose Procore id the ledger holds,
@@ -458,7 +564,7 @@ fn summarize(
     let mut foreign = Vec::new();
     let (mut sage_all, mut procore_all) = (Decimal::ZERO, Decimal::ZERO);
     let (mut sage_lines, mut procore_lines) = (0, 0);
-    let mut per_project: HashMap<String, (Decimal, Decimal)> = HashMap::new();
+    let mut per_project: HashMap<String, (Decimal, Decimal, Decimal)> = HashMap::new();
     for ((job, code), a) in acc {
         if out.last().is_none_or(|p| p.job != job) {
             out.push(ProjectTotals {
@@ -467,6 +573,7 @@ fn summarize(
                 sage: String::new(),
                 procore: String::new(),
                 difference: String::new(),
+                unchecked: String::new(),
                 budget_codes: Vec::new(),
             });
         }
@@ -475,6 +582,7 @@ fn summarize(
         let sums = per_project.entry(job.clone()).or_default();
         sums.0 += a.sage;
         sums.1 += a.procore;
+        sums.2 += a.unchecked;
         sage_lines += a.sage_lines;
         procore_lines += a.procore_lines;
         if a.foreign_lines > 0 {
@@ -501,14 +609,17 @@ fn summarize(
                 drift_lines: a.drift_lines,
                 exceptions: money(a.exceptions),
                 exception_lines: a.exception_lines,
+                unchecked: money(a.unchecked),
+                unchecked_lines: a.unchecked_lines,
             });
         }
     }
     for p in &mut out {
-        let (sage, procore) = per_project.get(&p.job).copied().unwrap_or_default();
+        let (sage, procore, unchecked) = per_project.get(&p.job).copied().unwrap_or_default();
         p.sage = money(sage);
         p.procore = money(procore);
         p.difference = money(procore - sage);
+        p.unchecked = money(unchecked);
     }
     Comparison {
         equal: counts.equal(),
@@ -521,6 +632,9 @@ fn summarize(
         drift,
         foreign,
         exceptions,
+        since: String::new(),
+        unchecked: Vec::new(),
+        vanished_jobs: Vec::new(),
     }
 }
 
@@ -555,7 +669,7 @@ mod tests {
     fn run(lines: Vec<SageLine>, procore: Vec<ProcoreLine>, keep: &[(&str, i64)]) -> Comparison {
         let snapshot = SageSnapshot {
             lines,
-            exceptions: Vec::new(),
+            ..SageSnapshot::default()
         };
         let projects = HashMap::from([("1001".to_string(), 42)]);
         let read = BTreeMap::from([(
@@ -567,7 +681,14 @@ mod tests {
             },
         )]);
         let keep = keep.iter().map(|(o, i)| (o.to_string(), *i)).collect();
-        compare(&snapshot, &projects, &read, &keep, "jcsync:X:line:")
+        compare(
+            &snapshot,
+            &projects,
+            &read,
+            &keep,
+            "jcsync:X:line:",
+            &Scope::default(),
+        )
     }
 
     #[test]

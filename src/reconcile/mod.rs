@@ -4,8 +4,11 @@
 //! The Sage side is the staged snapshot of the newest complete deep run of the pipeline's company
 //! (or the run named): an incremental run stages only what changed, so it is never a snapshot.
 //! The Procore side is every direct cost and line of the projects the snapshot's jobs map to,
+//! and of every job the ledger holds lines of (a job that left Sage keeps its lines there),
 //! read with the load's own client ([`procore`]: login as sync does, rate limits, retries,
-//! pagination). Each differing line has one class ([`DriftClass`]): missing, changed, orphaned,
+//! pagination). Only what the snapshot covers is compared ([`scope`]): lines the ledger dates
+//! before the run's `since` window, and those of a vanished job kept by `[sync] vanished_jobs`,
+//! are counted apart, never orphans. Each differing line has one class ([`DriftClass`]): missing, changed, orphaned,
 //! duplicated, or foreign (not jcsync's, never touched). Lines the run quarantined at load
 //! (`unmapped_project`, `unmapped_budget_code`, `unmapped_vendor`, `procore_rejected`) are not
 //! drift jcsync can fix by sending again: they are listed as exceptions and left out of the
@@ -13,7 +16,8 @@
 //!
 //! `--repair` ([`repair`]) makes Procore equal through the normal load path: the ledger forgets
 //! what it recorded of missing and changed lines (and their direct costs), and the staged run is
-//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted.
+//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted,
+//! under the sync's removal guards and the ledger's lock (taken before the first read-back).
 //! Then Procore is read back again and compared once more.
 //!
 //! Memory: the snapshot's lines and one read-back are held in memory (about 200 bytes a line).
@@ -24,8 +28,9 @@ pub mod procore;
 pub mod render;
 pub mod repair;
 pub mod sage;
+pub mod scope;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -41,6 +46,7 @@ pub use compare::{Comparison, DriftClass, DriftCounts, DriftLine};
 pub use procore::ProcoreProject;
 pub use repair::RepairReport;
 pub use sage::{ChosenRun, SageSnapshot};
+pub use scope::{Scope, Unchecked};
 
 /// Exit status of a reconciliation that found drift (README, "Exit status"): Procore differs
 /// from Sage (missing, changed, orphaned, duplicated or foreign lines; exceptions apart).
@@ -53,6 +59,9 @@ pub struct ReconcileOptions {
     pub run: Option<PathBuf>,
     /// Make Procore equal (all but foreign lines), then read back again.
     pub repair: bool,
+    /// `--allow-removals`: confirm a repair that deletes more than `[sync] max_removal_share`
+    /// of the target's lines.
+    pub allow_removals: bool,
     /// Set (Ctrl-C) to stop sending.
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -66,6 +75,10 @@ pub struct Reconciliation {
     /// Why another run than the newest complete one was used, if it was.
     pub run_note: Option<String>,
     pub target: String,
+    /// Complete runs written after the snapshot that loaded into (or removed from) this target,
+    /// by the ledger: lines they changed or added since may show as drift, and `--repair`
+    /// refuses to revert them.
+    pub later_loads: Vec<String>,
     #[serde(flatten)]
     pub comparison: Comparison,
 }
@@ -126,18 +139,51 @@ pub async fn reconcile(
             .await
             .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
     };
+    // A repair holds the ledger's lock from the first read-back to its last deletion: no sync
+    // writes Procore or the ledger between what it saw and what it deletes (a sync started
+    // meanwhile is turned away, exit 4).
+    let lock = if options.repair {
+        let ledger = config.ledger_path();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
+            })
+            .await
+            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??,
+        )
+    } else {
+        None
+    };
     let first = read_back(pipeline, &run, &snapshot, options).await?;
-    if !options.repair {
+    if let (Some(_), Some(newer)) = (&lock, first.reconciliation.later_loads.first()) {
+        return Err(Error::RunVerification {
+            path: run.dir.clone(),
+            message: format!(
+                "run {newer} (and {} more) loaded into this target after the snapshot run {}: \
+                 repairing from the older snapshot would send back what it replaced and remove \
+                 what it added; nothing was repaired. Run a deep sync (`[sync] type = \"deep\"`) \
+                 and repair against it",
+                first.reconciliation.later_loads.len() - 1,
+                run.manifest.run_id
+            ),
+        });
+    }
+    let Some(lock) = lock else {
         let exit_code = exit_code(&first.reconciliation);
         return Ok(ReconcileOutcome {
             reconciliation: first.reconciliation,
             repair: None,
             exit_code,
         });
-    }
-    let report = repair::repair(pipeline, &run, &snapshot, &first, options).await?;
+    };
+    let report = repair::repair(pipeline, &run, &snapshot, &first, options, lock).await?;
     let after = read_back(pipeline, &run, &snapshot, options).await?;
-    let exit_code = exit_code(&after.reconciliation);
+    // Deletions held back by `max_removal_share`: the sync's status for it (5), drift or not.
+    let exit_code = if report.held.is_some() {
+        crate::pipeline::EXIT_REMOVALS_HELD
+    } else {
+        exit_code(&after.reconciliation)
+    };
     Ok(ReconcileOutcome {
         reconciliation: after.reconciliation,
         repair: Some(report),
@@ -206,12 +252,12 @@ pub(crate) async fn read_back(
             message: "section `target`: nothing to read back from".into(),
         })?;
         let projects = procore::project_ids(&load.client, config.load.project_match).await?;
-        let jobs: BTreeSet<&str> = snapshot
-            .lines
-            .iter()
-            .map(|l| l.job.as_str())
-            .chain(snapshot.exceptions.iter().map(|e| e.line.job.as_str()))
-            .collect();
+        // The snapshot's jobs, and every job the ledger holds lines of: a job that left Sage
+        // entirely keeps its lines in Procore (`[sync] vanished_jobs`), and they are read too.
+        let in_snapshot = snapshot.jobs();
+        let in_ledger = load.ledger.jobs_with_lines()?;
+        let mut jobs = in_snapshot.clone();
+        jobs.extend(in_ledger.iter().map(String::as_str));
         let mapped: Vec<(&str, i64)> = jobs
             .iter()
             .filter_map(|j| projects.get(*j).map(|p| (*j, *p)))
@@ -225,19 +271,42 @@ pub(crate) async fn read_back(
         }
         progress.finish();
         let keep_ids = ledger_ids_of_duplicates(&read, &load.ledger)?;
+        let later = sage::later_runs(&config.stage.dir, run)?;
+        let recorded = load.ledger.runs_recorded(&later)?;
+        let later_loads: Vec<String> = later
+            .into_iter()
+            .filter(|id| recorded.contains(id))
+            .collect();
+        let prefix = line_prefix(&config.company);
+        let since = scope::window_of(run)?;
+        let sage_ids: std::collections::HashSet<&str> = snapshot
+            .lines
+            .iter()
+            .chain(snapshot.exceptions.iter().map(|e| &e.line))
+            .map(|l| l.origin_id.as_str())
+            .collect();
+        let candidates = read
+            .values()
+            .flat_map(|p| &p.lines)
+            .filter_map(|l| l.origin_id.as_deref())
+            .filter(|o| o.starts_with(&prefix) && !sage_ids.contains(o));
+        let scope = Scope {
+            since,
+            by_date: scope::by_date(&load.ledger, since, candidates)?,
+            vanished: read
+                .keys()
+                .filter(|j| !in_snapshot.contains(j.as_str()))
+                .cloned()
+                .collect(),
+            keep_vanished: config.sync.vanished_jobs == crate::config::VanishedJobs::Keep,
+        };
         let snapshot = with_unmapped_projects(snapshot, &projects);
-        let comparison = compare::compare(
-            &snapshot,
-            &projects,
-            &read,
-            &keep_ids,
-            &line_prefix(&config.company),
-        );
-        Ok::<_, Error>((comparison, read))
+        let comparison = compare::compare(&snapshot, &projects, &read, &keep_ids, &prefix, &scope);
+        Ok::<_, Error>((comparison, read, later_loads))
     }
     .await;
     close_target(pipeline, target).await;
-    let (comparison, procore) = result?;
+    let (comparison, procore, later_loads) = result?;
     Ok(ReadBack {
         reconciliation: Reconciliation {
             company: config.company.clone(),
@@ -245,6 +314,7 @@ pub(crate) async fn read_back(
             run_dir: run.dir.display().to_string(),
             run_note: run.note.clone(),
             target: label,
+            later_loads,
             comparison,
         },
         procore,
@@ -285,6 +355,7 @@ fn with_unmapped_projects<'a>(
     let mut out = SageSnapshot {
         lines: Vec::with_capacity(snapshot.lines.len()),
         exceptions: snapshot.exceptions.clone(),
+        quarantined_jobs: snapshot.quarantined_jobs.clone(),
     };
     for l in &snapshot.lines {
         if projects.contains_key(&l.job) {

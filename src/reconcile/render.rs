@@ -4,8 +4,50 @@
 
 use std::fmt::Write as _;
 
-use super::compare::{BudgetTotals, DriftLine, LineFacts};
-use super::{ReconcileOutcome, EXIT_DRIFT};
+use super::compare::{BudgetTotals, Comparison, DriftLine, LineFacts, UncheckedTotal};
+use super::scope::Unchecked;
+use super::ReconcileOutcome;
+
+/// The warning about runs that loaded after the snapshot.
+fn later_text(runs: &[String]) -> String {
+    format!(
+        "run(s) {} loaded into this target after the snapshot: lines they changed or added may \
+         show as changed or orphaned; --repair refuses (run a deep sync first)",
+        runs.join(", ")
+    )
+}
+
+/// One sentence on lines not compared.
+fn unchecked_text(u: &UncheckedTotal, since: &str) -> String {
+    let why = match u.reason {
+        Unchecked::OutOfWindow => {
+            format!("dated before the run's `since` window ({since}): not compared, never deleted")
+        }
+        Unchecked::DateUnknown => format!(
+            "the ledger holds no Accounting_Date for them (recorded before schema version 2), so \
+             whether the `since` window ({since}) covers them is unknown: not compared, never \
+             deleted"
+        ),
+        Unchecked::VanishedKept => "kept in Procore because `[sync] vanished_jobs = \"keep\"` \
+                                    (the job has not one row in the snapshot)"
+            .to_string(),
+    };
+    format!("job {}: {} lines, {} {why}", u.job, u.lines, u.amount)
+}
+
+/// The sentences on vanished jobs whose lines are orphaned (`vanished_jobs = "remove"`).
+fn vanished_removed(c: &Comparison) -> impl Iterator<Item = String> + '_ {
+    c.vanished_jobs
+        .iter()
+        .filter(|v| v.action == "remove")
+        .map(|v| {
+            format!(
+                "job {}: {} lines, {} orphaned: the job has not one row in the snapshot and \
+             `[sync] vanished_jobs = \"remove\"`",
+                v.job, v.lines, v.amount
+            )
+        })
+}
 
 /// The text summary.
 pub fn text(outcome: &ReconcileOutcome) -> String {
@@ -19,6 +61,9 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(s, "note: {note}");
+    }
+    if !r.later_loads.is_empty() {
+        let _ = writeln!(s, "note: {}", later_text(&r.later_loads));
     }
     if let Some(rep) = &outcome.repair {
         let b = &rep.before;
@@ -37,6 +82,9 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
                 .unwrap_or_default(),
             rep.deleted
         );
+        if let Some(why) = &rep.held {
+            let _ = writeln!(s, "deletions held back: {why}");
+        }
         for n in &rep.not_repaired {
             let _ = writeln!(s, "  not repaired: {} {}: {}", n.class, n.origin_id, n.why);
         }
@@ -83,10 +131,17 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
             e.job, e.budget_code, e.amount, e.reason_code, e.reason, e.origin_id
         );
     }
+    for u in &c.unchecked {
+        let _ = writeln!(s, "not checked: {}", unchecked_text(u, &c.since));
+    }
+    for v in vanished_removed(c) {
+        let _ = writeln!(s, "vanished: {v}");
+    }
     let k = &c.counts;
     let _ = write!(
         s,
-        "{}: {} missing, {} changed, {} orphaned, {} duplicated, {} foreign; {} exceptions (exit {})",
+        "{}: {} missing, {} changed, {} orphaned, {} duplicated, {} foreign; {} exceptions; \
+         not checked: {} out of window, {} of unknown date, {} of vanished jobs kept (exit {})",
         if c.equal {
             "Procore equals Sage"
         } else {
@@ -98,7 +153,10 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
         k.duplicated,
         k.foreign,
         k.exceptions,
-        if c.equal { 0 } else { EXIT_DRIFT }
+        k.out_of_window,
+        k.date_unknown,
+        k.vanished_kept,
+        outcome.exit_code
     );
     s
 }
@@ -182,6 +240,9 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
     if let Some(note) = &r.run_note {
         let _ = writeln!(h, "<p>{}</p>", e(note));
     }
+    if !r.later_loads.is_empty() {
+        let _ = writeln!(h, "<p class=\"bad\">{}</p>", e(&later_text(&r.later_loads)));
+    }
     let k = &c.counts;
     let _ = writeln!(
         h,
@@ -204,6 +265,16 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
         k.foreign,
         k.exceptions
     );
+    if !c.unchecked.is_empty() || c.vanished_jobs.iter().any(|v| v.action == "remove") {
+        h.push_str("<h2>Not checked, and vanished jobs</h2>\n<ul>\n");
+        for u in &c.unchecked {
+            let _ = writeln!(h, "<li>{}</li>", e(&unchecked_text(u, &c.since)));
+        }
+        for v in vanished_removed(c) {
+            let _ = writeln!(h, "<li>{}</li>", e(&v));
+        }
+        h.push_str("</ul>\n");
+    }
     if let Some(rep) = &outcome.repair {
         let _ = writeln!(
             h,
@@ -217,6 +288,9 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
             rep.before.duplicated,
             rep.before.foreign
         );
+        if let Some(why) = &rep.held {
+            let _ = writeln!(h, "<p class=\"bad\">Deletions held back: {}</p>", e(why));
+        }
         if !rep.not_repaired.is_empty() {
             h.push_str("<ul>\n");
             for n in &rep.not_repaired {
@@ -243,7 +317,7 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
         h.push_str(
             "<table><tr><th>Budget code</th><th>Sage</th><th>Sage lines</th><th>Procore</th>\
              <th>Procore lines</th><th>Difference</th><th>of which foreign</th>\
-             <th>Exceptions</th></tr>\n",
+             <th>Exceptions</th><th>Not checked</th></tr>\n",
         );
         for b in &p.budget_codes {
             let class = if b.foreign_lines > 0 && b.drift_lines == b.foreign_lines {
@@ -257,7 +331,7 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
                 h,
                 "<tr{class}><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                 <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 e(&b.budget_code),
                 e(&b.sage),
                 b.sage_lines,
@@ -265,16 +339,18 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
                 b.procore_lines,
                 e(&b.difference),
                 e(&b.foreign),
-                e(&b.exceptions)
+                e(&b.exceptions),
+                e(&b.unchecked)
             );
         }
         let _ = writeln!(
             h,
             "<tr><th>Total</th><td class=\"n\">{}</td><td></td><td class=\"n\">{}</td><td></td>\
-             <td class=\"n\">{}</td><td></td><td></td></tr></table>",
+             <td class=\"n\">{}</td><td></td><td></td><td class=\"n\">{}</td></tr></table>",
             e(&p.sage),
             e(&p.procore),
-            e(&p.difference)
+            e(&p.difference),
+            e(&p.unchecked)
         );
         let lines: Vec<&DriftLine> = c.drift.iter().filter(|d| d.job == p.job).collect();
         if !lines.is_empty() {

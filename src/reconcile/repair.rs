@@ -12,6 +12,12 @@
 //!   DELETEs, 404 = already gone, each removal confirmed in the ledger). The other copies of a
 //!   duplicate are deleted by their Procore ids directly: the ledger never recorded them, and
 //!   confirming their removal would take out the entry of the kept line, which stays.
+//!
+//! Deletions obey the sync's guards ([`guard`]): `[sync] removals = "off"` or `"plan"` deletes
+//! nothing; more than `[sync] max_removal_share` of the target's ledger lines deletes nothing
+//! unless `--allow-removals` confirms it (exit 5, as a sync); lines of a vanished job are
+//! orphans only with `vanished_jobs = "remove"` ([`super::scope`]). The whole repair but the
+//! replay runs under the ledger's lock, taken before the first read-back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -20,7 +26,7 @@ use serde::Serialize;
 use super::compare::{DriftClass, DriftCounts};
 use super::sage::{ChosenRun, SageSnapshot};
 use super::{close_target, open_target, ReadBack, ReconcileOptions};
-use crate::config::Pipeline;
+use crate::config::{Pipeline, RemovalMode};
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, LedgerEntry};
 use crate::load::client::ProcoreClient;
@@ -48,6 +54,9 @@ pub struct RepairReport {
     pub replay_exit_code: Option<u8>,
     /// Procore items (lines or whole direct costs) deleted or found gone.
     pub deleted: u64,
+    /// Why the deletions were held back by `[sync] max_removal_share` (exit 5), if they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     pub not_repaired: Vec<NotRepaired>,
 }
 
@@ -200,13 +209,85 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
+/// Hold back the plan's deletions as a sync would hold back its removals: `[sync] removals`
+/// `"off"` or `"plan"` deletes nothing; more than `max_removal_share` of the target's ledger
+/// lines (`ledger_lines`) deletes nothing without `--allow-removals` (returned: why, exit 5).
+/// What is held back goes to `not_repaired`.
+pub(crate) fn guard(
+    plan: &mut RepairPlan,
+    mode: RemovalMode,
+    max_share: f64,
+    allow: bool,
+    ledger_lines: u64,
+) -> Option<String> {
+    let lines: u64 = plan.removals.iter().map(|d| d.lines().len() as u64).sum();
+    let share = lines as f64 / ledger_lines.max(1) as f64;
+    let (why, held) = match mode {
+        _ if plan.removals.is_empty() && plan.copies.is_empty() => return None,
+        RemovalMode::Off => (
+            "`[sync] removals = \"off\"`: reconcile --repair deletes nothing, as a sync would not"
+                .to_string(),
+            None,
+        ),
+        RemovalMode::Plan => (
+            "`[sync] removals = \"plan\"`: reconcile --repair lists deletions and sends none, as \
+             a sync would"
+                .to_string(),
+            None,
+        ),
+        RemovalMode::Apply if share > max_share && !allow => {
+            let why = format!(
+                "{lines} of the target's {ledger_lines} lines ({:.1} %) would be deleted, more \
+                 than `[sync] max_removal_share` = {max_share} allows: nothing was deleted; if \
+                 Sage is right, confirm with `jcsync reconcile PIPELINE --repair \
+                 --allow-removals`",
+                share * 100.0
+            );
+            (why.clone(), Some(why))
+        }
+        RemovalMode::Apply => return None,
+    };
+    for d in std::mem::take(&mut plan.removals) {
+        let class = "orphaned";
+        match &d {
+            Deletion::DirectCost { header, lines, .. } if lines.is_empty() => {
+                plan.not_repaired.push(NotRepaired {
+                    class,
+                    origin_id: header.origin_id.clone(),
+                    why: why.clone(),
+                })
+            }
+            _ => {
+                for l in d.lines() {
+                    plan.not_repaired.push(NotRepaired {
+                        class,
+                        origin_id: l.origin_id.clone(),
+                        why: why.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for c in std::mem::take(&mut plan.copies) {
+        plan.not_repaired.push(NotRepaired {
+            class: "duplicated",
+            origin_id: c.origin_id,
+            why: why.clone(),
+        });
+    }
+    held
+}
+
 /// Repair what `found` shows: resend through a replay, delete through the removal executor.
+/// `lock` is the ledger's, taken before `found` was read: held through the deletions, released
+/// before the replay (which takes it itself).
 pub(crate) async fn repair(
     pipeline: &Pipeline,
     run: &ChosenRun,
     snapshot: &SageSnapshot,
     found: &ReadBack,
     options: &ReconcileOptions,
+    lock: crate::ledger::LedgerLock,
 ) -> Result<RepairReport> {
     let mut report = RepairReport {
         before: found.reconciliation.comparison.counts.clone(),
@@ -214,29 +295,36 @@ pub(crate) async fn repair(
         replay_run: None,
         replay_exit_code: None,
         deleted: 0,
+        held: None,
         not_repaired: Vec::new(),
     };
-    // Under the ledger's lock: nothing else writes the ledger while it forgets.
-    let lock = {
-        let ledger = pipeline.config.ledger_path();
-        tokio::task::spawn_blocking(move || {
-            crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
-        })
-        .await
-        .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
-    };
     let target = open_target(pipeline, options).await?;
+    let sync = &pipeline.config.sync;
     let planned = async {
         let load = target.load.as_ref().ok_or_else(|| Error::Config {
             path: pipeline.path.clone(),
             message: "section `target`: nothing to repair".into(),
         })?;
-        plan(found, snapshot, &load.ledger)
+        let mut plan = plan(found, snapshot, &load.ledger)?;
+        let held = guard(
+            &mut plan,
+            sync.removals,
+            sync.max_removal_share,
+            options.allow_removals,
+            load.ledger.count("line")?,
+        );
+        Ok::<_, Error>((plan, held))
     }
     .await;
     let mut target = target;
     let plan = match planned {
-        Ok(p) => p,
+        Ok((p, held)) => {
+            if let Some(why) = &held {
+                tracing::warn!("repair deletions held back: {why}");
+            }
+            report.held = held;
+            p
+        }
         Err(e) => {
             close_target(pipeline, target).await;
             return Err(e);

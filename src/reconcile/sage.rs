@@ -1,7 +1,7 @@
 //! The Sage side of a reconciliation: the staged snapshot of a complete deep run, its lines with
 //! the budget code the load computes, and the lines that run quarantined at load (exceptions).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -51,6 +51,21 @@ pub struct ChosenRun {
 pub struct SageSnapshot {
     pub lines: Vec<SageLine>,
     pub exceptions: Vec<SageException>,
+    /// Jobs with a row the run quarantined at any stage (a bad date or amount, too): a job
+    /// there is still in Sage, even without a line in `lines` or `exceptions`.
+    pub quarantined_jobs: BTreeSet<String>,
+}
+
+impl SageSnapshot {
+    /// Every job with a row in the run: loaded, set aside at load, or quarantined.
+    pub fn jobs(&self) -> BTreeSet<&str> {
+        self.lines
+            .iter()
+            .chain(self.exceptions.iter().map(|e| &e.line))
+            .map(|l| l.job.as_str())
+            .chain(self.quarantined_jobs.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// A replay run stages nothing (its manifest's source is `replay:<run>`).
@@ -145,6 +160,43 @@ pub fn choose_run(stage_dir: &Path, company: &str, explicit: Option<&Path>) -> R
     })
 }
 
+/// The complete runs of the chosen run's company under `stage_dir` written after it (by the
+/// manifest's `created_at`), replays of the chosen run apart (they send its own rows): deep,
+/// incremental, and replays of other runs. Their run ids, oldest first.
+pub fn later_runs(stage_dir: &Path, chosen: &ChosenRun) -> Result<Vec<String>> {
+    let Ok(since) = chrono::DateTime::parse_from_rfc3339(&chosen.manifest.created_at) else {
+        return Err(Error::RunVerification {
+            path: chosen.dir.join("manifest.json"),
+            message: format!(
+                "key `created_at`: not an RFC 3339 time: {:?}",
+                chosen.manifest.created_at
+            ),
+        });
+    };
+    let entries = match std::fs::read_dir(stage_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(stage_dir, e)),
+    };
+    let replay_of_chosen = format!("replay:{}", chosen.manifest.run_id);
+    let mut later: Vec<(chrono::DateTime<chrono::FixedOffset>, String)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter_map(|dir| crate::run::read_manifest(&dir).ok())
+        .filter(|m| {
+            m.company == chosen.manifest.company
+                && m.run_id != chosen.manifest.run_id
+                && m.source != replay_of_chosen
+        })
+        .filter_map(|m| {
+            let at = chrono::DateTime::parse_from_rfc3339(&m.created_at).ok()?;
+            (at > since).then_some((at, m.run_id))
+        })
+        .collect();
+    later.sort();
+    Ok(later.into_iter().map(|(_, id)| id).collect())
+}
+
 fn read_batches(path: &Path, mut each: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
@@ -161,8 +213,11 @@ type KeyText = [Option<String>; 8];
 
 /// Read the staged lines of a chosen run; lines its load quarantined become exceptions.
 pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot> {
-    let quarantined = read_load_quarantine(&run.dir, &run.manifest)?;
-    let mut snapshot = SageSnapshot::default();
+    let (quarantined, quarantined_jobs) = read_load_quarantine(&run.dir, &run.manifest)?;
+    let mut snapshot = SageSnapshot {
+        quarantined_jobs,
+        ..SageSnapshot::default()
+    };
     for f in run
         .manifest
         .files
@@ -228,18 +283,23 @@ pub fn read_snapshot(run: &ChosenRun, load: &LoadConfig) -> Result<SageSnapshot>
     Ok(snapshot)
 }
 
-/// The rows a run's load set aside, by natural key: (reason code, reason).
+/// Rows set aside at load, by natural key: (reason code, reason).
+type LoadQuarantine = HashMap<KeyText, (String, String)>;
+
+/// The rows a run's load set aside, by natural key: (reason code, reason); and the jobs of
+/// every row the run quarantined (any stage).
 fn read_load_quarantine(
     run_dir: &Path,
     manifest: &Manifest,
-) -> Result<HashMap<KeyText, (String, String)>> {
+) -> Result<(LoadQuarantine, BTreeSet<String>)> {
     let mut out = HashMap::new();
+    let mut jobs = BTreeSet::new();
     let Some(entry) = manifest
         .files
         .iter()
         .find(|f| f.path == "quarantine.parquet")
     else {
-        return Ok(out);
+        return Ok((out, jobs));
     };
     read_batches(&run_dir.join(&entry.path), |batch| {
         let col = |name: &str| {
@@ -265,6 +325,12 @@ fn read_load_quarantine(
         ];
         let keys = names.iter().map(|n| col(n)).collect::<Result<Vec<_>>>()?;
         for r in 0..batch.num_rows() {
+            if !keys[0].is_null(r) {
+                let job = keys[0].value(r).trim();
+                if !job.is_empty() {
+                    jobs.insert(job.to_string());
+                }
+            }
             if stage.value(r) != "load" {
                 continue;
             }
@@ -278,5 +344,5 @@ fn read_load_quarantine(
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, jobs))
 }
