@@ -211,29 +211,11 @@ pub(crate) async fn open_target(
     prepare_target(pipeline, &sync_options).await
 }
 
-/// An embedded sandbox with a state file saves it when it stops, after its handle is dropped:
-/// wait for that save before another phase starts one on the same file.
-pub(crate) async fn close_target(pipeline: &Pipeline, target: PreparedTarget) {
-    let state = match &pipeline.config.target {
-        TargetConfig::Sandbox(t) => t.state_file.clone(),
-        _ => None,
-    };
-    let dropped = std::time::SystemTime::now();
+/// Close a phase's target. An embedded sandbox with a state file saves it on this thread as
+/// its handle is dropped (when anything changed), so the next phase, which starts one on the
+/// same file, reads what this one left.
+pub(crate) async fn close_target(target: PreparedTarget) {
     drop(target);
-    let Some(state) = state else { return };
-    for _ in 0..100 {
-        let saved = std::fs::metadata(&state)
-            .and_then(|m| m.modified())
-            .is_ok_and(|m| m >= dropped);
-        if saved {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tracing::warn!(
-        "the sandbox did not save {} within 5 s of stopping",
-        state.display()
-    );
 }
 
 /// Read Procore back and compare it with the snapshot.
@@ -305,7 +287,7 @@ pub(crate) async fn read_back(
         Ok::<_, Error>((comparison, read, later_loads))
     }
     .await;
-    close_target(pipeline, target).await;
+    close_target(target).await;
     let (comparison, procore, later_loads) = result?;
     Ok(ReadBack {
         reconciliation: Reconciliation {

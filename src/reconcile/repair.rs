@@ -326,7 +326,7 @@ pub(crate) async fn repair(
             p
         }
         Err(e) => {
-            close_target(pipeline, target).await;
+            close_target(target).await;
             return Err(e);
         }
     };
@@ -337,7 +337,7 @@ pub(crate) async fn repair(
         }
     }
     let deleted = delete(pipeline, &mut target, found, &plan, options, &mut report).await;
-    close_target(pipeline, target).await;
+    close_target(target).await;
     report.deleted = deleted?;
     // The replay takes the lock itself (forgetting only makes the next load send more, so a run
     // slipping in between is harmless).
