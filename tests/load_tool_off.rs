@@ -240,3 +240,119 @@ fn a_project_with_the_direct_costs_tool_off_is_quarantined_and_loads_once_turned
         sandbox.shutdown().await;
     });
 }
+
+#[test]
+fn retried_exceptions_that_fail_again_set_the_exit_status_and_are_listed_apart() {
+    let rt = runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sage = sage_dir(dir.path());
+        let sandbox = Sandbox::start(SandboxConfig::from_dir(repo().join("fixtures/procore")))
+            .await
+            .expect("the sandbox must start on 127.0.0.1");
+        set_sandbox_credentials();
+        let load = "backoff_base_ms = 10\nbackoff_cap_ms = 200\nmax_retry_secs = 30\n";
+        let pipeline = |since: &str| {
+            write_load_pipeline(
+                dir.path(),
+                &sage,
+                sandbox.url(),
+                sandbox.company_id(),
+                &format!("{load}[sync]\nsince = \"{since}\"\n"),
+            )
+        };
+        set_direct_costs_tool(&sandbox, OFF_PROJECT, false).await;
+        let first = run(&pipeline("2024-01-01")).await;
+        assert_eq!(first.exit_code, 2);
+        assert_eq!(first.report.counts.quarantined_total, 4);
+
+        // Every row (accounting date 2024-03-04) is now before the window: the snapshot is
+        // empty, the four open exceptions are retried from the ledger, and fail again.
+        let second = run(&pipeline("2024-03-05")).await;
+        assert_eq!(second.exit_code, 2, "open exceptions still failing");
+        let r = &second.report;
+        assert!(r.reconciled, "{:?}", r.counts);
+        let c = &r.counts;
+        assert_eq!(
+            (c.extracted, c.filtered, c.quarantined_total, c.planned),
+            (7, 7, 0, 0),
+            "the snapshot's reconciliation does not count the retried lines"
+        );
+        let counts = &r.load.as_ref().expect("load").counts;
+        assert_eq!(counts.retried, 4);
+        assert_eq!(counts.retried_quarantined.get("procore_rejected"), Some(&4));
+        let ex = r.exceptions.as_ref().expect("exceptions");
+        assert_eq!(
+            (ex.retried, ex.retried_loaded, ex.retried_quarantined, ex.retried_pending),
+            (4, 0, 4, 0)
+        );
+        assert_eq!(ex.retried_quarantined_amount, "1255.52");
+        assert_eq!(
+            ex.retried_file.as_deref(),
+            Some("quarantine_retried.parquet")
+        );
+        assert_eq!((ex.new, ex.still_open), (0, 4));
+        assert!(ex.reconciled);
+
+        // The snapshot quarantined nothing; the retried lines are listed apart, marked.
+        let snapshot_rejects = read_parquet(&[second.run_dir.join("quarantine.parquet")]);
+        assert_eq!(snapshot_rejects.num_rows(), 0);
+        let q = read_parquet(&[second.run_dir.join("quarantine_retried.parquet")]);
+        assert_eq!(q.num_rows(), 4);
+        assert!(strings(&q, "stage")
+            .iter()
+            .all(|s| s.as_deref() == Some("load_retry")));
+        let amount: rust_decimal::Decimal = strings(&q, "amount")
+            .iter()
+            .map(|a| a.as_deref().expect("amount").parse::<rust_decimal::Decimal>())
+            .map(|a| a.expect("decimal"))
+            .sum();
+        assert_eq!(format!("{amount:.2}"), "1255.52");
+        let prefix = format!(
+            "retried open exception (first quarantined by run {}, attempt 2): Procore refused \
+             project {OFF_PROJECT} (job 1002): HTTP 403",
+            first.report.run_id
+        );
+        for reason in strings(&q, "reason") {
+            let reason = reason.expect("reason");
+            assert!(reason.starts_with(&prefix), "{reason}");
+        }
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(second.run_dir.join("manifest.json")).expect("manifest"),
+        )
+        .expect("manifest json");
+        assert_eq!(manifest["quarantined"], 0);
+        assert!(manifest["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .any(|f| f["path"] == "quarantine_retried.parquet" && f["rows"] == 4));
+        let report: Value = serde_json::from_slice(
+            &std::fs::read(second.run_dir.join("report.json")).expect("report"),
+        )
+        .expect("report json");
+        assert_eq!(report["exceptions"]["retried_quarantined"], 4);
+        assert_eq!(report["exceptions"]["retried_quarantined_amount"], "1255.52");
+        let text = jcsync::run::summary_text(r, &second.run_dir);
+        assert!(
+            text.contains(
+                "    STILL FAILING           4  1255.52 (quarantined by earlier runs, failed again: listed with their reason in quarantine_retried.parquet)"
+            ),
+            "{text}"
+        );
+
+        // Turned on: the retried lines load, the run is clean.
+        set_direct_costs_tool(&sandbox, OFF_PROJECT, true).await;
+        let third = run(&pipeline("2024-03-05")).await;
+        assert_eq!(third.exit_code, 0);
+        let ex = third.report.exceptions.as_ref().expect("exceptions");
+        assert_eq!(
+            (ex.retried, ex.retried_loaded, ex.retried_quarantined, ex.resolved, ex.still_open),
+            (4, 4, 0, 4, 0)
+        );
+        assert_eq!(ex.retried_file, None);
+        assert!(!third.run_dir.join("quarantine_retried.parquet").exists());
+        assert_no_duplicates(&sandbox.snapshot(), 6, 7);
+        sandbox.shutdown().await;
+    });
+}

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{ExceptionSeen, LedgerEntry};
 use crate::load::plan::{DirectCostHeader, LineCode, LineItem};
 use crate::model::values::{date_text, format_decimal};
-use crate::quarantine::{QuarantineBatch, ReasonCode};
+use crate::quarantine::{QuarantineBatch, ReasonCode, StageName};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
 /// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
@@ -81,7 +81,7 @@ impl ProjectWorker {
         }
         // Every line the load could not send is an open exception of the target, retried by
         // later runs. A line retried from one is not a row of this run's snapshot: it is
-        // counted apart and not written to quarantine.parquet again.
+        // counted apart and written to `quarantine_retried.parquet`, not quarantine.parquet.
         let seen: Vec<ExceptionSeen> = rejected
             .iter()
             .map(|(l, code, reason)| ExceptionSeen {
@@ -94,37 +94,55 @@ impl ProjectWorker {
                 accounting_date: l.accounting_date.map(|d| date_text(Some(d))),
             })
             .collect();
-        self.ctx
-            .ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record_exceptions(&seen, &self.ctx.run_id)?;
         let mut fresh: Vec<(&LineItem, ReasonCode, String)> = Vec::with_capacity(rejected.len());
+        let mut again: Vec<(&LineItem, ReasonCode, String)> = Vec::new();
         {
-            let mut c = self.ctx.counts();
+            let mut ledger = self.ctx.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            ledger.record_exceptions(&seen, &self.ctx.run_id)?;
             for (l, code, reason) in rejected {
-                let by_reason = if self.ctx.is_retried(l.origin_id()) {
-                    &mut c.retried_quarantined
-                } else {
+                if !self.ctx.is_retried(l.origin_id()) {
                     fresh.push((l, *code, reason.clone()));
-                    &mut c.quarantined
+                    continue;
+                }
+                // Said in the row itself: which run first set it aside, how many tries.
+                let marked = match ledger.exception(l.origin_id())? {
+                    Some(e) => format!(
+                        "retried open exception (first quarantined by run {}, attempt {}): {reason}",
+                        e.first_run, e.attempts
+                    ),
+                    None => format!("retried open exception: {reason}"),
                 };
-                *by_reason.entry(code.as_str().to_string()).or_insert(0) += 1;
+                again.push((l, *code, marked));
             }
         }
-        if fresh.is_empty() {
-            return Ok(());
+        {
+            let mut c = self.ctx.counts();
+            for (_, code, _) in &fresh {
+                *c.quarantined.entry(code.as_str().to_string()).or_insert(0) += 1;
+            }
+            for (l, code, _) in &again {
+                *c.retried_quarantined
+                    .entry(code.as_str().to_string())
+                    .or_insert(0) += 1;
+                c.retried_quarantined_cents += l.amount as i64;
+            }
         }
-        let q = QuarantineBatch::from_line_items(&self.ctx.table, &fresh)?;
-        // The quarantine writer stopped: its own error says why.
-        let sender = self
-            .ctx
-            .quarantine_sender()
-            .ok_or(Error::NextStageStopped { stage: "load" })?;
-        sender
-            .send(q)
-            .await
-            .map_err(|_| Error::NextStageStopped { stage: "load" })
+        for (stage, rows) in [(StageName::Load, fresh), (StageName::LoadRetry, again)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let q = QuarantineBatch::from_line_items(stage, &self.ctx.table, &rows)?;
+            // The quarantine writer stopped: its own error says why.
+            let sender = self
+                .ctx
+                .quarantine_sender()
+                .ok_or(Error::NextStageStopped { stage: "load" })?;
+            sender
+                .send(q)
+                .await
+                .map_err(|_| Error::NextStageStopped { stage: "load" })?;
+        }
+        Ok(())
     }
 
     fn base(&self) -> String {
