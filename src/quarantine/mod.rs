@@ -367,6 +367,7 @@ mod tests {
     #[test]
     fn a_line_quarantined_at_load_keeps_its_whole_natural_key() {
         let q = QuarantineBatch::from_line_items(
+            StageName::Load,
             "JCT_CURRENT__TRANSACTION",
             &[(&Line, ReasonCode::UnmappedBudgetCode, "no such code".into())],
         )

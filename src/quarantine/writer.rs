@@ -3,9 +3,9 @@
 //!
 //! Lines the load retried from open exceptions (quarantined by an earlier run, stage
 //! `load_retry`) and that failed again go to [`RETRIED_FILE`] instead, same schema, counted
-//! apart: they are not rows of this run's snapshot, so `quarantine.parquet` stays exactly the
-//! snapshot's rejects and `extracted = filtered + quarantined + staged` holds when counting its
-//! rows.
+//! apart: they are not rows of this run's snapshot, so `quarantine.parquet` (and the counts the
+//! report reconciles, `extracted = filtered + quarantined + planned`) stay exactly the
+//! snapshot's rejects, and no row is counted twice.
 
 use std::collections::BTreeMap;
 
