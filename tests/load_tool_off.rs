@@ -333,6 +333,18 @@ fn retried_exceptions_that_fail_again_set_the_exit_status_and_are_listed_apart()
         .expect("report json");
         assert_eq!(report["exceptions"]["retried_quarantined"], 4);
         assert_eq!(report["exceptions"]["retried_quarantined_amount"], "1255.52");
+        // The ledger's run history says so too (`jcsync status`).
+        let ledger = jcsync::exceptions::scoped_ledger(
+            &Pipeline::load(&pipeline("2024-03-05")).expect("pipeline"),
+        )
+        .expect("ledger")
+        .expect("the target keeps a ledger");
+        let last = ledger.last_run("DEMO", false).expect("history").expect("a run");
+        assert_eq!(last.run_id, r.run_id);
+        assert_eq!((last.outcome.as_str(), last.exit_code), ("quarantined", Some(2)));
+        let summary = last.summary.expect("summary");
+        assert_eq!(summary["retried_still_failing"], 4);
+        drop(ledger);
         let text = jcsync::run::summary_text(r, &second.run_dir);
         assert!(
             text.contains(
