@@ -6,27 +6,36 @@
 //! [`crate::load::procore::payload`], which says where the two forms differ), straight from the
 //! planner's queued records, borrowed for the request, into one reused buffer (no owned record,
 //! no `serde_json::Value` tree per record). This file adds the envelope of each request.
+//!
+//! Each header's `status` is the pipeline's `[load] status`, as the load sends it (the default,
+//! `approved`, writes the bytes it always did: the digests pinned in
+//! `tests/origin_ids_pinned.rs` hold).
 
 use serde::{Serialize, Serializer};
 
 use super::plan::{Headers, Lines, PlannedRequest, RequestSink};
-use super::procore::payload::{HeaderIds, HeaderRecord, LineIds, LineRecord, DRY_RUN_STATUS};
+use super::procore::payload::{HeaderIds, HeaderRecord, LineIds, LineRecord};
 pub use super::procore::payload::{HEADER_SYNC_PATH, LINE_SYNC_PATH};
+use crate::config::LoadConfig;
 use crate::error::Result;
 use crate::staging::HashedFile;
 
 /// Writes planned requests as NDJSON.
 pub struct DryRunSink {
     file: HashedFile,
+    /// `[load] status`: the status of every header, as the load would send it.
+    status: String,
     seq: u64,
     buf: Vec<u8>,
 }
 
 impl DryRunSink {
-    /// Write to `file` (renamed into place on [`DryRunSink::finish`]).
-    pub fn new(file: HashedFile) -> DryRunSink {
+    /// Write to `file` (renamed into place on [`DryRunSink::finish`]) the requests the load
+    /// of `config` would send.
+    pub fn new(file: HashedFile, config: &LoadConfig) -> DryRunSink {
         DryRunSink {
             file,
+            status: config.status.clone(),
             seq: 0,
             buf: Vec::new(),
         }
@@ -38,18 +47,18 @@ impl DryRunSink {
     }
 }
 
-/// The records of one request, serialized one by one.
+/// The records of one request, serialized one by one; headers with their `status`.
 enum Updates<'a> {
-    Headers(Headers<'a>),
+    Headers(Headers<'a>, &'a str),
     Lines(Lines<'a>),
 }
 
 impl Serialize for Updates<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            Updates::Headers(h) => s.collect_seq(h.iter().map(|header| HeaderRecord {
+            Updates::Headers(h, status) => s.collect_seq(h.iter().map(|header| HeaderRecord {
                 header,
-                status: DRY_RUN_STATUS,
+                status,
                 ids: HeaderIds::Unresolved,
             })),
             Updates::Lines(l) => s.collect_seq(l.iter().map(|line| LineRecord {
@@ -91,9 +100,11 @@ impl RequestSink for DryRunSink {
         self.seq += 1;
         let records = request.records();
         let (path, job, updates) = match request {
-            PlannedRequest::HeaderSync { job, headers } => {
-                (HEADER_SYNC_PATH, job, Updates::Headers(headers))
-            }
+            PlannedRequest::HeaderSync { job, headers } => (
+                HEADER_SYNC_PATH,
+                job,
+                Updates::Headers(headers, &self.status),
+            ),
             PlannedRequest::LineSync { job, lines } => (LINE_SYNC_PATH, job, Updates::Lines(lines)),
         };
         let line = Request {

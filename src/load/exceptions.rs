@@ -312,6 +312,8 @@ pub struct Retried {
     pub retried: u64,
     pub loaded: u64,
     pub quarantined: u64,
+    /// Amount of the `quarantined` lines, in cents.
+    pub quarantined_cents: i64,
     pub pending: u64,
 }
 
@@ -331,7 +333,14 @@ pub struct ExceptionsReport {
     pub retried: u64,
     /// Of `retried`: loaded now, quarantined again, left pending (the load stopped).
     pub retried_loaded: u64,
+    /// Still failing: they stay open exceptions, make the run exit with `[report]
+    /// quarantine_exit_code`, and are listed with their reason in `retried_file` (not in
+    /// `quarantine.parquet` nor in `counts.quarantined`: they are not rows of this snapshot).
     pub retried_quarantined: u64,
+    /// Exact decimal text of the `retried_quarantined` lines' amount.
+    pub retried_quarantined_amount: String,
+    /// `quarantine_retried.parquet` when `retried_quarantined` > 0.
+    pub retried_file: Option<String>,
     pub retried_pending: u64,
     /// Opened by this run.
     pub new: u64,
@@ -359,6 +368,11 @@ impl ExceptionsReport {
             retried: counts.retried,
             retried_loaded: counts.loaded,
             retried_quarantined: counts.quarantined,
+            retried_quarantined_amount: crate::ledger::exceptions::cents_text(
+                counts.quarantined_cents,
+            ),
+            retried_file: (counts.quarantined > 0)
+                .then(|| crate::quarantine::writer::RETRIED_FILE.to_string()),
             retried_pending: counts.pending,
             new,
             resolved,
@@ -392,6 +406,13 @@ impl ExceptionsReport {
                 self.retried, self.retried_loaded, self.retried_quarantined, self.retried_pending
             ),
         ];
+        if let Some(file) = &self.retried_file {
+            lines.push(format!(
+                "    STILL FAILING  {:>10}  {} (quarantined by earlier runs, failed again: \
+                 listed with their reason in {file})",
+                self.retried_quarantined, self.retried_quarantined_amount
+            ));
+        }
         for r in &self.open_by_reason {
             lines.push(format!(
                 "    {:<22} {:>4}  {:>14}",

@@ -130,7 +130,8 @@ pub(crate) fn plan_and_load(
     let output = match setup.load {
         None => {
             drop(setup.quarantine);
-            let mut sink = DryRunSink::new(HashedFile::create(&setup.run_dir, "requests.ndjson")?);
+            let file = HashedFile::create(&setup.run_dir, "requests.ndjson")?;
+            let mut sink = DryRunSink::new(file, &setup.load_config);
             plan_all(&mut sink, &mut timing, &mut planner, None)?;
             PlanOutput::DryRun(sink.finish()?)
         }

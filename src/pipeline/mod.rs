@@ -79,7 +79,8 @@ pub async fn sync(pipeline: &Pipeline, options: &SyncOptions) -> Result<RunOutco
         history.end(match &result {
             Ok(outcome) => Ended::Completed {
                 exit_code: outcome.exit_code,
-                quarantined: outcome.report.counts.quarantined_total > 0,
+                quarantined: outcome.report.counts.quarantined_total > 0
+                    || run::report::RunEnding::retried_still_failing(&outcome.report) > 0,
                 load_failure: outcome.report.load.as_ref().and_then(|l| l.failure.clone()),
                 run_dir: &outcome.run_dir,
                 summary: Some(run::history::sync_summary(&outcome.report)),

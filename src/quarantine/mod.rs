@@ -68,6 +68,9 @@ pub enum StageName {
     Stage,
     Plan,
     Load,
+    /// The load, retrying an open exception quarantined by an earlier run: its row is not of
+    /// this run's snapshot, so it goes to `quarantine_retried.parquet`, not `quarantine.parquet`.
+    LoadRetry,
 }
 
 impl StageName {
@@ -80,6 +83,7 @@ impl StageName {
             StageName::Stage => "stage",
             StageName::Plan => "plan",
             StageName::Load => "load",
+            StageName::LoadRetry => "load_retry",
         }
     }
 }
@@ -203,8 +207,10 @@ impl QuarantineBatch {
         })
     }
 
-    /// Quarantine rows for planned line items the load could not send.
+    /// Quarantine rows for planned line items the load could not send (`stage`: `Load`, or
+    /// `LoadRetry` for lines retried from open exceptions).
     pub fn from_line_items<L: QuarantinedLine>(
+        stage: StageName,
         table: &str,
         rejected: &[(&L, ReasonCode, String)],
     ) -> Result<QuarantineBatch> {
@@ -216,7 +222,7 @@ impl QuarantineBatch {
         };
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                StageName::Load.as_str(),
+                stage.as_str(),
                 n,
             ))),
             Arc::new(StringArray::from_iter_values(
@@ -246,7 +252,7 @@ impl QuarantineBatch {
             });
         }
         Ok(QuarantineBatch {
-            stage: StageName::Load,
+            stage,
             table: table.to_string(),
             batch: RecordBatch::try_new(quarantine_schema(), columns)?,
             codes: rejected.iter().map(|(_, c, _)| *c).collect(),
@@ -361,6 +367,7 @@ mod tests {
     #[test]
     fn a_line_quarantined_at_load_keeps_its_whole_natural_key() {
         let q = QuarantineBatch::from_line_items(
+            StageName::Load,
             "JCT_CURRENT__TRANSACTION",
             &[(&Line, ReasonCode::UnmappedBudgetCode, "no such code".into())],
         )

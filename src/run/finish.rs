@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::manifest::Manifest;
-use super::report::ChangeWindow;
+use super::report::{ChangeWindow, RunEnding};
 use super::{FAILED, MANIFEST, MANIFEST_FORMAT};
 use crate::config::{Pipeline, SyncKind};
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub struct ManifestFacts {
 }
 
 /// How a run that produced its files ends.
-pub struct Ending<'a, R: Serialize> {
+pub struct Ending<'a, R: Serialize + RunEnding> {
     pub run_dir: &'a Path,
     pub run_id: &'a str,
     pub pipeline: &'a Pipeline,
@@ -52,13 +52,14 @@ pub struct Ending<'a, R: Serialize> {
     pub files: Vec<FileEntry>,
     /// Why the load stopped early, if it did.
     pub load_failure: Option<Error>,
-    /// Rows were quarantined (at any stage, dimensions included).
+    /// Rows of this run's snapshot were quarantined (at any stage, dimensions included). Lines
+    /// retried from open exceptions that failed again count too: the report says how many.
     pub quarantined: bool,
     /// The guard held removals back.
     pub removals_held: bool,
 }
 
-impl<R: Serialize> Ending<'_, R> {
+impl<R: Serialize + RunEnding> Ending<'_, R> {
     /// Write `report.json` and the manifest; the run's exit status.
     pub fn write(self) -> Result<u8> {
         let mut files = self.files;
@@ -87,16 +88,25 @@ impl<R: Serialize> Ending<'_, R> {
         if self.removals_held && self.load_failure.is_none() {
             return Ok(EXIT_REMOVALS_HELD);
         }
+        let still_failing = self.report.retried_still_failing();
+        if still_failing > 0 {
+            tracing::warn!(
+                still_failing,
+                file = crate::quarantine::writer::RETRIED_FILE,
+                "open exceptions retried from earlier runs failed again (listed in the file)"
+            );
+        }
         Ok(exit_status(
             self.load_failure.as_ref(),
-            self.quarantined,
+            self.quarantined || still_failing > 0,
             self.pipeline.config.report.quarantine_exit_code,
         ))
     }
 }
 
-/// The exit status of a completed run: load incomplete, else rows quarantined (the pipeline's
-/// `[report] quarantine_exit_code`), else 0.
+/// The exit status of a completed run: load incomplete, else rows quarantined, of this run's
+/// snapshot or retried from open exceptions and failing again (the pipeline's `[report]
+/// quarantine_exit_code`), else 0.
 pub fn exit_status(
     load_failure: Option<&Error>,
     quarantined: bool,

@@ -134,6 +134,8 @@ pub fn sync_summary(report: &Report) -> serde_json::Value {
     if let Some(l) = &report.load {
         summary["lines_sent"] = json!(l.counts.lines_sent);
         summary["lines_unchanged"] = json!(l.counts.lines_unchanged);
+        // Open exceptions retried from earlier runs that failed again (not in `quarantined`).
+        summary["retried_still_failing"] = json!(l.counts.retried().quarantined);
     }
     if let Some(p) = &report.in_procore {
         summary["removed"] = json!(p.removed);

@@ -186,3 +186,27 @@ pub struct ReplayReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exceptions: Option<crate::load::exceptions::ExceptionsReport>,
 }
+
+/// What a run's ending needs of its report besides the facts it is given.
+pub trait RunEnding {
+    /// Lines retried from open exceptions (quarantined by earlier runs) that failed again:
+    /// rows not loaded, whatever this run's snapshot did, so the run exits with `[report]
+    /// quarantine_exit_code`.
+    fn retried_still_failing(&self) -> u64;
+}
+
+fn still_failing(load: Option<&LoadReport>) -> u64 {
+    load.map_or(0, |l| l.counts.retried().quarantined)
+}
+
+impl RunEnding for Report {
+    fn retried_still_failing(&self) -> u64 {
+        still_failing(self.load.as_ref())
+    }
+}
+
+impl RunEnding for ReplayReport {
+    fn retried_still_failing(&self) -> u64 {
+        still_failing(self.load.as_ref())
+    }
+}

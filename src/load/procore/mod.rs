@@ -60,6 +60,10 @@ pub struct LoadCounts {
     pub retried: u64,
     pub retried_loaded: u64,
     pub retried_quarantined: BTreeMap<String, u64>,
+    /// Amount of the `retried_quarantined` lines, in cents (said as text by the exceptions
+    /// report).
+    #[serde(skip)]
+    pub retried_quarantined_cents: i64,
     pub retried_pending: u64,
 }
 
@@ -80,6 +84,7 @@ impl LoadCounts {
             retried: self.retried,
             loaded: self.retried_loaded,
             quarantined: self.retried_quarantined.values().sum(),
+            quarantined_cents: self.retried_quarantined_cents,
             pending: self.retried_pending,
         }
     }

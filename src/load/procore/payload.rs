@@ -14,7 +14,7 @@
 //! other: Procore's ledger holds the hash of every sent record (a changed byte would re-send every
 //! line), and `requests.ndjson` is compared byte for byte. Hence the resolved ids sit where the
 //! load always wrote them (a line's right after its `origin_id`, a header's `vendor_id` last) and
-//! the `unresolved` object last. The dry run's `status` is [`DRY_RUN_STATUS`] (see there).
+//! the `unresolved` object last. Both write `[load] status` as the header's `status`.
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -29,10 +29,6 @@ use crate::model::values::{DateText, DecimalText};
 pub const HEADER_SYNC_PATH: &str = "/rest/v1.0/projects/{project_id}/direct_costs/sync";
 /// Procore path of the line item sync.
 pub const LINE_SYNC_PATH: &str = "/rest/v1.0/projects/{project_id}/direct_costs/line_items/sync";
-
-/// The `status` of every header in `requests.ndjson`: the dry-run sink is given no `[load]`
-/// section, so it shows `[load] status`'s default. A pipeline with another status sends that one.
-pub const DRY_RUN_STATUS: &str = "approved";
 
 /// A sync path (`HEADER_SYNC_PATH` or `LINE_SYNC_PATH`) for a project.
 pub(super) fn project_path(template: &str, project_id: i64) -> String {
@@ -52,7 +48,7 @@ pub enum HeaderIds {
 #[derive(Clone, Copy)]
 pub struct HeaderRecord<'a> {
     pub header: HeaderRef<'a>,
-    /// `[load] status` (or [`DRY_RUN_STATUS`]).
+    /// `[load] status`.
     pub status: &'a str,
     pub ids: HeaderIds,
 }
@@ -444,7 +440,7 @@ mod tests {
         for h in headers() {
             let record = HeaderRecord {
                 header: h.view(),
-                status: DRY_RUN_STATUS,
+                status: "approved",
                 ids: HeaderIds::Unresolved,
             };
             assert_eq!(text(&record), dry_run_header(h.view()).to_string());

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::ledger::{ExceptionSeen, LedgerEntry};
 use crate::load::plan::{DirectCostHeader, LineCode, LineItem};
 use crate::model::values::{date_text, format_decimal};
-use crate::quarantine::{QuarantineBatch, ReasonCode};
+use crate::quarantine::{QuarantineBatch, ReasonCode, StageName};
 
 /// A planned request as a project worker receives it: the planner lends its records for the
 /// duration of `send`, the worker keeps owned copies (the load is paced by Procore's rate
@@ -53,6 +53,25 @@ struct ProjectWorker {
     /// Headers not sent because none of their lines could be loaded yet: the serialized
     /// record and its hash.
     deferred: HashMap<Arc<str>, (Vec<u8>, String)>,
+    /// Set when Procore refused this project with a final 403 (its Direct Costs tool is off, or
+    /// the app may not write there): why, for every line of the project still to come. Nothing
+    /// more is sent to the project in this run; the lines become open exceptions.
+    refused: Option<String>,
+}
+
+/// The status Procore answers on a project's routes when the project refuses the app: a tool
+/// that is not active (Direct Costs off) or a permission the app lacks. Final for this project
+/// only: the other projects load (401, the credentials, stays fatal).
+const PROJECT_REFUSED: u16 = 403;
+
+/// Why the lines of a project Procore refused are not loaded. Names the project, the request
+/// and the status; never Procore's body (it is not ours to copy into files).
+fn refusal_reason(job: &str, project_id: i64, endpoint: &str, status: u16) -> String {
+    format!(
+        "Procore refused project {project_id} (job {job}): HTTP {status} on {endpoint}; the \
+         project's Direct Costs tool may be off (or the app lacks permission there): turn it on \
+         and the next sync retries these lines"
+    )
 }
 
 impl ProjectWorker {
@@ -62,7 +81,7 @@ impl ProjectWorker {
         }
         // Every line the load could not send is an open exception of the target, retried by
         // later runs. A line retried from one is not a row of this run's snapshot: it is
-        // counted apart and not written to quarantine.parquet again.
+        // counted apart and written to `quarantine_retried.parquet`, not quarantine.parquet.
         let seen: Vec<ExceptionSeen> = rejected
             .iter()
             .map(|(l, code, reason)| ExceptionSeen {
@@ -75,37 +94,55 @@ impl ProjectWorker {
                 accounting_date: l.accounting_date.map(|d| date_text(Some(d))),
             })
             .collect();
-        self.ctx
-            .ledger
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record_exceptions(&seen, &self.ctx.run_id)?;
         let mut fresh: Vec<(&LineItem, ReasonCode, String)> = Vec::with_capacity(rejected.len());
+        let mut again: Vec<(&LineItem, ReasonCode, String)> = Vec::new();
         {
-            let mut c = self.ctx.counts();
+            let mut ledger = self.ctx.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            ledger.record_exceptions(&seen, &self.ctx.run_id)?;
             for (l, code, reason) in rejected {
-                let by_reason = if self.ctx.is_retried(l.origin_id()) {
-                    &mut c.retried_quarantined
-                } else {
+                if !self.ctx.is_retried(l.origin_id()) {
                     fresh.push((l, *code, reason.clone()));
-                    &mut c.quarantined
+                    continue;
+                }
+                // Said in the row itself: which run first set it aside, how many tries.
+                let marked = match ledger.exception(l.origin_id())? {
+                    Some(e) => format!(
+                        "retried open exception (first quarantined by run {}, attempt {}): {reason}",
+                        e.first_run, e.attempts
+                    ),
+                    None => format!("retried open exception: {reason}"),
                 };
-                *by_reason.entry(code.as_str().to_string()).or_insert(0) += 1;
+                again.push((l, *code, marked));
             }
         }
-        if fresh.is_empty() {
-            return Ok(());
+        {
+            let mut c = self.ctx.counts();
+            for (_, code, _) in &fresh {
+                *c.quarantined.entry(code.as_str().to_string()).or_insert(0) += 1;
+            }
+            for (l, code, _) in &again {
+                *c.retried_quarantined
+                    .entry(code.as_str().to_string())
+                    .or_insert(0) += 1;
+                c.retried_quarantined_cents += l.amount as i64;
+            }
         }
-        let q = QuarantineBatch::from_line_items(&self.ctx.table, &fresh)?;
-        // The quarantine writer stopped: its own error says why.
-        let sender = self
-            .ctx
-            .quarantine_sender()
-            .ok_or(Error::NextStageStopped { stage: "load" })?;
-        sender
-            .send(q)
-            .await
-            .map_err(|_| Error::NextStageStopped { stage: "load" })
+        for (stage, rows) in [(StageName::Load, fresh), (StageName::LoadRetry, again)] {
+            if rows.is_empty() {
+                continue;
+            }
+            let q = QuarantineBatch::from_line_items(stage, &self.ctx.table, &rows)?;
+            // The quarantine writer stopped: its own error says why.
+            let sender = self
+                .ctx
+                .quarantine_sender()
+                .ok_or(Error::NextStageStopped { stage: "load" })?;
+            sender
+                .send(q)
+                .await
+                .map_err(|_| Error::NextStageStopped { stage: "load" })?;
+        }
+        Ok(())
     }
 
     fn base(&self) -> String {
@@ -348,7 +385,7 @@ impl ProjectWorker {
         Ok(())
     }
 
-    async fn sync_lines(&mut self, lines: Vec<LineItem>) -> Result<()> {
+    async fn sync_lines(&mut self, lines: &[LineItem]) -> Result<()> {
         self.ensure_wbs().await?;
         let codes = lines
             .iter()
@@ -359,7 +396,7 @@ impl ProjectWorker {
         // line of this request can now be loaded into: sent first.
         if !self.deferred.is_empty() {
             let mut now = Vec::new();
-            for l in &lines {
+            for l in lines {
                 if self.headers.contains_key(&l.direct_cost_origin_id)
                     || !self.has_code(&flat_code(&self.ctx.config, l))
                 {
@@ -382,7 +419,7 @@ impl ProjectWorker {
         // another direct cost): recorded again, not sent.
         let mut refresh = Vec::new();
         let mut moving = Vec::new();
-        for l in &lines {
+        for l in lines {
             let code = flat_code(&self.ctx.config, l);
             let dc = match self.headers.get(&l.direct_cost_origin_id) {
                 Some(Ok(id)) => *id,
@@ -476,13 +513,25 @@ impl ProjectWorker {
         self.ctx.counts().lines_unchanged += unchanged;
         self.ctx.record(&refresh)?;
         if !updates.is_empty() {
-            let (entities, errors) = self
-                .send_sync(
-                    LINE_SYNC_PATH,
-                    "PATCH direct_costs/line_items/sync",
-                    &updates,
-                )
-                .await?;
+            let endpoint = "PATCH direct_costs/line_items/sync";
+            let (entities, errors) = match self.send_sync(LINE_SYNC_PATH, endpoint, &updates).await
+            {
+                Ok(answer) => answer,
+                // Refused now, after this request's unchanged lines were counted: only the
+                // lines it was sending are quarantined here (`refuse_on_403` would take all).
+                Err(Error::Procore {
+                    status: PROJECT_REFUSED,
+                    ..
+                }) => {
+                    let reason = self.refuse(endpoint, PROJECT_REFUSED);
+                    for (_, (l, _, _)) in pending.drain() {
+                        rejected.push((l, ReasonCode::ProcoreRejected, reason.clone()));
+                    }
+                    self.close_loaded(&loaded)?;
+                    return self.quarantine(&rejected).await;
+                }
+                Err(e) => return Err(e),
+            };
             self.ctx.counts().line_requests += 1;
             let mut ledger = Vec::new();
             let mut updated = 0;
@@ -608,10 +657,72 @@ impl ProjectWorker {
             }
             return Ok(());
         }
-        match request {
-            Request::HeaderSync(headers) => self.sync_headers(headers).await,
-            Request::LineSync(lines) => self.sync_lines(lines).await,
+        if let Some(reason) = self.refused.clone() {
+            // Refused earlier in this run: nothing more is sent to this project.
+            if let Request::LineSync(lines) = &request {
+                self.quarantine_all(lines, &reason).await?;
+            }
+            return Ok(());
         }
+        match request {
+            Request::HeaderSync(headers) => {
+                let result = self.sync_headers(headers).await;
+                self.refuse_on_403(result, None).await
+            }
+            Request::LineSync(lines) => {
+                let result = self.sync_lines(&lines).await;
+                self.refuse_on_403(result, Some(&lines)).await
+            }
+        }
+    }
+
+    /// A final 403 on one of this project's requests: the project is refused for the rest of
+    /// the run, and `lines` (the request's lines, none of them accounted for yet) are
+    /// quarantined. Any other outcome is returned as it is.
+    async fn refuse_on_403(
+        &mut self,
+        result: Result<()>,
+        lines: Option<&[LineItem]>,
+    ) -> Result<()> {
+        match result {
+            Err(Error::Procore {
+                status: PROJECT_REFUSED,
+                endpoint,
+                ..
+            }) => {
+                let reason = self.refuse(&endpoint, PROJECT_REFUSED);
+                match lines {
+                    Some(lines) => self.quarantine_all(lines, &reason).await,
+                    None => Ok(()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Mark the project refused (a final `status` on `endpoint`); the reason its lines get.
+    fn refuse(&mut self, endpoint: &str, status: u16) -> String {
+        let pid = self.project_id.unwrap_or_default();
+        let reason = refusal_reason(&self.job, pid, endpoint, status);
+        tracing::warn!(
+            job = self.job,
+            project_id = pid,
+            status,
+            endpoint,
+            "Procore refused the project: its lines are quarantined (procore_rejected), the \
+             other projects load"
+        );
+        self.refused = Some(reason.clone());
+        reason
+    }
+
+    /// Quarantine every line of a request with the project's refusal `reason`.
+    async fn quarantine_all(&self, lines: &[LineItem], reason: &str) -> Result<()> {
+        let rejected: Vec<(&LineItem, ReasonCode, String)> = lines
+            .iter()
+            .map(|l| (l, ReasonCode::ProcoreRejected, reason.to_string()))
+            .collect();
+        self.quarantine(&rejected).await
     }
 }
 
@@ -628,6 +739,7 @@ pub(super) async fn run_worker(
         wbs: None,
         headers: HashMap::new(),
         deferred: HashMap::new(),
+        refused: None,
     };
     while let Some(request) = rx.recv().await {
         let (lines, retried) = match &request {
