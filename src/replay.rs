@@ -166,7 +166,8 @@ pub async fn replay(
         history.end(match &result {
             Ok(outcome) => Ended::Completed {
                 exit_code: outcome.exit_code,
-                quarantined: outcome.report.quarantined.values().any(|n| *n > 0),
+                quarantined: outcome.report.quarantined.values().any(|n| *n > 0)
+                    || crate::run::report::RunEnding::retried_still_failing(&outcome.report) > 0,
                 load_failure: outcome.report.load.as_ref().and_then(|l| l.failure.clone()),
                 run_dir: &outcome.run_dir,
                 summary: Some(serde_json::json!({

@@ -353,6 +353,21 @@ fn retried_exceptions_that_fail_again_set_the_exit_status_and_are_listed_apart()
             "{text}"
         );
 
+        // A replay of the second run (an empty snapshot) while the tool is still off: the
+        // retried lines fail again, and the replay's history says quarantined too.
+        let p = Pipeline::load(&pipeline("2024-03-05")).expect("pipeline");
+        let replayed = jcsync::replay::replay(&second.run_dir, &p, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("replay: {e}"));
+        assert_eq!(replayed.exit_code, 2, "the replay's lines still fail");
+        let ledger = jcsync::exceptions::scoped_ledger(&p)
+            .expect("ledger")
+            .expect("the target keeps a ledger");
+        let last = ledger.last_run("DEMO", false).expect("history").expect("a run");
+        assert_eq!(last.mode, "replay");
+        assert_eq!((last.outcome.as_str(), last.exit_code), ("quarantined", Some(2)));
+        drop(ledger);
+
         // Turned on: the retried lines load, the run is clean.
         set_direct_costs_tool(&sandbox, OFF_PROJECT, true).await;
         let third = run(&pipeline("2024-03-05")).await;
