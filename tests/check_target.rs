@@ -24,8 +24,17 @@ fn txn(
     invoice: &str,
     seq: u32,
 ) -> String {
-    format!(
-        "{job},{extra},{code},{cat},{ty},2024-03-01,2024-03-04,check row {seq},1,{amount},{amount},{vendor},{invoice},1,JC,B{seq},500,{seq},,,,2024-03-04,08:00:00"
+    cost_txn(
+        "check row",
+        job,
+        extra,
+        code,
+        cat,
+        ty,
+        amount,
+        vendor,
+        invoice,
+        seq,
     )
 }
 

@@ -65,25 +65,13 @@ async fn create_budget_code(sandbox: &SandboxHandle, project_number: &str, flat_
         .map(|p| p.id)
         .expect("project");
     let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{}/oauth/token", sandbox.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "demo-client"),
-            ("client_secret", "demo-secret"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
+    let token = sandbox_token(&http, sandbox.url()).await;
     let resp = http
         .patch(format!(
             "{}/rest/v1.0/projects/{project}/work_breakdown_structure/wbs_codes/bulk_create",
             sandbox.url()
         ))
-        .bearer_auth(token["access_token"].as_str().expect("access token"))
+        .bearer_auth(&token)
         .header("Procore-Company-Id", sandbox.company_id().to_string())
         .json(&serde_json::json!({ "bulk": [{ "flat_code": flat_code, "description": "added" }] }))
         .send()

@@ -32,8 +32,8 @@ fn txn(
     invoice: &str,
     seq: u32,
 ) -> String {
-    format!(
-        "{job},{extra},{code},{cat},{ty},2024-03-01,2024-03-04,tool row {seq},1,{amount},{amount},{vendor},{invoice},1,JC,B{seq},500,{seq},,,,2024-03-04,08:00:00"
+    cost_txn(
+        "tool row", job, extra, code, cat, ty, amount, vendor, invoice, seq,
     )
 }
 
@@ -80,22 +80,10 @@ async fn run(pipeline: &Path) -> RunOutcome {
 /// Procore's "Update project tools" does.
 async fn set_direct_costs_tool(sandbox: &SandboxHandle, project: i64, active: bool) {
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/oauth/token", sandbox.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "demo-client"),
-            ("client_secret", "demo-secret"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
+    let token = sandbox_token(&http, sandbox.url()).await;
     let tools = format!("{}/rest/v1.0/projects/{project}/tools", sandbox.url());
     let auth = |r: reqwest::RequestBuilder| {
-        r.bearer_auth(token["access_token"].as_str().expect("access token"))
+        r.bearer_auth(&token)
             .header("Procore-Company-Id", sandbox.company_id().to_string())
     };
     let all: Value = auth(http.get(&tools))

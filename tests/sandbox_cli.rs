@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod common;
+
+use common::sandbox_token;
+
 #[tokio::test]
 async fn jcsync_sandbox_command_serves_the_seed_on_the_printed_url() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jcsync"))
@@ -35,22 +39,10 @@ async fn jcsync_sandbox_command_serves_the_seed_on_the_printed_url() {
         .to_owned();
 
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{url}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "demo-client"),
-            ("client_secret", "demo-secret"),
-        ])
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("json");
+    let token = sandbox_token(&http, &url).await;
     let resp = http
         .get(format!("{url}/rest/v1.0/vendors?company_id=4294967396"))
-        .bearer_auth(token["access_token"].as_str().expect("token"))
+        .bearer_auth(&token)
         .header("Procore-Company-Id", "4294967396")
         .send()
         .await

@@ -307,3 +307,45 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// A bearer token from a sandbox at `url` for the demo seed's client (`demo-client`), as an
+/// app gets one from Procore's `POST /oauth/token` (client credentials).
+pub async fn sandbox_token(http: &reqwest::Client, url: &str) -> String {
+    let token: serde_json::Value = http
+        .post(format!("{url}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "demo-client"),
+            ("client_secret", "demo-secret"),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    token["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string()
+}
+
+/// One cost transaction row (the columns of `TRANSACTION_HEADER`), described `{label} {seq}`;
+/// `seq` keeps keys apart.
+#[allow(clippy::too_many_arguments)]
+pub fn cost_txn(
+    label: &str,
+    job: &str,
+    extra: &str,
+    code: &str,
+    cat: &str,
+    ty: &str,
+    amount: &str,
+    vendor: &str,
+    invoice: &str,
+    seq: u32,
+) -> String {
+    format!(
+        "{job},{extra},{code},{cat},{ty},2024-03-01,2024-03-04,{label} {seq},1,{amount},{amount},{vendor},{invoice},1,JC,B{seq},500,{seq},,,,2024-03-04,08:00:00"
+    )
+}
