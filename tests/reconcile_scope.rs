@@ -518,3 +518,47 @@ fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
         assert_eq!(db.line_items.len() as u64, LINES);
     });
 }
+
+#[test]
+fn a_ledger_job_whose_project_procore_does_not_show_is_named_not_silently_skipped() {
+    runtime().block_on(async {
+        let world = World::synced().await;
+        // A job jcsync loaded once into a project Procore no longer shows (deleted, renumbered):
+        // its ledger entries stay, no project matches it.
+        let ledger = world.dir.path().join("runs/ledger.sqlite");
+        let conn = rusqlite::Connection::open(&ledger).expect("open ledger");
+        let added = conn
+            .execute(
+                "INSERT INTO loaded (target, origin_id, kind, job, procore_id, payload_hash, \
+                 run_id, updated_at) SELECT target, 'jcsync:DEMO:line:gone-project-' || n, \
+                 'line', '7777', 1, 'x', run_id, updated_at FROM loaded, \
+                 (SELECT 1 AS n UNION SELECT 2) WHERE kind = 'line' LIMIT 2",
+                [],
+            )
+            .expect("insert");
+        assert_eq!(added, 2);
+        drop(conn);
+
+        let outcome = world.reconcile(false).await;
+        let r = &outcome.reconciliation;
+        assert_eq!(
+            r.ledger_jobs_without_project,
+            vec![jcsync::reconcile::LedgerJob {
+                job: "7777".into(),
+                lines: 2
+            }]
+        );
+        let text = render::text(&outcome);
+        assert!(
+            text.contains(
+                "note: job 7777: the ledger holds 2 jcsync line(s) in Procore, but no Procore \
+                 project matches the job"
+            ),
+            "{text}"
+        );
+        assert!(render::html(&outcome).contains("job 7777: the ledger holds 2 jcsync line(s)"));
+        // What could be read back still equals Sage.
+        assert_eq!(outcome.exit_code, 0, "{text}");
+        assert_eq!(r.comparison.procore, TOTAL);
+    });
+}

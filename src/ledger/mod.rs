@@ -390,6 +390,22 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
+    /// The lines recorded for the target per job: (job, lines), for the jobs in `jobs`.
+    pub fn line_counts_of(&self, jobs: &[&str]) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT COUNT(*) FROM loaded WHERE target = ?1 AND kind = 'line' AND job = ?2")
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let n: i64 = stmt
+                .query_row(params![self.target, job], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            out.push(((*job).to_string(), n.max(0) as u64));
+        }
+        Ok(out)
+    }
+
     /// Which of `run_ids` wrote what the ledger holds for the target: an entry it sent last
     /// (`loaded`), or a removal it made (`removed`). `reconcile --repair` refuses to repair
     /// from a snapshot older than a run that loaded after it.

@@ -79,8 +79,19 @@ pub struct Reconciliation {
     /// by the ledger: lines they changed or added since may show as drift, and `--repair`
     /// refuses to revert them.
     pub later_loads: Vec<String>,
+    /// Jobs the ledger holds jcsync lines of whose Procore project was not found (by `[load]
+    /// project_match`: renamed, renumbered, deleted or not visible to the app): those lines
+    /// could not be read back, so they are not compared.
+    pub ledger_jobs_without_project: Vec<LedgerJob>,
     #[serde(flatten)]
     pub comparison: Comparison,
+}
+
+/// A job of the ledger and how many lines the ledger records for it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerJob {
+    pub job: String,
+    pub lines: u64,
 }
 
 /// What `jcsync reconcile` found (after the repair, with `--repair`) and did.
@@ -244,6 +255,25 @@ pub(crate) async fn read_back(
             .iter()
             .filter_map(|j| projects.get(*j).map(|p| (*j, *p)))
             .collect();
+        let unfound: Vec<&str> = in_ledger
+            .iter()
+            .map(String::as_str)
+            .filter(|j| !projects.contains_key(*j))
+            .collect();
+        let without_project: Vec<LedgerJob> = load
+            .ledger
+            .line_counts_of(&unfound)?
+            .into_iter()
+            .map(|(job, lines)| LedgerJob { job, lines })
+            .collect();
+        for j in &without_project {
+            tracing::warn!(
+                job = j.job,
+                lines = j.lines,
+                "the ledger holds lines of this job in Procore, but no Procore project matches \
+                 it: they cannot be read back"
+            );
+        }
         let mut progress = procore::ReadProgress::new(mapped.len() as u64);
         let mut read = BTreeMap::new();
         for (job, pid) in mapped {
@@ -284,11 +314,11 @@ pub(crate) async fn read_back(
         };
         let snapshot = with_unmapped_projects(snapshot, &projects);
         let comparison = compare::compare(&snapshot, &projects, &read, &keep_ids, &prefix, &scope);
-        Ok::<_, Error>((comparison, read, later_loads))
+        Ok::<_, Error>((comparison, read, later_loads, without_project))
     }
     .await;
     close_target(target).await;
-    let (comparison, procore, later_loads) = result?;
+    let (comparison, procore, later_loads, ledger_jobs_without_project) = result?;
     Ok(ReadBack {
         reconciliation: Reconciliation {
             company: config.company.clone(),
@@ -297,6 +327,7 @@ pub(crate) async fn read_back(
             run_note: run.note.clone(),
             target: label,
             later_loads,
+            ledger_jobs_without_project,
             comparison,
         },
         procore,

@@ -17,6 +17,16 @@ fn later_text(runs: &[String]) -> String {
     )
 }
 
+/// One sentence on a ledger job whose project Procore does not show.
+fn without_project_text(j: &super::LedgerJob) -> String {
+    format!(
+        "job {}: the ledger holds {} jcsync line(s) in Procore, but no Procore project matches \
+         the job ([load] project_match): renamed, renumbered, deleted or not visible to the \
+         app; not read back, not compared",
+        j.job, j.lines
+    )
+}
+
 /// One sentence on lines not compared.
 fn unchecked_text(u: &UncheckedTotal, since: &str) -> String {
     let why = match u.reason {
@@ -64,6 +74,9 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
     }
     if !r.later_loads.is_empty() {
         let _ = writeln!(s, "note: {}", later_text(&r.later_loads));
+    }
+    for j in &r.ledger_jobs_without_project {
+        let _ = writeln!(s, "note: {}", without_project_text(j));
     }
     if let Some(rep) = &outcome.repair {
         let b = &rep.before;
@@ -242,6 +255,9 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
     }
     if !r.later_loads.is_empty() {
         let _ = writeln!(h, "<p class=\"bad\">{}</p>", e(&later_text(&r.later_loads)));
+    }
+    for j in &r.ledger_jobs_without_project {
+        let _ = writeln!(h, "<p class=\"bad\">{}</p>", e(&without_project_text(j)));
     }
     let k = &c.counts;
     let _ = writeln!(
