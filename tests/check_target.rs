@@ -374,20 +374,7 @@ fn the_sandbox_lists_and_updates_project_tools_as_procore_documents() {
             .await
             .expect("sandbox starts");
         let http = reqwest::Client::new();
-        let token: Value = http
-            .post(format!("{}/oauth/token", sandbox.url()))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "demo-client"),
-                ("client_secret", "demo-secret"),
-            ])
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("json");
-        let bearer = format!("Bearer {}", token["access_token"].as_str().expect("token"));
+        let bearer = format!("Bearer {}", sandbox_token(&http, sandbox.url()).await);
         let company = sandbox.company_id().to_string();
         let tools = format!("{}/rest/v1.0/projects/4294968002/tools", sandbox.url());
         let send = |req: reqwest::RequestBuilder| {
