@@ -97,8 +97,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Read Procore back and compare it with the newest complete deep run, per project and
-    /// budget code (exit 0: equal; 6: drift; 1: error).
+    /// Read Procore back and compare it with Sage (the newest run that read every row, with the
+    /// incremental runs since laid over it), per project and budget code (exit 0: equal;
+    /// 6: drift; 1: error).
     Reconcile(crate::reconcile::cli::ReconcileArgs),
     /// List the open exceptions (rows quarantined at load, retried by every sync until they
     /// load or leave Sage) by reason, with totals (exit 0; 1 on error).
@@ -397,6 +398,7 @@ pub fn run(cli: Cli) -> u8 {
                         force,
                         dry_run,
                         cancel: Some(cancel),
+                        only: None,
                     };
                     runtime.block_on(crate::replay::replay(&run_dir, &p, &options))
                 });

@@ -43,6 +43,10 @@ pub struct ReplayOptions {
     pub dry_run: bool,
     /// Set to stop sending (Ctrl-C).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Load only the staged rows with these line origin ids (`reconcile --repair` sends the
+    /// lines it found missing or changed from the run that holds their current version); the
+    /// other rows are read and skipped. None: every row.
+    pub only: Option<Arc<std::collections::HashSet<String>>>,
 }
 
 /// What a replay left.
@@ -104,11 +108,14 @@ pub fn verify_staged(run_dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// Reads the staged files of a run in order, batch by batch.
+/// Reads the staged files of a run in order, batch by batch; with `only`, just the rows of
+/// those line origin ids (the others are counted in `skipped`).
 struct StagedReader {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<ParquetRecordBatchReader>,
     batch_rows: usize,
+    only: Option<Arc<std::collections::HashSet<String>>>,
+    skipped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StagedReader {
@@ -116,7 +123,12 @@ impl StagedReader {
         loop {
             if let Some(r) = self.current.as_mut() {
                 match r.next() {
-                    Some(b) => return Some(b.map_err(Error::from)),
+                    Some(Ok(b)) => match self.select(b) {
+                        Ok(Some(b)) => return Some(Ok(b)),
+                        Ok(None) => continue,
+                        Err(e) => return Some(Err(e)),
+                    },
+                    Some(Err(e)) => return Some(Err(Error::from(e))),
                     None => self.current = None,
                 }
             }
@@ -134,6 +146,29 @@ impl StagedReader {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// The rows of `batch` to load (None: not one).
+    fn select(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let Some(only) = &self.only else {
+            return Ok(Some(batch));
+        };
+        let view = crate::model::view::TransactionView::new(&batch)?;
+        let enriched = view.enriched().ok_or_else(|| Error::BatchShape {
+            message: "staged files without origin ids".into(),
+        })?;
+        let keep: arrow::array::BooleanArray = (0..view.len())
+            .map(|r| Some(only.contains(enriched.line_origin_id(r))))
+            .collect();
+        let kept = keep.true_count();
+        self.skipped.fetch_add(
+            (batch.num_rows() - kept) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if kept == 0 {
+            return Ok(None);
+        }
+        Ok(Some(arrow::compute::filter_record_batch(&batch, &keep)?))
     }
 }
 
@@ -284,7 +319,10 @@ async fn load_staged(
             .into_iter(),
         current: None,
         batch_rows: config.pipeline.batch_rows,
+        only: options.only.clone(),
+        skipped: Arc::default(),
     };
+    let skipped = reader.skipped.clone();
     let planned = Running::blocking("plan", move || plan_and_load(setup, || reader.next_batch()))
         .join()
         .await;
@@ -348,6 +386,8 @@ async fn load_staged(
         load,
         reconciled,
         exceptions,
+        only_lines: options.only.as_ref().map(|o| o.len() as u64),
+        rows_skipped: skipped.load(std::sync::atomic::Ordering::Relaxed),
     };
     let mut files = quarantine.files;
     files.extend(requests_file);

@@ -464,8 +464,7 @@ fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
             .and_then(|n| n.to_str())
             .expect("id")
             .to_string();
-        // Sage changes line 7's amount (480.5 → 480.75); the next run loads it. It is marked
-        // incremental, as an incremental SQL Server run is: the newest deep run is the first.
+        // Sage changes line 7's amount (480.5 → 480.75); the next deep run loads it.
         let path = world.sage.join("JCT_CURRENT__TRANSACTION.csv");
         let text = std::fs::read_to_string(&path).expect("read");
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
@@ -475,20 +474,26 @@ fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
         std::fs::write(&path, lines.join("\n") + "\n").expect("write");
         let later = world.sync_run().await;
         assert_eq!(later.exit_code, 0);
-        let manifest = later.run_dir.join("manifest.json");
-        let mut m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&manifest).expect("manifest"))
-                .expect("json");
-        m["sync_type"] = "incremental".into();
-        std::fs::write(&manifest, m.to_string()).expect("write manifest");
-        let later_id = m["run_id"].as_str().expect("run id").to_string();
+        let later_id = later.report.run_id.clone();
         assert_ne!(later_id, deep_id);
 
-        // The comparison is with the deep run, and says a later run loaded since.
+        // Without --run: the newest run, equal.
         let outcome = world.reconcile(false).await;
+        assert_eq!(outcome.reconciliation.run_id, later_id);
+        assert!(outcome.reconciliation.later_loads.is_empty());
+        assert_eq!(outcome.exit_code, 0, "{}", render::text(&outcome));
+
+        // Against the older run named: a later run that read every row loaded since, and
+        // cannot be laid over it. The comparison says so.
+        let older = ReconcileOptions {
+            run: Some(deep.clone()),
+            ..ReconcileOptions::default()
+        };
+        let outcome = reconcile(&world.load(), &older).await.expect("reconcile");
         let r = &outcome.reconciliation;
         assert_eq!(r.run_id, deep_id);
         assert_eq!(r.later_loads, vec![later_id.clone()]);
+        assert!(r.overlaid.is_empty());
         assert_eq!(r.comparison.counts.changed, 1, "{}", render::text(&outcome));
         assert!(render::text(&outcome).contains(&format!("run(s) {later_id} loaded")));
 
@@ -497,7 +502,7 @@ fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
             &world.load(),
             &ReconcileOptions {
                 repair: true,
-                ..ReconcileOptions::default()
+                ..older
             },
         )
         .await
@@ -505,7 +510,8 @@ fn a_repair_refuses_a_snapshot_older_than_a_run_that_loaded_after_it() {
         let message = err.to_string();
         assert!(message.contains(&later_id), "{message}");
         assert!(message.contains("nothing was repaired"), "{message}");
-        assert_eq!(world.cli(&["--repair"]).0, Some(1));
+        let deep_arg = deep.display().to_string();
+        assert_eq!(world.cli(&["--run", &deep_arg, "--repair"]).0, Some(1));
         let db = world.sandbox.snapshot();
         assert_eq!(
             db.line_items

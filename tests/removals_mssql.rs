@@ -1,6 +1,8 @@
 //! Removals on an incremental SQL Server sync: the change window reads only the rows stamped
 //! since the watermark, so it cannot see a transaction that was purged; the key scan after the
-//! load reads the key columns of every row and finds it, and its line leaves Procore.
+//! load reads the key columns of every row and finds it, and its line leaves Procore. And
+//! `reconcile` on a target kept by incremental runs: the first one (no watermark) is the
+//! snapshot, each later one is laid over it.
 //!
 //! Sage is pySQLbridge serving a copy of the fixture CSVs; "purging" a row is removing it from
 //! that copy and starting a new peer on it. The pipeline reads the peer through a forwarder on a
@@ -19,6 +21,7 @@ use common::peer::Peer;
 use common::*;
 use jcsync::config::Pipeline;
 use jcsync::pipeline::{sync, RunOutcome, SyncOptions};
+use jcsync::reconcile::{reconcile, render, DriftClass, ReconcileOptions, ReconcileOutcome};
 use jcsync::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 
 const TRANSACTIONS: &str = "JCT_CURRENT__TRANSACTION.csv";
@@ -110,27 +113,17 @@ quarantine_exit_code = 0
             .unwrap_or_else(|e| panic!("sync: {e}\npeer log:\n{}", self.peer.log()))
     }
 
-    /// Purge the transaction with this Run and Sequence from Sage: remove its row from the CSV
-    /// copy and serve the copy from a new peer (behind the same port).
-    fn purge(&mut self, run: &str, sequence: &str) {
+    /// Edit Sage's transaction table (the CSV copy) and serve it from a new peer (behind the
+    /// same port).
+    fn rewrite(&mut self, edit: impl FnOnce(&csv::StringRecord, &mut Vec<csv::StringRecord>)) {
         let path = self.sage.join(TRANSACTIONS);
         let mut reader = csv::Reader::from_path(&path).expect("read transactions");
         let header = reader.headers().expect("header").clone();
-        let col = |name: &str| header.iter().position(|h| h == name).expect("column");
-        let (r, s) = (col("Run"), col("Sequence"));
-        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
-        let kept: Vec<&csv::StringRecord> = rows
-            .iter()
-            .filter(|row| !(row.get(r) == Some(run) && row.get(s) == Some(sequence)))
-            .collect();
-        assert_eq!(
-            kept.len() + 1,
-            rows.len(),
-            "exactly one row {run}/{sequence}"
-        );
+        let mut rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+        edit(&header, &mut rows);
         let mut w = csv::Writer::from_path(&path).expect("write transactions");
         w.write_record(&header).expect("header");
-        for row in kept {
+        for row in &rows {
             w.write_record(row).expect("row");
         }
         w.flush().expect("flush");
@@ -140,6 +133,40 @@ quarantine_exit_code = 0
         self.forwarder
             .upstream
             .store(self.peer.port, Ordering::SeqCst);
+    }
+
+    /// Purge the transaction with this Run and Sequence from Sage.
+    fn purge(&mut self, run: &str, sequence: &str) {
+        self.rewrite(|header, rows| {
+            let col = |name: &str| header.iter().position(|h| h == name).expect("column");
+            let (r, s) = (col("Run"), col("Sequence"));
+            let before = rows.len();
+            rows.retain(|row| !(row.get(r) == Some(run) && row.get(s) == Some(sequence)));
+            assert_eq!(rows.len() + 1, before, "exactly one row {run}/{sequence}");
+        });
+    }
+
+    async fn reconcile(&self, repair: bool) -> ReconcileOutcome {
+        let p = Pipeline::load(&self.pipeline("")).expect("pipeline");
+        let options = ReconcileOptions {
+            repair,
+            ..ReconcileOptions::default()
+        };
+        reconcile(&p, &options)
+            .await
+            .unwrap_or_else(|e| panic!("reconcile: {e}\npeer log:\n{}", self.peer.log()))
+    }
+
+    /// The sandbox's line of this origin_id.
+    fn line_of(&self, origin: &str) -> jcsync::sandbox::state::LineItem {
+        let db = self.sandbox.snapshot();
+        let mut found = db
+            .line_items
+            .values()
+            .filter(|l| l.origin_id.as_deref() == Some(origin));
+        let line = found.next().unwrap_or_else(|| panic!("no line {origin}"));
+        assert!(found.next().is_none(), "{origin} twice");
+        line.clone()
     }
 
     /// origin_id of every line in the sandbox.
@@ -351,5 +378,148 @@ fn with_removals_off_an_incremental_run_neither_scans_nor_removes() {
             on.report.in_procore.as_ref().expect("in_procore").lines,
             expected.len() as u64
         );
+    });
+}
+
+/// Edits Sage as a day of bookkeeping would: transaction 105/36's amount corrected (and its
+/// change stamp moved), a new transaction 105/37 on the same invoice, 105/35 purged.
+fn a_day_of_changes(w: &mut World) {
+    w.purge("105", "35");
+    w.rewrite(|header, rows| {
+        let col = |name: &str| header.iter().position(|h| h == name).expect("column");
+        let (run, seq) = (col("Run"), col("Sequence"));
+        let at = rows
+            .iter()
+            .position(|r| r.get(run) == Some("105") && r.get(seq) == Some("36"))
+            .expect("row 105/36");
+        let set = |row: &csv::StringRecord, changes: &[(&str, &str)]| {
+            let mut cells: Vec<String> = row.iter().map(str::to_string).collect();
+            for (name, value) in changes {
+                cells[col(name)] = value.to_string();
+            }
+            csv::StringRecord::from(cells)
+        };
+        let added = set(
+            &rows[at],
+            &[
+                ("Sequence", "37"),
+                ("Amount", "77.77"),
+                ("Description", "Drywall patch second visit"),
+                ("Date_Stamp", "2024-03-16"),
+                ("Time_Stamp", "08:00:01"),
+            ],
+        );
+        rows[at] = set(
+            &rows[at],
+            &[
+                ("Amount", "515.50"),
+                ("Date_Stamp", "2024-03-16"),
+                ("Time_Stamp", "08:00:00"),
+            ],
+        );
+        rows.push(added);
+    });
+}
+
+#[test]
+fn reconcile_lays_incremental_runs_over_the_snapshot_and_repairs_each_line_from_its_newest_run() {
+    runtime().block_on(async {
+        let mut w = World::start().await;
+        let (first, _) = first_load(&w).await;
+        let first_id = first.report.run_id.clone();
+
+        // The first incremental run found no watermark and read every row: it is a snapshot.
+        let r = w.reconcile(false).await;
+        let text = render::text(&r);
+        assert_eq!(r.reconciliation.run_id, first_id, "{text}");
+        assert!(r.reconciliation.overlaid.is_empty(), "{text}");
+        assert_eq!(r.exit_code, 0, "{text}");
+        assert_eq!(r.reconciliation.comparison.sage_lines, FIXTURE_LINES as u64);
+
+        a_day_of_changes(&mut w);
+        let second = w.sync("").await;
+        assert_eq!(second.exit_code, 0, "{:?}", second.report.removals);
+        // The 14:04 row in the overlap, and the two rows stamped the next day.
+        assert_eq!(second.report.counts.extracted, 3, "an incremental read");
+        assert_eq!(removed_lines(&second), 1);
+        let second_id = second.report.run_id.clone();
+        let gone = staged_origin_id(&first.run_dir, "105", "35");
+        let corrected = staged_origin_id(&second.run_dir, "105", "36");
+        let added = staged_origin_id(&second.run_dir, "105", "37");
+        assert_eq!(w.line_of(&corrected).amount.to_string(), "515.50");
+
+        // Compared with the first run alone, the correction would be "changed", the new line
+        // "orphaned" and the purged one "missing": laid over it, Procore equals Sage.
+        let r = w.reconcile(false).await;
+        let text = render::text(&r);
+        let rec = &r.reconciliation;
+        assert_eq!(rec.run_id, first_id, "{text}");
+        assert_eq!(rec.overlaid, vec![second_id.clone()], "{text}");
+        assert!(rec.later_loads.is_empty(), "{text}");
+        assert!(
+            rec.run_note.as_deref().is_some_and(|n| n.contains(&second_id)),
+            "{text}"
+        );
+        assert_eq!(r.exit_code, 0, "{text}");
+        assert!(rec.comparison.equal, "{text}");
+        assert_eq!(rec.comparison.sage_lines, FIXTURE_LINES as u64, "{text}");
+        assert_eq!(rec.comparison.sage, rec.comparison.procore, "{text}");
+
+        // Drift in Procore: the corrected line edited by hand, a line of the first run deleted.
+        let edited = w.line_of(&corrected);
+        let edit = jcsync::sandbox::LineEdit {
+            amount: Some("1.00".parse().expect("decimal")),
+            ..Default::default()
+        };
+        w.sandbox.edit_line_item(edited.id, &edit).expect("edit");
+        let old = staged_origin_id(&first.run_dir, "103", "30");
+        w.sandbox
+            .delete_line_item(w.line_of(&old).id)
+            .expect("delete");
+        let r = w.reconcile(false).await;
+        let text = render::text(&r);
+        let c = &r.reconciliation.comparison;
+        assert_eq!((c.counts.changed, c.counts.missing), (1, 1), "{text}");
+        assert_eq!(c.counts.orphaned + c.counts.duplicated, 0, "{text}");
+        let changed = c
+            .drift
+            .iter()
+            .find(|d| d.class == DriftClass::Changed)
+            .expect("a changed line");
+        assert_eq!(changed.origin_id.as_deref(), Some(corrected.as_str()));
+        let sage = changed.sage.as_ref().expect("sage side");
+        assert_eq!(sage.amount, "515.50", "the newest version: {text}");
+        assert_eq!(sage.run_id.as_deref(), Some(second_id.as_str()));
+        let missing = c
+            .drift
+            .iter()
+            .find(|d| d.class == DriftClass::Missing)
+            .expect("a missing line");
+        assert_eq!(missing.sage.as_ref().expect("sage").run_id, None);
+
+        // The repair sends each line from the run holding its current version, and only it:
+        // nothing older comes back, the purged line stays gone.
+        let repaired = w.reconcile(true).await;
+        let text = render::text(&repaired);
+        assert_eq!(repaired.exit_code, 0, "{text}");
+        let report = repaired.repair.as_ref().expect("a repair");
+        let replays: Vec<(&str, u64)> = report
+            .replays
+            .iter()
+            .map(|r| (r.replay_of.as_str(), r.lines))
+            .collect();
+        assert_eq!(
+            replays,
+            vec![(first_id.as_str(), 1), (second_id.as_str(), 1)],
+            "{text}"
+        );
+        assert!(report.replays.iter().all(|r| r.exit_code == 0), "{report:?}");
+        assert_eq!(w.line_of(&corrected).amount.to_string(), "515.50");
+        assert_eq!(w.line_of(&added).amount.to_string(), "77.77");
+        w.line_of(&old);
+        let lines = w.sandbox_lines();
+        assert!(!lines.contains(&gone), "the purged line came back");
+        assert_eq!(lines.len(), FIXTURE_LINES);
+        assert!(repaired.reconciliation.comparison.equal, "{text}");
     });
 }

@@ -527,6 +527,27 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
+    /// The lines removed from the target by these runs: (origin_id, removing run).
+    pub fn lines_removed_by(&self, run_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT origin_id, removed_run FROM removed \
+                 WHERE target = ?1 AND removed_run = ?2 AND kind = 'line'",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for run in run_ids {
+            let rows = stmt
+                .query_map(params![self.target, run], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                out.push(row.map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Forget that what was recorded for `origin_ids` is still in Procore as sent (its payload
     /// hash is cleared), so that the next load sends it again: `reconcile --repair` uses it for
     /// lines missing or changed in Procore. The number of entries found.

@@ -14,7 +14,8 @@ const EXIT_FAILED: u8 = 1;
 pub struct ReconcileArgs {
     /// The pipeline file (TOML).
     pub pipeline: PathBuf,
-    /// Compare with this run directory instead of the newest complete deep run.
+    /// Compare with this run directory (with the incremental runs after it laid over it)
+    /// instead of the newest run that read every row.
     #[arg(long = "run", value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
     /// Make Procore equal (missing, changed, orphaned, duplicated; never foreign lines), then

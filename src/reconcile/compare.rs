@@ -57,6 +57,10 @@ pub struct LineFacts {
     /// The transaction's line in the source (Sage side only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_line: Option<u64>,
+    /// The incremental run laid over the snapshot whose staged row this is (Sage side only;
+    /// absent: the snapshot run's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// One line that differs.
@@ -220,8 +224,9 @@ pub fn money(d: Decimal) -> String {
     d.to_string()
 }
 
-fn sage_facts(l: &SageLine) -> LineFacts {
+fn sage_facts(l: &SageLine, snapshot: &SageSnapshot) -> LineFacts {
     LineFacts {
+        run_id: snapshot.overlaid_run(l).map(str::to_string),
         amount: money(cents(l.amount)),
         budget_code: Some(l.budget_code.clone()),
         description: l.description.clone(),
@@ -241,6 +246,7 @@ fn procore_facts(l: &ProcoreLine) -> LineFacts {
         line_id: Some(l.id),
         direct_cost_id: Some(l.direct_cost_id),
         source_line: None,
+        run_id: None,
     }
 }
 
@@ -400,7 +406,7 @@ pub fn compare(
                 project_id,
                 budget_code: s.budget_code.clone(),
                 fields,
-                sage: Some(sage_facts(s)),
+                sage: Some(sage_facts(s, snapshot)),
                 procore: procore.map(procore_facts),
             });
         };
@@ -415,7 +421,7 @@ pub fn compare(
         }
         for (i, (job, l)) in copies.iter().enumerate() {
             if i != keep {
-                duplicate(&mut drift, &mut acc, job, procore, l, Some(s));
+                duplicate(&mut drift, &mut acc, job, procore, l, Some((s, snapshot)));
             }
         }
     }
@@ -515,10 +521,10 @@ fn duplicate(
     job: &str,
     procore: &BTreeMap<String, ProcoreProject>,
     l: &ProcoreLine,
-    sage: Option<&SageLine>,
+    sage: Option<(&SageLine, &SageSnapshot)>,
 ) {
     let code = sage
-        .map(|s| s.budget_code.clone())
+        .map(|(s, _)| s.budget_code.clone())
         .or_else(|| l.budget_code.clone())
         .unwrap_or_else(|| NO_BUDGET_CODE.into());
     let own = l
@@ -536,7 +542,7 @@ fn duplicate(
         project_id: procore.get(job).map(|p| p.project_id),
         budget_code: code,
         fields: Vec::new(),
-        sage: sage.map(sage_facts),
+        sage: sage.map(|(s, snapshot)| sage_facts(s, snapshot)),
         procore: Some(procore_facts(l)),
     });
 }
@@ -651,6 +657,7 @@ mod tests {
             amount,
             description: description.map(str::to_string),
             source_line: 2,
+            run: 0,
         }
     }
 

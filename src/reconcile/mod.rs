@@ -1,8 +1,11 @@
 //! `jcsync reconcile`: read Procore back and compare it with Sage, per project and budget code to
 //! the cent, and say which lines differ and how (DOMAIN.md §5, "keeping Procore equal").
 //!
-//! The Sage side is the staged snapshot of the newest complete deep run of the pipeline's company
-//! (or the run named): an incremental run stages only what changed, so it is never a snapshot.
+//! The Sage side is the staged snapshot of the newest complete run of the pipeline's company
+//! that read every row (a deep run, or a first incremental run, which found no watermark), or of
+//! the run named, with every incremental run written since laid over it ([`sage::overlay`]): of
+//! each transaction the newest staged row stands, and lines those runs removed from Procore
+//! (their transactions left Sage, by the ledger) are taken out. Replays add nothing to it.
 //! The Procore side is every direct cost and line of the projects the snapshot's jobs map to,
 //! and of every job the ledger holds lines of (a job that left Sage keeps its lines there),
 //! read with the load's own client ([`procore`]: login as sync does, rate limits, retries,
@@ -75,9 +78,13 @@ pub struct Reconciliation {
     /// Why another run than the newest complete one was used, if it was.
     pub run_note: Option<String>,
     pub target: String,
+    /// Incremental runs written after the snapshot run and laid over it, oldest first.
+    pub overlaid: Vec<String>,
     /// Complete runs written after the snapshot that loaded into (or removed from) this target,
-    /// by the ledger: lines they changed or added since may show as drift, and `--repair`
-    /// refuses to revert them.
+    /// by the ledger, and whose rows could not be laid over it (a later run that read every row
+    /// when an older one was named or the newer one failed verification, or an incremental run
+    /// that failed verification): lines they changed or added may show as drift, and
+    /// `--repair` refuses to revert them.
     pub later_loads: Vec<String>,
     /// Jobs the ledger holds jcsync lines of whose Procore project was not found (by `[load]
     /// project_match`: renamed, renumbered, deleted or not visible to the app): those lines
@@ -117,7 +124,8 @@ pub fn line_prefix(company: &str) -> String {
     format!("jcsync:{company}:line:")
 }
 
-/// Reconcile the pipeline's target with its newest complete deep run (or `options.run`).
+/// Reconcile the pipeline's target with the newest run that read every row (or `options.run`),
+/// the incremental runs since laid over it.
 pub async fn reconcile(
     pipeline: &Pipeline,
     options: &ReconcileOptions,
@@ -143,12 +151,25 @@ pub async fn reconcile(
     if let Some(note) = &run.note {
         tracing::warn!("{note}");
     }
-    tracing::info!(run = run.manifest.run_id, "reading the staged snapshot");
+    let later = sage::later_runs(&config.stage.dir, &run)?;
+    tracing::info!(
+        run = run.manifest.run_id,
+        overlaid = later.overlays.len(),
+        "reading the staged snapshot"
+    );
     let snapshot = {
-        let (run, load) = (run.clone(), config.load.clone());
-        tokio::task::spawn_blocking(move || sage::read_snapshot(&run, &load))
-            .await
-            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
+        let (run, load, overlays) = (run.clone(), config.load.clone(), later.overlays.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut snapshot = sage::read_snapshot(&run, &load)?;
+            let mut newer = Vec::with_capacity(overlays.len());
+            for o in &overlays {
+                newer.push((o.manifest.run_id.clone(), sage::read_snapshot(o, &load)?));
+            }
+            sage::overlay(&mut snapshot, newer);
+            Ok::<_, Error>(snapshot)
+        })
+        .await
+        .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
     };
     // A repair holds the ledger's lock from the first read-back to its last deletion: no sync
     // writes Procore or the ledger between what it saw and what it deletes (a sync started
@@ -165,15 +186,15 @@ pub async fn reconcile(
     } else {
         None
     };
-    let first = read_back(pipeline, &run, &snapshot, options).await?;
+    let first = read_back(pipeline, &run, &later, &snapshot, options).await?;
     if let (Some(_), Some(newer)) = (&lock, first.reconciliation.later_loads.first()) {
         return Err(Error::RunVerification {
             path: run.dir.clone(),
             message: format!(
                 "run {newer} (and {} more) loaded into this target after the snapshot run {}: \
                  repairing from the older snapshot would send back what it replaced and remove \
-                 what it added; nothing was repaired. Run a deep sync (`[sync] type = \"deep\"`) \
-                 and repair against it",
+                 what it added, and its rows cannot be laid over the snapshot; nothing was \
+                 repaired. Run a deep sync (`[sync] type = \"deep\"`) and repair against it",
                 first.reconciliation.later_loads.len() - 1,
                 run.manifest.run_id
             ),
@@ -187,8 +208,8 @@ pub async fn reconcile(
             exit_code,
         });
     };
-    let report = repair::repair(pipeline, &run, &snapshot, &first, options, lock).await?;
-    let after = read_back(pipeline, &run, &snapshot, options).await?;
+    let report = repair::repair(pipeline, &run, &later, &snapshot, &first, options, lock).await?;
+    let after = read_back(pipeline, &run, &later, &snapshot, options).await?;
     // Deletions held back by `max_removal_share`: the sync's status for it (5), drift or not.
     let exit_code = if report.held.is_some() {
         crate::pipeline::EXIT_REMOVALS_HELD
@@ -233,6 +254,7 @@ pub(crate) async fn close_target(target: PreparedTarget) {
 pub(crate) async fn read_back(
     pipeline: &Pipeline,
     run: &ChosenRun,
+    later: &sage::LaterRuns,
     snapshot: &SageSnapshot,
     options: &ReconcileOptions,
 ) -> Result<ReadBack> {
@@ -283,12 +305,35 @@ pub(crate) async fn read_back(
         }
         progress.finish();
         let keep_ids = ledger_ids_of_duplicates(&read, &load.ledger)?;
-        let later = sage::later_runs(&config.stage.dir, run)?;
-        let recorded = load.ledger.runs_recorded(&later)?;
+        let recorded = load.ledger.runs_recorded(&later.not_overlaid)?;
         let later_loads: Vec<String> = later
-            .into_iter()
-            .filter(|id| recorded.contains(id))
+            .not_overlaid
+            .iter()
+            .filter(|id| recorded.contains(*id))
+            .cloned()
             .collect();
+        // Lines the overlaid runs removed (their transactions left Sage).
+        let overlaid: Vec<String> = later
+            .overlays
+            .iter()
+            .map(|o| o.manifest.run_id.clone())
+            .collect();
+        let gone: HashMap<String, usize> = load
+            .ledger
+            .lines_removed_by(&overlaid)?
+            .into_iter()
+            .filter_map(|(origin, by)| {
+                let index = snapshot.runs.iter().position(|r| *r == by)?;
+                Some((origin, index))
+            })
+            .collect();
+        let without_removed;
+        let snapshot = if gone.is_empty() {
+            snapshot
+        } else {
+            without_removed = snapshot.without(&gone);
+            &without_removed
+        };
         let prefix = line_prefix(&config.company);
         let since = scope::window_of(run)?;
         let sage_ids: std::collections::HashSet<&str> = snapshot
@@ -319,6 +364,11 @@ pub(crate) async fn read_back(
     .await;
     close_target(target).await;
     let (comparison, procore, later_loads, ledger_jobs_without_project) = result?;
+    let overlaid = later
+        .overlays
+        .iter()
+        .map(|o| o.manifest.run_id.clone())
+        .collect();
     Ok(ReadBack {
         reconciliation: Reconciliation {
             company: config.company.clone(),
@@ -326,6 +376,7 @@ pub(crate) async fn read_back(
             run_dir: run.dir.display().to_string(),
             run_note: run.note.clone(),
             target: label,
+            overlaid,
             later_loads,
             ledger_jobs_without_project,
             comparison,
@@ -369,6 +420,7 @@ fn with_unmapped_projects<'a>(
         lines: Vec::with_capacity(snapshot.lines.len()),
         exceptions: snapshot.exceptions.clone(),
         quarantined_jobs: snapshot.quarantined_jobs.clone(),
+        runs: snapshot.runs.clone(),
     };
     for l in &snapshot.lines {
         if projects.contains_key(&l.job) {

@@ -11,8 +11,16 @@ use super::ReconcileOutcome;
 /// The warning about runs that loaded after the snapshot.
 fn later_text(runs: &[String]) -> String {
     format!(
-        "run(s) {} loaded into this target after the snapshot: lines they changed or added may \
-         show as changed or orphaned; --repair refuses (run a deep sync first)",
+        "run(s) {} loaded into this target after the snapshot and could not be laid over it: \
+         lines they changed or added may show as changed or orphaned; --repair refuses \
+         (reconcile without --run, or run a deep sync first)",
+        runs.join(", ")
+    )
+}
+
+fn overlaid_text(runs: &[String]) -> String {
+    format!(
+        "incremental run(s) {} laid over the snapshot: their rows are the current version",
         runs.join(", ")
     )
 }
@@ -71,6 +79,9 @@ pub fn text(outcome: &ReconcileOutcome) -> String {
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(s, "note: {note}");
+    }
+    if !r.overlaid.is_empty() {
+        let _ = writeln!(s, "note: {}", overlaid_text(&r.overlaid));
     }
     if !r.later_loads.is_empty() {
         let _ = writeln!(s, "note: {}", later_text(&r.later_loads));
@@ -252,6 +263,9 @@ pub fn html(outcome: &ReconcileOutcome) -> String {
     );
     if let Some(note) = &r.run_note {
         let _ = writeln!(h, "<p>{}</p>", e(note));
+    }
+    if !r.overlaid.is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", e(&overlaid_text(&r.overlaid)));
     }
     if !r.later_loads.is_empty() {
         let _ = writeln!(h, "<p class=\"bad\">{}</p>", e(&later_text(&r.later_loads)));

@@ -2,9 +2,11 @@
 //! ledger kept consistent, foreign lines never touched.
 //!
 //! - Missing and changed lines: the ledger forgets that what it recorded of them (and of their
-//!   direct costs) is in Procore (`Ledger::invalidate`), then the run is replayed
-//!   ([`crate::replay::replay`], which takes the ledger's lock): the usual upsert by origin_id
-//!   sends exactly those again (a missing direct cost is created again, a changed line updated).
+//!   direct costs) is in Procore (`Ledger::invalidate`), then the run holding each line's
+//!   current version (the snapshot run, or an incremental run laid over it) is replayed with
+//!   only those lines ([`crate::replay::replay`] with `only`, which takes the ledger's lock):
+//!   the usual upsert by origin_id sends exactly those again (a missing direct cost is created
+//!   again, a changed line updated).
 //! - Orphaned and duplicated lines: deleted, only when the ledger holds their origin_id (jcsync
 //!   removes only what its ledger says it created); of duplicates the copy whose Procore id the
 //!   ledger holds is kept. A direct cost all of whose lines go is deleted whole (one request).
@@ -49,15 +51,30 @@ pub struct RepairReport {
     pub before: DriftCounts,
     /// Origin ids (lines and direct costs) the ledger forgot, sent again by the replay.
     pub invalidated: u64,
-    /// The replay's run id, and its exit status.
+    /// The first replay's run id, and the highest exit status of the replays.
     pub replay_run: Option<String>,
     pub replay_exit_code: Option<u8>,
+    /// Each replay: the run whose staged rows hold the current version of the lines sent
+    /// (the snapshot run, or an incremental run laid over it), oldest first.
+    pub replays: Vec<RepairReplay>,
     /// Procore items (lines or whole direct costs) deleted or found gone.
     pub deleted: u64,
     /// Why the deletions were held back by `[sync] max_removal_share` (exit 5), if they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
     pub not_repaired: Vec<NotRepaired>,
+}
+
+/// One replay of a repair.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairReplay {
+    /// The replay's own run id.
+    pub run: String,
+    /// The run replayed.
+    pub replay_of: String,
+    /// Lines it was to send (missing or changed in Procore).
+    pub lines: u64,
+    pub exit_code: u8,
 }
 
 /// A removal of what the ledger says jcsync created (an orphan): a whole direct cost with its
@@ -284,6 +301,7 @@ pub(crate) fn guard(
 pub(crate) async fn repair(
     pipeline: &Pipeline,
     run: &ChosenRun,
+    later: &super::sage::LaterRuns,
     snapshot: &SageSnapshot,
     found: &ReadBack,
     options: &ReconcileOptions,
@@ -294,6 +312,7 @@ pub(crate) async fn repair(
         invalidated: 0,
         replay_run: None,
         replay_exit_code: None,
+        replays: Vec::new(),
         deleted: 0,
         held: None,
         not_repaired: Vec::new(),
@@ -342,23 +361,53 @@ pub(crate) async fn repair(
     // The replay takes the lock itself (forgetting only makes the next load send more, so a run
     // slipping in between is harmless).
     drop(lock);
-    if !plan.resend.is_empty() {
+    // Each line is sent from the run that holds its current version: the snapshot run, or the
+    // incremental run laid over it that staged it last. Each replay loads only those lines, so
+    // it neither sends an older version of what a later run changed nor brings back what a
+    // later run removed.
+    let mut by_run: BTreeMap<usize, std::collections::HashSet<String>> = BTreeMap::new();
+    let wanted: std::collections::HashSet<&str> = plan.resend.iter().map(String::as_str).collect();
+    for l in snapshot.lines.iter().filter(|l| wanted.contains(l.origin_id.as_str())) {
+        by_run.entry(l.run).or_default().insert(l.origin_id.clone());
+    }
+    for (index, lines) in by_run {
+        let dir = match index {
+            0 => run.dir.clone(),
+            i => match later.overlays.get(i - 1) {
+                Some(o) => o.dir.clone(),
+                None => continue,
+            },
+        };
+        let count = lines.len() as u64;
         let replayed = crate::replay::replay(
-            &run.dir,
+            &dir,
             pipeline,
             &crate::replay::ReplayOptions {
                 cancel: options.cancel.clone(),
+                only: Some(std::sync::Arc::new(lines)),
                 ..Default::default()
             },
         )
         .await?;
         tracing::info!(
             run = replayed.report.run_id,
+            replay_of = replayed.report.replay_of,
+            lines = count,
             exit = replayed.exit_code,
             "repair replay done"
         );
-        report.replay_run = Some(replayed.report.run_id.clone());
-        report.replay_exit_code = Some(replayed.exit_code);
+        report.replay_run.get_or_insert(replayed.report.run_id.clone());
+        report.replay_exit_code = Some(
+            report
+                .replay_exit_code
+                .map_or(replayed.exit_code, |e| e.max(replayed.exit_code)),
+        );
+        report.replays.push(RepairReplay {
+            run: replayed.report.run_id.clone(),
+            replay_of: replayed.report.replay_of.clone(),
+            lines: count,
+            exit_code: replayed.exit_code,
+        });
     }
     Ok(report)
 }

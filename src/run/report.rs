@@ -185,6 +185,16 @@ pub struct ReplayReport {
     /// The target's open exceptions: retried, resolved, new, still open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exceptions: Option<crate::load::exceptions::ExceptionsReport>,
+    /// `reconcile --repair`: the replay loaded only the rows of this many line origin ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only_lines: Option<u64>,
+    /// Staged rows read and skipped because they were not among `only_lines`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows_skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a run's ending needs of its report besides the facts it is given.
