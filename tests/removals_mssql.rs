@@ -457,7 +457,9 @@ fn reconcile_lays_incremental_runs_over_the_snapshot_and_repairs_each_line_from_
         assert_eq!(rec.overlaid, vec![second_id.clone()], "{text}");
         assert!(rec.later_loads.is_empty(), "{text}");
         assert!(
-            rec.run_note.as_deref().is_some_and(|n| n.contains(&second_id)),
+            rec.run_note
+                .as_deref()
+                .is_some_and(|n| n.contains(&second_id)),
             "{text}"
         );
         assert_eq!(r.exit_code, 0, "{text}");
@@ -513,7 +515,10 @@ fn reconcile_lays_incremental_runs_over_the_snapshot_and_repairs_each_line_from_
             vec![(first_id.as_str(), 1), (second_id.as_str(), 1)],
             "{text}"
         );
-        assert!(report.replays.iter().all(|r| r.exit_code == 0), "{report:?}");
+        assert!(
+            report.replays.iter().all(|r| r.exit_code == 0),
+            "{report:?}"
+        );
         assert_eq!(w.line_of(&corrected).amount.to_string(), "515.50");
         assert_eq!(w.line_of(&added).amount.to_string(), "77.77");
         w.line_of(&old);

@@ -367,7 +367,11 @@ pub(crate) async fn repair(
     // later run removed.
     let mut by_run: BTreeMap<usize, std::collections::HashSet<String>> = BTreeMap::new();
     let wanted: std::collections::HashSet<&str> = plan.resend.iter().map(String::as_str).collect();
-    for l in snapshot.lines.iter().filter(|l| wanted.contains(l.origin_id.as_str())) {
+    for l in snapshot
+        .lines
+        .iter()
+        .filter(|l| wanted.contains(l.origin_id.as_str()))
+    {
         by_run.entry(l.run).or_default().insert(l.origin_id.clone());
     }
     for (index, lines) in by_run {
@@ -396,7 +400,9 @@ pub(crate) async fn repair(
             exit = replayed.exit_code,
             "repair replay done"
         );
-        report.replay_run.get_or_insert(replayed.report.run_id.clone());
+        report
+            .replay_run
+            .get_or_insert(replayed.report.run_id.clone());
         report.replay_exit_code = Some(
             report
                 .replay_exit_code

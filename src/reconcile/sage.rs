@@ -286,7 +286,8 @@ pub fn overlay(base: &mut SageSnapshot, later: Vec<(String, SageSnapshot)>) {
         base.quarantined_jobs.extend(snap.quarantined_jobs);
     }
     base.lines.retain(|l| !taken.contains(&l.origin_id));
-    base.exceptions.retain(|e| !taken.contains(&e.line.origin_id));
+    base.exceptions
+        .retain(|e| !taken.contains(&e.line.origin_id));
     // Oldest overlay first, each in its staged order.
     lines.sort_by_key(|l: &SageLine| (l.run, l.source_line));
     exceptions.sort_by_key(|e: &SageException| (e.line.run, e.line.source_line));
@@ -585,6 +586,9 @@ mod tests {
         )));
         let mut no_window = manifest(SyncKind::Incremental, None);
         no_window.change_window = None;
-        assert!(!is_snapshot(&no_window), "no window said: not known to be whole");
+        assert!(
+            !is_snapshot(&no_window),
+            "no window said: not known to be whole"
+        );
     }
 }
