@@ -519,6 +519,22 @@ fn reconcile_lays_incremental_runs_over_the_snapshot_and_repairs_each_line_from_
             report.replays.iter().all(|r| r.exit_code == 0),
             "{report:?}"
         );
+        // The first run's replay read all its staged rows and loaded one.
+        let path = w
+            .dir
+            .path()
+            .join("runs")
+            .join(&report.replays[0].run)
+            .join("report.json");
+        let replayed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("report")).expect("json");
+        assert_eq!(replayed["only_lines"], 1, "{replayed}");
+        assert_eq!(replayed["rows_read"], 1, "{replayed}");
+        assert_eq!(
+            replayed["rows_skipped"].as_u64(),
+            Some(first.report.counts.staged - 1),
+            "{replayed}"
+        );
         assert_eq!(w.line_of(&corrected).amount.to_string(), "515.50");
         assert_eq!(w.line_of(&added).amount.to_string(), "77.77");
         w.line_of(&old);

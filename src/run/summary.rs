@@ -177,6 +177,14 @@ pub fn replay_summary_text(r: &ReplayReport, run_dir: &Path) -> String {
         if r.force { ", forced" } else { "" }
     );
     let _ = writeln!(s, "  staged rows read {:>10}", r.rows_read);
+    if let Some(only) = r.only_lines {
+        let _ = writeln!(
+            s,
+            "  selected         {:>10}  line origin ids asked for (reconcile --repair); {} other \
+             staged rows skipped",
+            only, r.rows_skipped
+        );
+    }
     let _ = writeln!(
         s,
         "  planned          {:>10}  lines in {} direct costs, amount {}",
