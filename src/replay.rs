@@ -178,6 +178,26 @@ pub async fn replay(
     pipeline: &Pipeline,
     options: &ReplayOptions,
 ) -> Result<ReplayOutcome> {
+    replay_with(run_dir, pipeline, options, None).await
+}
+
+/// A replay under the ledger's lock that the caller holds (`reconcile --repair`, which keeps it
+/// from its first read-back to its last replay, so that no sync slips in between).
+pub(crate) async fn replay_under(
+    run_dir: &Path,
+    pipeline: &Pipeline,
+    options: &ReplayOptions,
+    lock: &crate::ledger::LedgerLock,
+) -> Result<ReplayOutcome> {
+    replay_with(run_dir, pipeline, options, Some(lock)).await
+}
+
+async fn replay_with(
+    run_dir: &Path,
+    pipeline: &Pipeline,
+    options: &ReplayOptions,
+    held: Option<&crate::ledger::LedgerLock>,
+) -> Result<ReplayOutcome> {
     let sync_options = SyncOptions {
         dry_run: options.dry_run,
         cancel: options.cancel.clone(),
@@ -186,15 +206,20 @@ pub async fn replay(
     let run_id = run::new_run_id();
     let _logged = crate::logging::RunScope::enter(&run_id);
     // One sync or replay at a time per ledger (a dry run takes no lock); held to the end.
-    let ledger_lock = lock_ledger(
-        pipeline,
-        &sync_options,
-        format!("replay {}", run_dir.display()),
-    )
-    .await?;
-    let history = ledger_lock
-        .as_ref()
-        .and_then(|_| RunHistory::start(pipeline, &run_id, RunMode::Replay));
+    let ledger_lock = match held {
+        Some(_) => None,
+        None => {
+            lock_ledger(
+                pipeline,
+                &sync_options,
+                format!("replay {}", run_dir.display()),
+            )
+            .await?
+        }
+    };
+    let history = (held.is_some() || ledger_lock.is_some())
+        .then(|| RunHistory::start(pipeline, &run_id, RunMode::Replay))
+        .flatten();
     let mut out_dir = None;
     let result = replay_locked(run_dir, pipeline, options, &run_id, &mut out_dir).await;
     if let Some(history) = history {

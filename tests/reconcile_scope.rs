@@ -447,6 +447,68 @@ fn a_repair_holds_the_ledger_lock_and_is_turned_away_while_another_holds_it() {
         let status = child.wait().expect("wait");
         assert_eq!(status.code(), Some(0), "the repair finished");
         assert_eq!(world.lines_in_procore(), LINES - 1);
+
+        // A line deleted in Procore is resent by a replay, still under the repair's lock: no
+        // sync can load a newer version between the read-back and the resend.
+        let line = *world
+            .sandbox
+            .snapshot()
+            .line_items
+            .keys()
+            .next()
+            .expect("a line");
+        world.sandbox.delete_line_item(line).expect("delete");
+        let runs_dir = world.dir.path().join("runs");
+        let runs_before: Vec<_> = std::fs::read_dir(&runs_dir)
+            .expect("runs")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jcsync"))
+            .arg("reconcile")
+            .arg(&world.pipeline)
+            .arg("--repair")
+            .env(CLIENT_ID_ENV, "demo-client")
+            .env(CLIENT_SECRET_ENV, "demo-secret")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start jcsync reconcile --repair");
+        let started = std::time::Instant::now();
+        let replaying = loop {
+            let new_run = std::fs::read_dir(&runs_dir)
+                .expect("runs")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.is_dir() && !runs_before.contains(p));
+            if let Some(dir) = new_run {
+                break dir;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the repair never started its replay"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        };
+        let holder = std::fs::read_to_string(&lock_file).unwrap_or_default();
+        assert!(
+            !replaying.join("manifest.json").exists(),
+            "the replay ended before it was looked at (each write takes 1 s)"
+        );
+        assert!(
+            holder.contains("reconcile --repair"),
+            "the replay runs under the repair's lock: {holder}"
+        );
+        let busy = match sync(&world.load(), &SyncOptions::default()).await {
+            Ok(o) => o.exit_code,
+            Err(e) => jcsync::run::finish::exit_status_of(&e),
+        };
+        assert_eq!(busy, 4, "a sync during the repair's replay is turned away");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(0), "the repair finished");
+        assert_eq!(
+            world.lines_in_procore(),
+            LINES - 1,
+            "the deleted line is back"
+        );
     });
 }
 

@@ -147,6 +147,22 @@ pub async fn reconcile(
             });
         }
     }
+    // A repair holds the ledger's lock from before it chooses the runs to its last deletion: no
+    // sync writes a run, Procore or the ledger between what it saw and what it sends (a sync
+    // started meanwhile is turned away, exit 4), so no run it did not lay over the snapshot
+    // can slip in.
+    let lock = if options.repair {
+        let ledger = config.ledger_path();
+        Some(
+            tokio::task::spawn_blocking(move || {
+                crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
+            })
+            .await
+            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??,
+        )
+    } else {
+        None
+    };
     let run = sage::choose_run(&config.stage.dir, &config.company, options.run.as_deref())?;
     if let Some(note) = &run.note {
         tracing::warn!("{note}");
@@ -170,21 +186,6 @@ pub async fn reconcile(
         })
         .await
         .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??
-    };
-    // A repair holds the ledger's lock from the first read-back to its last deletion: no sync
-    // writes Procore or the ledger between what it saw and what it deletes (a sync started
-    // meanwhile is turned away, exit 4).
-    let lock = if options.repair {
-        let ledger = config.ledger_path();
-        Some(
-            tokio::task::spawn_blocking(move || {
-                crate::ledger::LedgerLock::acquire(&ledger, "reconcile --repair")
-            })
-            .await
-            .map_err(|e| crate::transform::driver::task_failed("reconcile", e))??,
-        )
-    } else {
-        None
     };
     let first = read_back(pipeline, &run, &later, &snapshot, options).await?;
     if let (Some(_), Some(newer)) = (&lock, first.reconciliation.later_loads.first()) {

@@ -4,7 +4,7 @@
 //! - Missing and changed lines: the ledger forgets that what it recorded of them (and of their
 //!   direct costs) is in Procore (`Ledger::invalidate`), then the run holding each line's
 //!   current version (the snapshot run, or an incremental run laid over it) is replayed with
-//!   only those lines ([`crate::replay::replay`] with `only`, which takes the ledger's lock):
+//!   only those lines ([`crate::replay::replay_under`] with `only`, under the repair's lock):
 //!   the usual upsert by origin_id sends exactly those again (a missing direct cost is created
 //!   again, a changed line updated).
 //! - Orphaned and duplicated lines: deleted, only when the ledger holds their origin_id (jcsync
@@ -18,8 +18,8 @@
 //! Deletions obey the sync's guards ([`guard`]): `[sync] removals = "off"` or `"plan"` deletes
 //! nothing; more than `[sync] max_removal_share` of the target's ledger lines deletes nothing
 //! unless `--allow-removals` confirms it (exit 5, as a sync); lines of a vanished job are
-//! orphans only with `vanished_jobs = "remove"` ([`super::scope`]). The whole repair but the
-//! replay runs under the ledger's lock, taken before the first read-back.
+//! orphans only with `vanished_jobs = "remove"` ([`super::scope`]). The whole repair, replays
+//! included, runs under the ledger's lock, taken before the runs are chosen.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -296,8 +296,8 @@ pub(crate) fn guard(
 }
 
 /// Repair what `found` shows: resend through a replay, delete through the removal executor.
-/// `lock` is the ledger's, taken before `found` was read: held through the deletions, released
-/// before the replay (which takes it itself).
+/// `lock` is the ledger's, taken before `found` was read: held through the deletions and the
+/// replays, released at the end.
 pub(crate) async fn repair(
     pipeline: &Pipeline,
     run: &ChosenRun,
@@ -358,9 +358,6 @@ pub(crate) async fn repair(
     let deleted = delete(pipeline, &mut target, found, &plan, options, &mut report).await;
     close_target(target).await;
     report.deleted = deleted?;
-    // The replay takes the lock itself (forgetting only makes the next load send more, so a run
-    // slipping in between is harmless).
-    drop(lock);
     // Each line is sent from the run that holds its current version: the snapshot run, or the
     // incremental run laid over it that staged it last. Each replay loads only those lines, so
     // it neither sends an older version of what a later run changed nor brings back what a
@@ -383,7 +380,9 @@ pub(crate) async fn repair(
             },
         };
         let count = lines.len() as u64;
-        let replayed = crate::replay::replay(
+        // Under the repair's lock: a sync slipping in before this replay could load a newer
+        // version of a line that the replay would then send back.
+        let replayed = crate::replay::replay_under(
             &dir,
             pipeline,
             &crate::replay::ReplayOptions {
@@ -391,6 +390,7 @@ pub(crate) async fn repair(
                 only: Some(std::sync::Arc::new(lines)),
                 ..Default::default()
             },
+            &lock,
         )
         .await?;
         tracing::info!(
@@ -415,6 +415,7 @@ pub(crate) async fn repair(
             exit_code: replayed.exit_code,
         });
     }
+    drop(lock);
     Ok(report)
 }
 
