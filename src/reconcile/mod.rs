@@ -18,9 +18,10 @@
 //! exit status.
 //!
 //! `--repair` ([`repair`]) makes Procore equal through the normal load path: the ledger forgets
-//! what it recorded of missing and changed lines (and their direct costs), and the staged run is
-//! replayed; orphaned and duplicated lines that the ledger says jcsync created are deleted,
-//! under the sync's removal guards and the ledger's lock (taken before the first read-back).
+//! what it recorded of missing and changed lines (and their direct costs), and each is sent
+//! again by a replay of the run holding its current version, that line only; orphaned and duplicated lines that the ledger says jcsync created are deleted,
+//! under the sync's removal guards and the ledger's lock (taken before the runs are chosen, held
+//! through the replays).
 //! Then Procore is read back again and compared once more.
 //!
 //! Memory: the snapshot's lines and one read-back are held in memory (about 200 bytes a line).
@@ -147,7 +148,7 @@ pub async fn reconcile(
             });
         }
     }
-    // A repair holds the ledger's lock from before it chooses the runs to its last deletion: no
+    // A repair holds the ledger's lock from before it chooses the runs to its last replay: no
     // sync writes a run, Procore or the ledger between what it saw and what it sends (a sync
     // started meanwhile is turned away, exit 4), so no run it did not lay over the snapshot
     // can slip in.
