@@ -142,6 +142,20 @@ impl World {
     }
 
     /// The CLI on this pipeline: (exit status, stdout).
+    /// `jcsync reconcile PIPELINE --repair` in a child process, its output discarded.
+    fn spawn_repair(&self) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jcsync"))
+            .arg("reconcile")
+            .arg(&self.pipeline)
+            .arg("--repair")
+            .env(CLIENT_ID_ENV, "demo-client")
+            .env(CLIENT_SECRET_ENV, "demo-secret")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start jcsync reconcile --repair")
+    }
+
     fn cli(&self, args: &[&str]) -> (Option<i32>, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jcsync"))
             .arg("reconcile")
@@ -416,16 +430,7 @@ fn a_repair_holds_the_ledger_lock_and_is_turned_away_while_another_holds_it() {
         }
 
         // While the repair deletes (each write takes 1 s), a sync is turned away with 4.
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jcsync"))
-            .arg("reconcile")
-            .arg(&world.pipeline)
-            .arg("--repair")
-            .env(CLIENT_ID_ENV, "demo-client")
-            .env(CLIENT_SECRET_ENV, "demo-secret")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start jcsync reconcile --repair");
+        let mut child = world.spawn_repair();
         let lock_file = LedgerLock::path_for(&ledger);
         let started = std::time::Instant::now();
         loop {
@@ -463,16 +468,7 @@ fn a_repair_holds_the_ledger_lock_and_is_turned_away_while_another_holds_it() {
             .expect("runs")
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jcsync"))
-            .arg("reconcile")
-            .arg(&world.pipeline)
-            .arg("--repair")
-            .env(CLIENT_ID_ENV, "demo-client")
-            .env(CLIENT_SECRET_ENV, "demo-secret")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start jcsync reconcile --repair");
+        let mut child = world.spawn_repair();
         let started = std::time::Instant::now();
         let replaying = loop {
             let new_run = std::fs::read_dir(&runs_dir)
